@@ -1,0 +1,251 @@
+// SmallThinker modules in LibTorch (see transformer.h for the names and shape conventions).
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "model/check.h"
+
+namespace st {
+namespace {
+
+torch::nn::Linear NoBiasLinear(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_in) : eps(eps_in) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  const torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+RopeTables MakeRopeTables(int64_t seq_len, int64_t head_dim, double theta,
+                          const torch::Device& device, int64_t pos0) {
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(device);
+  // inv_freq_i = theta^(-2i/D), i in [0, D/2); angles in fp64 so long contexts stay exact.
+  torch::Tensor inv_freq =
+      torch::pow(theta, -torch::arange(0, head_dim, 2, f64) / static_cast<double>(head_dim));
+  torch::Tensor pos = torch::arange(pos0, pos0 + seq_len, f64);
+  torch::Tensor ang_SD2 = torch::outer(pos, inv_freq);
+  torch::Tensor ang_SD = torch::cat({ang_SD2, ang_SD2}, -1);
+  return {ang_SD.cos().to(torch::kFloat32), ang_SD.sin().to(torch::kFloat32)};
+}
+
+torch::Tensor ApplyRope(const torch::Tensor& x_BNSD, const RopeTables& rope) {
+  return x_BNSD * rope.cos_SD + RotateHalf(x_BNSD) * rope.sin_SD;
+}
+
+torch::Tensor AttentionMask(int64_t seq_len, int64_t window, const torch::Device& device) {
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  torch::Tensor i = torch::arange(seq_len, opts).unsqueeze(1);
+  torch::Tensor j = torch::arange(seq_len, opts).unsqueeze(0);
+  torch::Tensor dist = i - j;
+  torch::Tensor keep = dist >= 0;
+  if (window > 0) keep = keep & (dist < window);
+  return keep;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg, int layer)
+    : use_rope(cfg.layer_uses_rope.at(layer)),
+      window(cfg.layer_uses_sliding.at(layer) ? cfg.sliding_window_size : 0),
+      n_heads(cfg.num_attention_heads),
+      n_kv_heads(cfg.num_key_value_heads),
+      head_dim(cfg.head_dim) {
+  const int64_t H = cfg.hidden_size;
+  q_proj = register_module("q_proj", NoBiasLinear(H, cfg.q_width()));
+  k_proj = register_module("k_proj", NoBiasLinear(H, cfg.kv_width()));
+  v_proj = register_module("v_proj", NoBiasLinear(H, cfg.kv_width()));
+  o_proj = register_module("o_proj", NoBiasLinear(cfg.q_width(), H));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& h_BSH, const RopeTables& rope,
+                                     const torch::Tensor& mask_SS) {
+  const int64_t B = h_BSH.size(0), S = h_BSH.size(1);
+  const int64_t N = n_heads, G = n_kv_heads, D = head_dim;
+  torch::Tensor q_BNSD = q_proj(h_BSH).view({B, S, N, D}).transpose(1, 2);
+  torch::Tensor k_BGSD = k_proj(h_BSH).view({B, S, G, D}).transpose(1, 2);
+  torch::Tensor v_BGSD = v_proj(h_BSH).view({B, S, G, D}).transpose(1, 2);
+  if (use_rope) {
+    q_BNSD = ApplyRope(q_BNSD, rope);
+    k_BGSD = ApplyRope(k_BGSD, rope);
+  }
+  // GQA: q head n reads kv head n / (N / G).
+  const int64_t rep = N / G;
+  torch::Tensor k_BNSD = k_BGSD.unsqueeze(2).expand({B, G, rep, S, D}).reshape({B, N, S, D});
+  torch::Tensor v_BNSD = v_BGSD.unsqueeze(2).expand({B, G, rep, S, D}).reshape({B, N, S, D});
+  // Scale 1/sqrt(D) on every layer, NoPE layers included.
+  torch::Tensor scores_BNSS =
+      torch::matmul(q_BNSD, k_BNSD.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
+  scores_BNSS = scores_BNSS.masked_fill(mask_SS.logical_not(), -std::numeric_limits<float>::infinity());
+  torch::Tensor probs = torch::softmax(scores_BNSS.to(torch::kFloat32), -1).to(q_BNSD.scalar_type());
+  torch::Tensor a_BSQ = torch::matmul(probs, v_BNSD).transpose(1, 2).reshape({B, S, N * D});
+  return o_proj(a_BSQ);
+}
+
+ExpertImpl::ExpertImpl(int64_t hidden, int64_t ffn) {
+  gate = register_module("gate", NoBiasLinear(hidden, ffn));
+  up = register_module("up", NoBiasLinear(hidden, ffn));
+  down = register_module("down", NoBiasLinear(ffn, hidden));
+}
+
+torch::Tensor GateWeights(const torch::Tensor& topk_logits_TK, bool apply_softmax) {
+  if (apply_softmax) return torch::softmax(topk_logits_TK, -1);
+  torch::Tensor s = torch::sigmoid(topk_logits_TK);
+  return s / s.sum(-1, /*keepdim=*/true);
+}
+
+MoEImpl::MoEImpl(const ModelConfig& cfg)
+    : num_experts(cfg.moe_num_primary_experts),
+      top_k(cfg.moe_num_active_primary_experts),
+      apply_softmax(cfg.moe_primary_router_apply_softmax) {
+  primary_router = register_module("primary_router", NoBiasLinear(cfg.hidden_size, num_experts));
+  experts = register_module("experts", torch::nn::ModuleList());
+  for (int64_t e = 0; e < num_experts; ++e) {
+    experts->push_back(Expert(cfg.hidden_size, cfg.moe_ffn_hidden_size));
+  }
+}
+
+torch::Tensor MoEImpl::Route(const torch::Tensor& x_TH) {
+  return primary_router(x_TH).to(torch::kFloat32);
+}
+
+torch::Tensor MoEImpl::forward(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
+                               LayerRouting* routing) {
+  const int64_t T = h_TH.size(0), K = top_k;
+  auto [topk_logits_TK, topk_idx_TK] = router_logits_TE.topk(K, -1);
+  torch::Tensor w_TK = GateWeights(topk_logits_TK, apply_softmax).to(h_TH.scalar_type());
+
+  // Group the T*K (token, expert) assignments by expert.
+  torch::Tensor expert_of_A = topk_idx_TK.reshape({-1});
+  torch::Tensor order_A = std::get<1>(expert_of_A.sort(c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
+  torch::Tensor token_of_A =
+      torch::arange(T, topk_idx_TK.options()).repeat_interleave(K).index_select(0, order_A);
+  torch::Tensor w_A = w_TK.reshape({-1}).index_select(0, order_A);
+  torch::Tensor counts_E = torch::bincount(expert_of_A, {}, num_experts);
+  torch::Tensor counts_cpu = counts_E.to(torch::kCPU);
+  const int64_t* counts = counts_cpu.data_ptr<int64_t>();
+
+  torch::Tensor y_TH = torch::zeros_like(h_TH);
+  torch::Tensor zeros = torch::zeros({}, topk_idx_TK.options());
+  int64_t offset = 0, total = 0;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const int64_t n = counts[e];
+    if (n == 0) continue;
+    torch::Tensor tok_n = token_of_A.narrow(0, offset, n);
+    torch::Tensor w_n = w_A.narrow(0, offset, n);
+    offset += n;
+    auto* ex = experts[e]->as<ExpertImpl>();
+    torch::Tensor x_nH = h_TH.index_select(0, tok_n);
+    torch::Tensor g_nF = torch::relu(ex->gate(x_nH));
+    torch::Tensor out_nH = ex->down(g_nF * ex->up(x_nH)) * w_n.unsqueeze(1);
+    y_TH.index_add_(0, tok_n, out_nH);
+    {
+      torch::NoGradGuard no_grad;
+      zeros = zeros + (g_nF == 0).sum();
+      total += n * g_nF.size(1);
+    }
+  }
+  if (routing != nullptr) {
+    routing->router_logits_TE = router_logits_TE;
+    routing->topk_idx_TK = topk_idx_TK;
+    routing->expert_counts_E = counts_E.detach();
+    routing->reglu_zero = zeros.item<int64_t>();
+    routing->reglu_total = total;
+  }
+  return y_TH;
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg, int layer) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(cfg.hidden_size, cfg.rms_norm_eps));
+  self_attn = register_module("self_attn", Attention(cfg, layer));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(cfg.hidden_size, cfg.rms_norm_eps));
+  block_sparse_moe = register_module("block_sparse_moe", MoE(cfg));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x_BSH, const RopeTables& rope,
+                                        const torch::Tensor& mask_SS, LayerRouting* routing) {
+  const int64_t B = x_BSH.size(0), S = x_BSH.size(1), H = x_BSH.size(2);
+  // 1. Route: the router reads the raw residual, before attention (this is what lets an
+  //    engine start fetching the chosen experts while attention runs).
+  torch::Tensor router_logits_TE = block_sparse_moe->Route(x_BSH.reshape({B * S, H}));
+  // 2. Attention.
+  torch::Tensor x = x_BSH + self_attn(input_layernorm(x_BSH), rope, mask_SS);
+  // 3. MoE on the post-attention norm, with the routing chosen in step 1.
+  torch::Tensor h2_TH = post_attention_layernorm(x).reshape({B * S, H});
+  return x + block_sparse_moe(h2_TH, router_logits_TE, routing).view({B, S, H});
+}
+
+SmallThinkerModelImpl::SmallThinkerModelImpl(const ModelConfig& cfg_in) : cfg(cfg_in) {
+  ST_CHECK(static_cast<int>(cfg.layer_uses_rope.size()) == cfg.num_hidden_layers)
+      << "ModelConfig not validated";
+  embed_tokens =
+      register_module("embed_tokens", torch::nn::Embedding(cfg.vocab_size, cfg.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) layers->push_back(DecoderLayer(cfg, l));
+  norm = register_module("norm", RMSNorm(cfg.hidden_size, cfg.rms_norm_eps));
+}
+
+torch::Tensor SmallThinkerModelImpl::forward(const torch::Tensor& ids_BS,
+                                             std::vector<LayerRouting>* routing) {
+  const int64_t S = ids_BS.size(1);
+  const torch::Device dev = ids_BS.device();
+  const RopeTables rope = MakeRopeTables(S, cfg.head_dim, cfg.rope_theta, dev);
+  const torch::Tensor global_mask = AttentionMask(S, 0, dev);
+  const torch::Tensor window_mask = AttentionMask(S, cfg.sliding_window_size, dev);
+  if (routing != nullptr) routing->assign(cfg.num_hidden_layers, LayerRouting{});
+  torch::Tensor x_BSH = embed_tokens(ids_BS);
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
+    const torch::Tensor& mask = cfg.layer_uses_sliding[l] ? window_mask : global_mask;
+    x_BSH = layers[l]->as<DecoderLayerImpl>()->forward(
+        x_BSH, rope, mask, routing != nullptr ? &(*routing)[l] : nullptr);
+  }
+  return norm(x_BSH);
+}
+
+SmallThinkerForCausalLMImpl::SmallThinkerForCausalLMImpl(const ModelConfig& cfg_in)
+    : cfg(cfg_in) {
+  model = register_module("model", SmallThinkerModel(cfg));
+  if (!cfg.tie_word_embeddings) {
+    lm_head = register_module("lm_head", NoBiasLinear(cfg.hidden_size, cfg.vocab_size));
+  }
+  InitWeights();
+}
+
+ForwardOutput SmallThinkerForCausalLMImpl::forward(const torch::Tensor& ids_BS) {
+  ForwardOutput out;
+  torch::Tensor h_BSH = model(ids_BS, &out.routing);
+  out.logits_BSV = lm_head ? lm_head(h_BSH)
+                           : torch::matmul(h_BSH, model->embed_tokens->weight.t());
+  return out;
+}
+
+void SmallThinkerForCausalLMImpl::InitWeights() {
+  torch::NoGradGuard no_grad;
+  const double std = 0.02;
+  const double residual_std = std / std::sqrt(2.0 * cfg.num_hidden_layers);
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    if (name.find("norm") != std::string::npos) {
+      p.fill_(1.0);
+    } else if (name.find("o_proj") != std::string::npos ||
+               name.find(".down.") != std::string::npos) {
+      p.normal_(0.0, residual_std);
+    } else {
+      p.normal_(0.0, std);
+    }
+  }
+}
+
+}  // namespace st

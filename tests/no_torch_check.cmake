@@ -1,0 +1,11 @@
+# Fails when any of FILES (';'-separated executables) links a LibTorch library.
+foreach(f IN LISTS FILES)
+  execute_process(COMMAND ldd ${f} OUTPUT_VARIABLE deps RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ldd failed on ${f}")
+  endif()
+  if(deps MATCHES "libtorch|libc10|libcaffe2")
+    message(FATAL_ERROR "${f} links LibTorch; the runtime and data tools must stay torch-free:\n${deps}")
+  endif()
+  message(STATUS "${f}: torch-free")
+endforeach()

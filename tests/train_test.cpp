@@ -1,0 +1,324 @@
+// Trainer tests: checkpoint round trip, exact resume, learning on the KJV text, bad input.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "data/hdf5.h"
+#include "data/token_dataset.h"
+#include "model/config.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+namespace st {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string FreshDir(const std::string& name) {
+  fs::path p = fs::path(ST_BINARY_DIR) / "test_tmp" / name;
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+ModelConfig TestModel() {
+  auto c = LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/tiny.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  ModelConfig m = *c;
+  m.num_hidden_layers = 2;  // keep it quick; same layout pattern (NoPE-global, RoPE-sliding)
+  m.rope_layout = {0, 1};
+  m.sliding_window_layout = {0, 1};
+  EXPECT_TRUE(ValidateModelConfig(m).ok());
+  return m;
+}
+
+// A byte-level token file from synthetic sentences (deterministic).
+std::string SyntheticTokenFile(const std::string& dir) {
+  const char* words[] = {"the", "lord", "said", "unto", "moses", "and", "behold", "land",
+                         "of", "israel", "went", "forth", "people", "house", "day"};
+  std::mt19937 rng(42);
+  std::string text;
+  for (int line = 0; line < 2000; ++line) {
+    const int n = 4 + rng() % 8;
+    for (int w = 0; w < n; ++w) text += std::string(w ? " " : "") + words[rng() % 15];
+    text += ".\n";
+  }
+  ByteTokenizer tok;
+  SplitTokens split = TokenizeAndSplit(tok, text, 0.1);
+  const std::string path = dir + "/tokens.h5";
+  TokenFileMeta meta{tok.name(), tok.vocab_size(), tok.eos_id(), "synthetic"};
+  EXPECT_TRUE(WriteTokenFile(path, meta, split.train, split.val).ok());
+  return path;
+}
+
+TrainerOptions BaseOptions(const std::string& data, const std::string& run_dir) {
+  TrainerOptions o;
+  o.model = TestModel();
+  o.train.data = data;
+  o.train.seq_len = 32;
+  o.train.micro_batch_size = 4;
+  o.train.grad_accum_steps = 2;
+  o.train.max_steps = 12;
+  o.train.warmup_steps = 3;
+  o.train.lr = 2e-3;
+  o.train.lbl_window = 3;
+  o.train.z_loss_coef = 1e-3;
+  o.train.log_interval = 4;
+  o.train.eval_interval = 6;
+  o.train.eval_batches = 2;
+  o.train.checkpoint_interval = 0;
+  o.train.threads = 1;
+  o.run_dir = run_dir;
+  o.quiet = true;
+  return o;
+}
+
+TEST(CheckpointTest, SaveLoadRoundTripIsBitExact) {
+  const std::string dir = FreshDir("ckpt_roundtrip");
+  for (bool tied : {true, false}) {
+    ModelConfig c = TestModel();
+    c.tie_word_embeddings = tied;
+    torch::manual_seed(1);
+    SmallThinkerForCausalLM a(c);
+    std::vector<std::pair<std::string, torch::Tensor>> named;
+    for (const auto& it : a->named_parameters()) named.emplace_back(it.key(), it.value());
+    AdamW opt(named, AdamWOptions{});
+    for (auto& p : opt.params()) {  // non-trivial optimizer state
+      p.exp_avg.normal_();
+      p.exp_avg_sq.uniform_();
+    }
+    opt.set_step(17);
+    CheckpointState s;
+    s.step = 17;
+    s.sampler = {99, 3, 41};
+    s.lbl_history = torch::randint(0, 100, {2, c.num_hidden_layers, c.moe_num_primary_experts},
+                                   torch::kInt64);
+    s.rng_cpu = torch::randint(0, 255, {64}, torch::kUInt8);
+    s.model_config_json = c.ToJson();
+    s.train_config_json = TrainConfig{}.ToJson();
+    s.tokenizer = "byte";
+    const std::string path = dir + "/ckpt.h5";
+    ASSERT_TRUE(SaveCheckpoint(path, a, &opt, s).ok());
+    EXPECT_FALSE(fs::exists(path + ".tmp"));
+
+    torch::manual_seed(2);
+    SmallThinkerForCausalLM b(c);
+    std::vector<std::pair<std::string, torch::Tensor>> named_b;
+    for (const auto& it : b->named_parameters()) named_b.emplace_back(it.key(), it.value());
+    AdamW opt_b(named_b, AdamWOptions{});
+    absl::Status st = LoadCheckpoint(path, b, &opt_b);
+    ASSERT_TRUE(st.ok()) << st;
+    auto pa = a->named_parameters(), pb = b->named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (const auto& it : pa) EXPECT_TRUE(torch::equal(it.value(), pb[it.key()])) << it.key();
+    for (size_t i = 0; i < opt.params().size(); ++i) {
+      EXPECT_TRUE(torch::equal(opt.params()[i].exp_avg, opt_b.params()[i].exp_avg));
+      EXPECT_TRUE(torch::equal(opt.params()[i].exp_avg_sq, opt_b.params()[i].exp_avg_sq));
+    }
+    EXPECT_EQ(opt_b.step(), 17);
+    auto rs = ReadCheckpointState(path);
+    ASSERT_TRUE(rs.ok()) << rs.status();
+    EXPECT_EQ(rs->step, 17);
+    EXPECT_EQ(rs->sampler.seed, 99u);
+    EXPECT_EQ(rs->sampler.epoch, 3);
+    EXPECT_EQ(rs->sampler.cursor, 41);
+    EXPECT_TRUE(torch::equal(rs->lbl_history, s.lbl_history));
+    EXPECT_TRUE(torch::equal(rs->rng_cpu, s.rng_cpu));
+    EXPECT_EQ(rs->model_config_json, s.model_config_json);
+    EXPECT_EQ(rs->tokenizer, "byte");
+    // Parameters are stored under their Hugging Face names.
+    auto f = H5File::Open(path);
+    ASSERT_TRUE(f.ok());
+    EXPECT_TRUE(f->Exists("/params/model.layers.1.block_sparse_moe.experts.3.down.weight"));
+    EXPECT_EQ(f->Exists("/params/lm_head.weight"), !tied);
+  }
+}
+
+TEST(CheckpointTest, WrongShapeAndNonCheckpointGiveClearErrors) {
+  const std::string dir = FreshDir("ckpt_errors");
+  ModelConfig c = TestModel();
+  SmallThinkerForCausalLM a(c);
+  CheckpointState s;
+  s.model_config_json = c.ToJson();
+  s.train_config_json = "{}";
+  s.tokenizer = "byte";
+  ASSERT_TRUE(SaveCheckpoint(dir + "/a.h5", a, nullptr, s).ok());
+  ModelConfig bigger = c;
+  bigger.hidden_size = 64;
+  SmallThinkerForCausalLM b(bigger);
+  absl::Status st = LoadCheckpoint(dir + "/a.h5", b, nullptr);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("different model config"), std::string::npos) << st;
+  std::ofstream(dir + "/junk.h5") << "not hdf5";
+  EXPECT_FALSE(ReadCheckpointState(dir + "/junk.h5").ok());
+  EXPECT_FALSE(ReadCheckpointState(dir + "/missing.h5").ok());
+}
+
+TEST(TrainerTest, InterruptedAndResumedRunMatchesUninterruptedRun) {
+  const std::string dir = FreshDir("resume");
+  const std::string data = SyntheticTokenFile(dir);
+  std::vector<StepRecord> full;
+  std::vector<torch::Tensor> full_params;
+  {
+    auto t = Trainer::Create(BaseOptions(data, dir + "/full"));
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Run().ok());
+    full = (*t)->history();
+    for (const auto& p : (*t)->model()->parameters()) full_params.push_back(p.detach().clone());
+  }
+  ASSERT_EQ(full.size(), 12u);
+  {
+    TrainerOptions o = BaseOptions(data, dir + "/split");
+    o.stop_at_step = 5;  // not a multiple of anything in the cadence
+    auto t = Trainer::Create(o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Run().ok());
+    ASSERT_EQ((*t)->history().size(), 5u);
+    for (size_t i = 0; i < 5; ++i) EXPECT_EQ((*t)->history()[i].loss, full[i].loss);
+  }
+  // Scramble the global RNG, as a new process would have it.
+  torch::manual_seed(987);
+  TrainerOptions o = BaseOptions(data, dir + "/split");
+  o.resume = true;
+  o.model = ModelConfig{};  // comes from the checkpoint
+  auto t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->step(), 5);
+  ASSERT_TRUE((*t)->Run().ok());
+  const auto& resumed = (*t)->history();
+  ASSERT_EQ(resumed.size(), 7u);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i].step, full[5 + i].step);
+    EXPECT_EQ(resumed[i].loss, full[5 + i].loss) << "step " << resumed[i].step;
+    EXPECT_EQ(resumed[i].lr, full[5 + i].lr);
+  }
+  // The final weights are identical too.
+  auto params = (*t)->model()->parameters();
+  ASSERT_EQ(params.size(), full_params.size());
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], full_params[i]));
+}
+
+TEST(TrainerTest, RefusesToOverwriteAndExplainsResume) {
+  const std::string dir = FreshDir("overwrite");
+  const std::string data = SyntheticTokenFile(dir);
+  TrainerOptions o = BaseOptions(data, dir + "/run");
+  o.train.max_steps = 1;
+  {
+    auto t = Trainer::Create(o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Run().ok());
+  }
+  auto again = Trainer::Create(o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("--resume"), std::string::npos) << again.status();
+  TrainerOptions r = BaseOptions(data, dir + "/empty");
+  r.resume = true;
+  auto none = Trainer::Create(r);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no checkpoint"), std::string::npos) << none.status();
+}
+
+TEST(TrainerTest, BadInputsGiveClearErrors) {
+  const std::string dir = FreshDir("bad_inputs");
+  const std::string data = SyntheticTokenFile(dir);
+  {
+    TrainerOptions o = BaseOptions(data, dir + "/vocab");
+    o.model.vocab_size = 200;  // byte tokenizer needs 257
+    o.model.eos_token_id = {};
+    auto t = Trainer::Create(o);
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("vocab_size"), std::string::npos) << t.status();
+  }
+  {
+    TrainerOptions o = BaseOptions(dir + "/missing.h5", dir + "/nodata");
+    auto t = Trainer::Create(o);
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("missing.h5"), std::string::npos) << t.status();
+  }
+  {
+    TrainerOptions o = BaseOptions(data, dir + "/seq");
+    o.train.seq_len = 100000;
+    auto t = Trainer::Create(o);
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find("max_position_embeddings"), std::string::npos);
+  }
+  EXPECT_FALSE(ParseDevice("gpu").ok());
+  EXPECT_NE(ParseDevice("gpu").status().message().find("cpu, cuda"), std::string::npos);
+  auto tc = ParseTrainConfig(R"({"seq_len": 64, "learning_rate": 0.1})");
+  ASSERT_FALSE(tc.ok());
+  EXPECT_NE(tc.status().message().find("learning_rate"), std::string::npos) << tc.status();
+  auto tc2 = ParseTrainConfig(R"({"seq_len": "long"})");
+  ASSERT_FALSE(tc2.ok());
+  EXPECT_NE(tc2.status().message().find("seq_len"), std::string::npos) << tc2.status();
+  auto tc3 = ParseTrainConfig(R"({"schedule": "linear"})");
+  ASSERT_FALSE(tc3.ok());
+  EXPECT_NE(tc3.status().message().find("schedule"), std::string::npos) << tc3.status();
+  for (const char* name : {"tiny", "small"}) {
+    auto shipped = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/" + name + ".json");
+    EXPECT_TRUE(shipped.ok()) << shipped.status();
+  }
+}
+
+// Unigram entropy (nats/token) of a token sequence: the loss of the best model that ignores
+// context, computed directly from counts.
+double UnigramEntropy(const TokenDataset& d) {
+  std::map<int32_t, int64_t> counts;
+  for (int64_t i = 0; i < d.size(); ++i) counts[d.data()[i]]++;
+  double h = 0;
+  for (const auto& [id, n] : counts) {
+    const double p = static_cast<double>(n) / d.size();
+    h -= p * std::log(p);
+  }
+  return h;
+}
+
+TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
+  const std::string kjv = std::string(ST_BINARY_DIR) + "/corpus/kjv.txt";
+  std::ifstream in(kjv);
+  ASSERT_TRUE(in) << kjv << " is missing: run scripts/test.sh (or ctest, whose "
+                  << "prepare_kjv_corpus fixture makes it; needs Debian's bible-kjv)";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string dir = FreshDir("kjv_learning");
+  ByteTokenizer tok;
+  SplitTokens split = TokenizeAndSplit(tok, ss.str(), 0.01);
+  const std::string data = dir + "/kjv.h5";
+  ASSERT_TRUE(WriteTokenFile(data, {tok.name(), tok.vocab_size(), tok.eos_id(), "kjv"},
+                             split.train, split.val).ok());
+  auto cfg = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/tiny.json");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto model = LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/tiny.json");
+  ASSERT_TRUE(model.ok()) << model.status();
+  TrainerOptions o;
+  o.train = *cfg;
+  o.train.data = data;
+  o.train.max_steps = 300;
+  o.train.warmup_steps = 20;
+  o.train.threads = 1;
+  o.train.checkpoint_interval = 0;
+  o.train.eval_interval = 0;
+  o.model = *model;
+  o.run_dir = dir + "/run";
+  o.quiet = true;
+  auto t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto train_data = TokenDataset::Open(data, "train");
+  ASSERT_TRUE(train_data.ok());
+  const double unigram = UnigramEntropy(*train_data);
+  const double before = (*t)->Evaluate();
+  ASSERT_TRUE((*t)->Run().ok());
+  const double after = (*t)->Evaluate();
+  std::printf("unigram entropy %.3f nats, val loss %.3f -> %.3f after 300 steps\n", unigram,
+              before, after);
+  EXPECT_GT(before, unigram);  // an untrained model is no better than counting
+  EXPECT_LT(after, 0.75 * unigram);
+}
+
+}  // namespace
+}  // namespace st

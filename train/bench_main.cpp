@@ -1,0 +1,96 @@
+// st-train-bench: training throughput of a model config on this machine, as tokens/s and as a
+// fraction of the matmul throughput (plain torch::mm) measured in the same run.
+#include <gflags/gflags.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "model/config.h"
+#include "model/transformer.h"
+#include "train/losses.h"
+#include "train/optim.h"
+
+DEFINE_string(model_config, "configs/model/tiny.json", "model config JSON");
+DEFINE_int32(seq_len, 128, "tokens a sequence");
+DEFINE_int32(batch, 16, "sequences a step");
+DEFINE_int32(steps, 10, "timed steps (after 2 warm-up steps)");
+DEFINE_int32(threads, 0, "intra-op threads; 0 = all cores");
+DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+
+// fp32 GFLOP/s of torch::mm on n x n matrices.
+double MatmulGflops(int64_t n) {
+  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n}), c;
+  for (int i = 0; i < 3; ++i) c = torch::mm(a, b);
+  int iters = 0;
+  const auto t0 = Clock::now();
+  while (Seconds(t0) < 1.0) {
+    c = torch::mm(a, b);
+    ++iters;
+  }
+  return 2.0 * n * n * n * iters / Seconds(t0) / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("st-train-bench --model_config configs/model/tiny.json");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  auto cfg = st::LoadModelConfig(FLAGS_model_config);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "st-train-bench: error: %s\n", std::string(cfg.status().message()).c_str());
+    return 1;
+  }
+  const int threads = FLAGS_threads > 0 ? FLAGS_threads
+                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  const double mm_gflops = MatmulGflops(FLAGS_mm_size);
+
+  torch::manual_seed(0);
+  st::SmallThinkerForCausalLM model(*cfg);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& it : model->named_parameters()) named.emplace_back(it.key(), it.value());
+  st::AdamW opt(named, st::AdamWOptions{});
+  st::LoadBalancePool pool(cfg->num_hidden_layers, cfg->moe_num_primary_experts, 1);
+  const int S = FLAGS_seq_len, B = FLAGS_batch;
+  auto step = [&]() {
+    torch::Tensor batch = torch::randint(0, cfg->vocab_size, {B, S + 1}, torch::kInt64);
+    opt.ZeroGrad();
+    st::ForwardOutput out = model->forward(batch.narrow(1, 0, S));
+    st::LossTerms t = st::ComputeLosses(out, batch.narrow(1, 1, S), *cfg, st::LossOptions{}, &pool);
+    t.total.backward();
+    opt.Step(1e-4);
+  };
+  for (int i = 0; i < 2; ++i) step();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < FLAGS_steps; ++i) step();
+  const double secs = Seconds(t0);
+  const double tok_s = static_cast<double>(FLAGS_steps) * B * S / secs;
+
+  // Matmul FLOPs a token, forward + backward = 3 x forward: 2 per active weight (non-embedding
+  // weights with k of E experts, plus the LM head), plus attention scores and mixing over the
+  // keys each query attends (S/2 on average causally, at most the window on sliding layers).
+  const int64_t H = cfg->hidden_size, V = cfg->vocab_size;
+  const double weights = static_cast<double>(cfg->NumActiveParams() - V * H -
+                                             (cfg->tie_word_embeddings ? 0 : V * H)) + V * H;
+  double attn = 0;
+  for (int l = 0; l < cfg->num_hidden_layers; ++l) {
+    double keys = (S + 1) / 2.0;
+    if (cfg->layer_uses_sliding[l] && cfg->sliding_window_size < S) keys = cfg->sliding_window_size;
+    attn += 2.0 * 2.0 * keys * cfg->q_width();
+  }
+  const double flops_per_token = 3.0 * (2.0 * weights + attn);
+  const double achieved = flops_per_token * tok_s / 1e9;
+  std::printf("model %s: %.2fM params, %.2fM active | seq %d x batch %d | threads %d\n",
+              FLAGS_model_config.c_str(), cfg->NumParams() / 1e6, cfg->NumActiveParams() / 1e6, S,
+              B, threads);
+  std::printf("  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
+              "GFLOP/s | fraction of matmul throughput: %.3f\n",
+              tok_s, secs / FLAGS_steps, achieved, FLAGS_mm_size, mm_gflops, achieved / mm_gflops);
+  return 0;
+}

@@ -1,0 +1,80 @@
+// Trainer: the single-process pretraining loop (micro-batches, accumulation, clipping,
+// schedule, periodic validation, progress, JSON-lines metrics, HDF5 checkpoints, resume).
+//
+// A run directory holds: checkpoint.h5 (latest), metrics.jsonl (one JSON object a line:
+// "train", "eval" and "router" records), and config copies for people (model.json,
+// train.json). Threads: one Trainer per process; it sets torch's intra-op thread count.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/token_dataset.h"
+#include "model/config.h"
+#include "model/transformer.h"
+#include "train/losses.h"
+#include "train/optim.h"
+#include "train/train_config.h"
+
+namespace st {
+
+struct TrainerOptions {
+  TrainConfig train;
+  ModelConfig model;
+  std::string run_dir;
+  std::string device = "cpu";   // "cpu", "cuda", "cuda:1"
+  bool resume = false;          // continue from run_dir/checkpoint.h5
+  int64_t stop_at_step = -1;    // stop (and checkpoint) here, as if interrupted; -1 = off
+  bool quiet = false;           // no console progress
+};
+
+struct StepRecord {
+  int64_t step;  // 1-based optimizer step just completed
+  double loss, ce, lbl, lr, grad_norm;
+};
+
+class Trainer {
+ public:
+  // Opens the data, builds (or resumes) the model and optimizer. Errors are actionable:
+  // missing files, a run directory that already holds a checkpoint without --resume, a token
+  // file whose vocabulary is larger than the model's, an unavailable device.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& opts);
+
+  // Trains from the current step to max_steps (or stop_at_step), evaluating and
+  // checkpointing on the configured cadence and at the end.
+  absl::Status Run();
+
+  // Mean cross-entropy (nats/token) over the configured validation batches.
+  double Evaluate();
+
+  int64_t step() const { return step_; }
+  const std::vector<StepRecord>& history() const { return history_; }
+  SmallThinkerForCausalLM& model() { return model_; }
+  std::string checkpoint_path() const;
+
+ private:
+  Trainer() = default;
+  absl::Status SaveCheckpointNow();
+  void AppendMetrics(const std::string& json_line);
+
+  TrainerOptions opts_;
+  torch::Device device_{torch::kCPU};
+  std::unique_ptr<TokenDataset> train_data_, val_data_;
+  std::unique_ptr<BatchSampler> sampler_;
+  SmallThinkerForCausalLM model_{nullptr};
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<LoadBalancePool> lbl_pool_;
+  LrSchedule schedule_;
+  std::string tokenizer_name_;
+  int64_t step_ = 0;
+  std::vector<StepRecord> history_;
+};
+
+// Parses "cpu" / "cuda" / "cuda:N" and checks that the device is usable.
+absl::StatusOr<torch::Device> ParseDevice(const std::string& name);
+
+}  // namespace st
