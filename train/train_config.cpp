@@ -1,6 +1,7 @@
 // TrainConfig JSON parsing and validation.
 #include "train/train_config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -92,6 +93,14 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(const std::string& path) {
   ss << in.rdbuf();
   absl::StatusOr<TrainConfig> c = ParseTrainConfig(ss.str());
   if (!c.ok()) return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
+  // Relative paths inside a config file are relative to that file, so a run does not depend
+  // on the directory it was started from.
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  for (std::string* p : {&c->model_config, &c->data}) {
+    if (!p->empty() && std::filesystem::path(*p).is_relative()) {
+      *p = (dir / *p).lexically_normal().string();
+    }
+  }
   return c;
 }
 

@@ -11,6 +11,7 @@
 namespace st {
 
 struct TrainConfig {
+  // Paths: LoadTrainConfig resolves relative ones against the config file's directory.
   std::string model_config;        // path of a model config JSON (HF keys)
   std::string data;                // token file written by st-data
   int seq_len = 128;               // tokens a sequence

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "st-train: error: --run_dir is required (see --help)\n");
     return 2;
   }
+  if (auto dev = st::ParseDevice(FLAGS_device); !dev.ok()) return Fail(dev.status());
   st::TrainerOptions opts;
   opts.run_dir = FLAGS_run_dir;
   opts.device = FLAGS_device;
