@@ -23,3 +23,6 @@ if [[ -f runs/tiny/checkpoint.h5 ]]; then resume=(--resume); fi
 echo "== sampling from runs/tiny/checkpoint.h5"
 ./build/train/st-sample --checkpoint runs/tiny/checkpoint.h5 \
   --prompt "And God said" --max_new_tokens 300 --temperature 0.8 --top_k 40 --seed 7
+
+echo "== training curves and expert load: runs/tiny/metrics.svg"
+python3 scripts/plot_metrics.py runs/tiny -o runs/tiny/metrics.svg
