@@ -38,8 +38,8 @@ class H5File {
   absl::Status Close();
 
   // Writes a contiguous row-major array. `shape` empty writes a scalar.
-  absl::Status WriteDataset(absl::string_view path, H5Type type,
-                            const std::vector<int64_t>& shape, const void* data);
+  absl::Status WriteDataset(absl::string_view path, H5Type type, const std::vector<int64_t>& shape,
+                            const void* data);
   absl::StatusOr<H5DatasetInfo> Info(absl::string_view path) const;
   // Reads the whole dataset converting to `type` (HDF5 converts numeric types);
   // `bytes` must equal num_elements * H5TypeSize(type).

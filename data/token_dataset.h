@@ -66,8 +66,8 @@ class BatchSampler {
     int64_t cursor = 0;  // windows already drawn in this epoch
   };
   // Fails if the dataset holds fewer than seq_len + 1 tokens.
-  static absl::StatusOr<BatchSampler> Create(const TokenDataset* data, int seq_len,
-                                             int batch_size, uint64_t seed);
+  static absl::StatusOr<BatchSampler> Create(const TokenDataset* data, int seq_len, int batch_size,
+                                             uint64_t seed);
   // Fills out[batch_size * (seq_len + 1)], row-major, and advances.
   void Next(int32_t* out);
   State state() const { return state_; }

@@ -22,7 +22,7 @@ class Tokenizer {
   // Ids outside [0, vocab_size) decode to U+FFFD so that sampling garbage never crashes.
   virtual std::string Decode(absl::Span<const int32_t> ids) const = 0;
   virtual int vocab_size() const = 0;
-  virtual int eos_id() const = 0;  // end-of-text id, -1 when the vocabulary has none
+  virtual int eos_id() const = 0;        // end-of-text id, -1 when the vocabulary has none
   virtual std::string name() const = 0;  // stored in token files, e.g. "byte"
 };
 

@@ -37,10 +37,10 @@ class CheckFailure {
 #define ST_CHECK_EQ(a, b) ST_CHECK((a) == (b)) << "(" << (a) << " vs " << (b) << ") "
 
 // Returns early from a function returning absl::Status / StatusOr when `expr` is not ok.
-#define ST_RETURN_IF_ERROR(expr)              \
-  do {                                        \
-    ::absl::Status st_status_ = (expr);       \
-    if (!st_status_.ok()) return st_status_;  \
+#define ST_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status st_status_ = (expr);      \
+    if (!st_status_.ok()) return st_status_; \
   } while (0)
 
 #define ST_CONCAT_INNER_(a, b) a##b

@@ -40,33 +40,63 @@ absl::Status Bad(absl::string_view key, absl::string_view what) {
 
 // Fields of ModelConfig, read with the same names.
 const std::vector<std::string>& SemanticKeys() {
-  static const std::vector<std::string> keys = {
-      "model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
-      "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
-      "max_position_embeddings", "rope_layout", "sliding_window_layout", "sliding_window_size",
-      "moe_num_primary_experts", "moe_num_active_primary_experts", "moe_ffn_hidden_size",
-      "moe_primary_router_apply_softmax", "tie_word_embeddings", "bos_token_id",
-      "eos_token_id"};
+  static const std::vector<std::string> keys = {"model_type",
+                                                "num_hidden_layers",
+                                                "hidden_size",
+                                                "num_attention_heads",
+                                                "num_key_value_heads",
+                                                "head_dim",
+                                                "vocab_size",
+                                                "rms_norm_eps",
+                                                "rope_theta",
+                                                "max_position_embeddings",
+                                                "rope_layout",
+                                                "sliding_window_layout",
+                                                "sliding_window_size",
+                                                "moe_num_primary_experts",
+                                                "moe_num_active_primary_experts",
+                                                "moe_ffn_hidden_size",
+                                                "moe_primary_router_apply_softmax",
+                                                "tie_word_embeddings",
+                                                "bos_token_id",
+                                                "eos_token_id"};
   return keys;
 }
 
 // Keys of the Hugging Face SmallthinkerConfig that this architecture fixes to one value, and
 // the aliases it writes next to the semantic keys.
 const std::vector<std::string>& FixedAndAliasKeys() {
-  static const std::vector<std::string> keys = {
-      "use_qk_norm", "moe_layer_layout", "moe_shared_primary_experts",
-      "moe_enable_secondary_experts", "moe_num_secondary_experts", "moe_secondary_expert_size",
-      "moe_enable_early_router", "rope_scaling", "num_experts_per_tok", "moe_intermediate_size"};
+  static const std::vector<std::string> keys = {"use_qk_norm",
+                                                "moe_layer_layout",
+                                                "moe_shared_primary_experts",
+                                                "moe_enable_secondary_experts",
+                                                "moe_num_secondary_experts",
+                                                "moe_secondary_expert_size",
+                                                "moe_enable_early_router",
+                                                "rope_scaling",
+                                                "num_experts_per_tok",
+                                                "moe_intermediate_size"};
   return keys;
 }
 
 // Keys a Hugging Face config.json may carry that do not change the computation.
 const std::vector<std::string>& IgnoredKeys() {
-  static const std::vector<std::string> keys = {
-      "architectures", "auto_map", "torch_dtype", "transformers_version", "model_name",
-      "initializer_range", "use_cache", "pad_token_id", "norm_topk_prob", "profile_sparsity",
-      "dense_ffn_hidden_size", "output_router_logits", "router_aux_loss_coef",
-      "attention_dropout", "hidden_act", "_name_or_path"};
+  static const std::vector<std::string> keys = {"architectures",
+                                                "auto_map",
+                                                "torch_dtype",
+                                                "transformers_version",
+                                                "model_name",
+                                                "initializer_range",
+                                                "use_cache",
+                                                "pad_token_id",
+                                                "norm_topk_prob",
+                                                "profile_sparsity",
+                                                "dense_ffn_hidden_size",
+                                                "output_router_logits",
+                                                "router_aux_loss_coef",
+                                                "attention_dropout",
+                                                "hidden_act",
+                                                "_name_or_path"};
   return keys;
 }
 
@@ -133,8 +163,7 @@ absl::Status GetBool(const json& j, const char* key, bool& out) {
 absl::Status GetIntList(const json& j, const char* key, std::vector<int>& out) {
   const json& v = j[key];
   if (!v.is_array()) {
-    return Bad(key, absl::StrCat("must be a list of integers, got ", v.type_name(), " ",
-                                 v.dump()));
+    return Bad(key, absl::StrCat("must be a list of integers, got ", v.type_name(), " ", v.dump()));
   }
   out.clear();
   out.reserve(v.size());
@@ -153,24 +182,10 @@ absl::Status Fixed(const json& j, const char* key, const json& want, absl::strin
                                "); remove the key or set it to ", want.dump()));
 }
 
-// "line L, column C (byte B)" for a 1-based byte offset into `text`.
-std::string Where(absl::string_view text, size_t byte) {
-  size_t line = 1, column = 1;
-  for (size_t i = 0; i + 1 < byte && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      column = 1;
-    } else {
-      ++column;
-    }
-  }
-  return absl::StrCat("line ", line, ", column ", column, " (byte ", byte, ")");
-}
-
 absl::Status CheckRange(const char* key, int64_t v, int64_t lo, int64_t hi) {
   if (v < lo || v > hi) {
-    return Bad(key, absl::StrCat("= ", v, " is out of range; expected ", lo, " <= ", key,
-                                 " <= ", hi));
+    return Bad(key,
+               absl::StrCat("= ", v, " is out of range; expected ", lo, " <= ", key, " <= ", hi));
   }
   return absl::OkStatus();
 }
@@ -184,17 +199,18 @@ absl::Status FromJson(const json& j, ModelConfig& c) {
         Contains(SemanticKeys(), key) || Contains(FixedAndAliasKeys(), key)) {
       continue;
     }
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown key '", key, "' in model config; known keys: ",
-        absl::StrJoin(SemanticKeys(), ", "), ", ", absl::StrJoin(FixedAndAliasKeys(), ", "),
-        "; accepted and ignored: ", absl::StrJoin(IgnoredKeys(), ", "),
-        " and keys starting with _comment"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown key '", key,
+                     "' in model config; known keys: ", absl::StrJoin(SemanticKeys(), ", "), ", ",
+                     absl::StrJoin(FixedAndAliasKeys(), ", "), "; accepted and ignored: ",
+                     absl::StrJoin(IgnoredKeys(), ", "), " and keys starting with _comment"));
   }
 
   if (j.contains("model_type")) {
     const json& v = j["model_type"];
     if (!v.is_string() || v.get<std::string>() != "smallthinker") {
-      return Bad("model_type", absl::StrCat("= ", v.dump(), " is not supported; expected \"smallthinker\""));
+      return Bad("model_type",
+                 absl::StrCat("= ", v.dump(), " is not supported; expected \"smallthinker\""));
     }
   }
   ST_RETURN_IF_ERROR(GetInt(j, "num_hidden_layers", true, c.num_hidden_layers));
@@ -260,11 +276,14 @@ absl::Status FromJson(const json& j, ModelConfig& c) {
 
   // Features of the Hugging Face class that this architecture does not have.
   ST_RETURN_IF_ERROR(Fixed(j, "use_qk_norm", false, "SmallThinker has no QK-norm"));
-  ST_RETURN_IF_ERROR(Fixed(j, "moe_shared_primary_experts", 0, "SmallThinker has no shared experts"));
-  ST_RETURN_IF_ERROR(Fixed(j, "moe_enable_secondary_experts", false,
-                           "SmallThinker has no secondary experts"));
-  ST_RETURN_IF_ERROR(Fixed(j, "moe_num_secondary_experts", 0, "SmallThinker has no secondary experts"));
-  ST_RETURN_IF_ERROR(Fixed(j, "moe_secondary_expert_size", 0, "SmallThinker has no secondary experts"));
+  ST_RETURN_IF_ERROR(
+      Fixed(j, "moe_shared_primary_experts", 0, "SmallThinker has no shared experts"));
+  ST_RETURN_IF_ERROR(
+      Fixed(j, "moe_enable_secondary_experts", false, "SmallThinker has no secondary experts"));
+  ST_RETURN_IF_ERROR(
+      Fixed(j, "moe_num_secondary_experts", 0, "SmallThinker has no secondary experts"));
+  ST_RETURN_IF_ERROR(
+      Fixed(j, "moe_secondary_expert_size", 0, "SmallThinker has no secondary experts"));
   ST_RETURN_IF_ERROR(Fixed(j, "moe_enable_early_router", true,
                            "the router always reads the residual stream before attention"));
   ST_RETURN_IF_ERROR(Fixed(j, "rope_scaling", nullptr, "RoPE scaling is not implemented"));
@@ -273,8 +292,8 @@ absl::Status FromJson(const json& j, ModelConfig& c) {
     ST_RETURN_IF_ERROR(GetIntList(j, "moe_layer_layout", moe_layout));
     if (static_cast<int>(moe_layout.size()) != c.num_hidden_layers) {
       return Bad("moe_layer_layout",
-                 absl::StrCat("has ", moe_layout.size(), " entries; expected num_hidden_layers = ",
-                              c.num_hidden_layers));
+                 absl::StrCat("has ", moe_layout.size(),
+                              " entries; expected num_hidden_layers = ", c.num_hidden_layers));
     }
     for (size_t l = 0; l < moe_layout.size(); ++l) {
       if (moe_layout[l] != 1) {
@@ -332,8 +351,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
   try {
     j = json::parse(json_text.begin(), json_text.end(), on_event);
   } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat("model config is not valid JSON at ",
-                                                   Where(json_text, e.byte), ": ", e.what()));
+    // e.what() carries the line and column; e.byte is the 1-based byte offset.
+    return absl::InvalidArgumentError(
+        absl::StrCat("model config is not valid JSON (at byte ", e.byte, "): ", e.what()));
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("model config could not be read as JSON: ", e.what()));
@@ -390,8 +410,8 @@ absl::Status ValidateModelConfig(ModelConfig& c) {
       CheckRange("max_position_embeddings", c.max_position_embeddings, 1, kMaxPositions));
   ST_RETURN_IF_ERROR(
       CheckRange("moe_num_primary_experts", c.moe_num_primary_experts, 1, kMaxExperts));
-  ST_RETURN_IF_ERROR(CheckRange("moe_num_active_primary_experts",
-                                c.moe_num_active_primary_experts, 1, kMaxExperts));
+  ST_RETURN_IF_ERROR(CheckRange("moe_num_active_primary_experts", c.moe_num_active_primary_experts,
+                                1, kMaxExperts));
   ST_RETURN_IF_ERROR(CheckRange("moe_ffn_hidden_size", c.moe_ffn_hidden_size, 1, kMaxFfn));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return Bad("num_key_value_heads",
@@ -399,8 +419,8 @@ absl::Status ValidateModelConfig(ModelConfig& c) {
                             c.num_attention_heads, "; GQA needs whole groups of query heads"));
   }
   if (c.head_dim % 2 != 0) {
-    return Bad("head_dim",
-               absl::StrCat("= ", c.head_dim, " is odd; NeoX RoPE rotates halves, so it must be even"));
+    return Bad("head_dim", absl::StrCat("= ", c.head_dim,
+                                        " is odd; NeoX RoPE rotates halves, so it must be even"));
   }
   if (c.moe_num_active_primary_experts > c.moe_num_primary_experts) {
     return Bad("moe_num_active_primary_experts",
@@ -419,8 +439,10 @@ absl::Status ValidateModelConfig(ModelConfig& c) {
       {"rope_layout", &c.rope_layout}, {"sliding_window_layout", &c.sliding_window_layout}};
   for (const auto& [key, layout] : layouts) {
     if (layout->size() != num_layers) {
-      return Bad(key, absl::StrCat("has ", layout->size(), " entries; expected one 0/1 entry per "
-                                   "layer, num_hidden_layers = ", num_layers));
+      return Bad(key, absl::StrCat("has ", layout->size(),
+                                   " entries; expected one 0/1 entry per "
+                                   "layer, num_hidden_layers = ",
+                                   num_layers));
     }
     for (size_t l = 0; l < num_layers; ++l) {
       if ((*layout)[l] != 0 && (*layout)[l] != 1) {
@@ -439,14 +461,17 @@ absl::Status ValidateModelConfig(ModelConfig& c) {
                "full attention");
   }
   if (c.bos_token_id < -1 || c.bos_token_id >= c.vocab_size) {
-    return Bad("bos_token_id", absl::StrCat("= ", c.bos_token_id, " is outside the vocabulary; "
-                                            "expected 0 <= id < vocab_size = ", c.vocab_size,
-                                            " (or null / -1 for none)"));
+    return Bad("bos_token_id", absl::StrCat("= ", c.bos_token_id,
+                                            " is outside the vocabulary; "
+                                            "expected 0 <= id < vocab_size = ",
+                                            c.vocab_size, " (or null / -1 for none)"));
   }
   for (int e : c.eos_token_id) {
     if (e < 0 || e >= c.vocab_size) {
-      return Bad("eos_token_id", absl::StrCat("= ", e, " is outside the vocabulary; expected "
-                                              "0 <= id < vocab_size = ", c.vocab_size));
+      return Bad("eos_token_id", absl::StrCat("= ", e,
+                                              " is outside the vocabulary; expected "
+                                              "0 <= id < vocab_size = ",
+                                              c.vocab_size));
     }
   }
   // Every size is bounded above, so this product cannot overflow in long double; the bound
@@ -490,27 +515,26 @@ int64_t ModelConfig::NumActiveParams() const {
 }
 
 std::string ModelConfig::ToJson() const {
-  const json j = {
-      {"model_type", model_type},
-      {"num_hidden_layers", num_hidden_layers},
-      {"hidden_size", hidden_size},
-      {"num_attention_heads", num_attention_heads},
-      {"num_key_value_heads", num_key_value_heads},
-      {"head_dim", head_dim},
-      {"vocab_size", vocab_size},
-      {"rms_norm_eps", rms_norm_eps},
-      {"rope_theta", rope_theta},
-      {"max_position_embeddings", max_position_embeddings},
-      {"rope_layout", rope_layout},
-      {"sliding_window_layout", sliding_window_layout},
-      {"sliding_window_size", sliding_window_size},
-      {"moe_num_primary_experts", moe_num_primary_experts},
-      {"moe_num_active_primary_experts", moe_num_active_primary_experts},
-      {"moe_ffn_hidden_size", moe_ffn_hidden_size},
-      {"moe_primary_router_apply_softmax", moe_primary_router_apply_softmax},
-      {"tie_word_embeddings", tie_word_embeddings},
-      {"bos_token_id", bos_token_id >= 0 ? json(bos_token_id) : json(nullptr)},
-      {"eos_token_id", eos_token_id}};
+  const json j = {{"model_type", model_type},
+                  {"num_hidden_layers", num_hidden_layers},
+                  {"hidden_size", hidden_size},
+                  {"num_attention_heads", num_attention_heads},
+                  {"num_key_value_heads", num_key_value_heads},
+                  {"head_dim", head_dim},
+                  {"vocab_size", vocab_size},
+                  {"rms_norm_eps", rms_norm_eps},
+                  {"rope_theta", rope_theta},
+                  {"max_position_embeddings", max_position_embeddings},
+                  {"rope_layout", rope_layout},
+                  {"sliding_window_layout", sliding_window_layout},
+                  {"sliding_window_size", sliding_window_size},
+                  {"moe_num_primary_experts", moe_num_primary_experts},
+                  {"moe_num_active_primary_experts", moe_num_active_primary_experts},
+                  {"moe_ffn_hidden_size", moe_ffn_hidden_size},
+                  {"moe_primary_router_apply_softmax", moe_primary_router_apply_softmax},
+                  {"tie_word_embeddings", tie_word_embeddings},
+                  {"bos_token_id", bos_token_id >= 0 ? json(bos_token_id) : json(nullptr)},
+                  {"eos_token_id", eos_token_id}};
   return j.dump(2);
 }
 

@@ -15,30 +15,30 @@ namespace st {
 // have num_hidden_layers entries afterwards.
 struct ModelConfig {
   // --- Hugging Face keys (same names, same meaning) ---
-  int num_hidden_layers = 0;                 // L
-  int hidden_size = 0;                       // H
-  int num_attention_heads = 0;               // nh
-  int num_key_value_heads = 0;               // nkv (GQA groups); nh % nkv == 0
-  int head_dim = 0;                          // D; q width nh*D may differ from H
-  int vocab_size = 0;                        // V
+  int num_hidden_layers = 0;    // L
+  int hidden_size = 0;          // H
+  int num_attention_heads = 0;  // nh
+  int num_key_value_heads = 0;  // nkv (GQA groups); nh % nkv == 0
+  int head_dim = 0;             // D; q width nh*D may differ from H
+  int vocab_size = 0;           // V
   double rms_norm_eps = 1e-6;
   double rope_theta = 1.5e6;
-  int max_position_embeddings = 0;           // longest context the model supports
-  std::vector<int> rope_layout;              // [L] 1 = RoPE, 0 = NoPE
-  std::vector<int> sliding_window_layout;    // [L] 1 = sliding window, 0 = full attention
-  int sliding_window_size = 0;               // window W: key j kept for query i iff 0<=i-j<W
-  int moe_num_primary_experts = 0;           // E
-  int moe_num_active_primary_experts = 0;    // k
-  int moe_ffn_hidden_size = 0;               // F, per expert
+  int max_position_embeddings = 0;                // longest context the model supports
+  std::vector<int> rope_layout;                   // [L] 1 = RoPE, 0 = NoPE
+  std::vector<int> sliding_window_layout;         // [L] 1 = sliding window, 0 = full attention
+  int sliding_window_size = 0;                    // window W: key j kept for query i iff 0<=i-j<W
+  int moe_num_primary_experts = 0;                // E
+  int moe_num_active_primary_experts = 0;         // k
+  int moe_ffn_hidden_size = 0;                    // F, per expert
   bool moe_primary_router_apply_softmax = false;  // false: sigmoid, renormalised over top-k
   bool tie_word_embeddings = true;
-  int bos_token_id = -1;                     // -1 = none
-  std::vector<int> eos_token_id;             // may be empty
+  int bos_token_id = -1;          // -1 = none
+  std::vector<int> eos_token_id;  // may be empty
   std::string model_type = "smallthinker";
 
   // --- derived by Validate() ---
-  std::vector<bool> layer_uses_rope;         // [L]
-  std::vector<bool> layer_uses_sliding;      // [L]
+  std::vector<bool> layer_uses_rope;     // [L]
+  std::vector<bool> layer_uses_sliding;  // [L]
 
   int q_width() const { return num_attention_heads * head_dim; }
   int kv_width() const { return num_key_value_heads * head_dim; }

@@ -86,8 +86,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& h_BSH, const RopeTable
   // Scale 1/sqrt(D) on every layer, NoPE layers included.
   torch::Tensor scores_BNSS =
       torch::matmul(q_BNSD, k_BNSD.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  scores_BNSS = scores_BNSS.masked_fill(mask_SS.logical_not(), -std::numeric_limits<float>::infinity());
-  torch::Tensor probs = torch::softmax(scores_BNSS.to(torch::kFloat32), -1).to(q_BNSD.scalar_type());
+  scores_BNSS =
+      scores_BNSS.masked_fill(mask_SS.logical_not(), -std::numeric_limits<float>::infinity());
+  torch::Tensor probs =
+      torch::softmax(scores_BNSS.to(torch::kFloat32), -1).to(q_BNSD.scalar_type());
   torch::Tensor a_BSQ = torch::matmul(probs, v_BNSD).transpose(1, 2).reshape({B, S, N * D});
   return o_proj(a_BSQ);
 }
@@ -127,7 +129,8 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& h_TH, const torch::Tensor& r
 
   // Group the T*K (token, expert) assignments by expert.
   torch::Tensor expert_of_A = topk_idx_TK.reshape({-1});
-  torch::Tensor order_A = std::get<1>(expert_of_A.sort(c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
+  torch::Tensor order_A =
+      std::get<1>(expert_of_A.sort(c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
   torch::Tensor token_of_A =
       torch::arange(T, topk_idx_TK.options()).repeat_interleave(K).index_select(0, order_A);
   torch::Tensor w_A = w_TK.reshape({-1}).index_select(0, order_A);
@@ -213,8 +216,7 @@ torch::Tensor SmallThinkerModelImpl::forward(const torch::Tensor& ids_BS,
   return norm(x_BSH);
 }
 
-SmallThinkerForCausalLMImpl::SmallThinkerForCausalLMImpl(const ModelConfig& cfg_in)
-    : cfg(cfg_in) {
+SmallThinkerForCausalLMImpl::SmallThinkerForCausalLMImpl(const ModelConfig& cfg_in) : cfg(cfg_in) {
   model = register_module("model", SmallThinkerModel(cfg));
   if (!cfg.tie_word_embeddings) {
     lm_head = register_module("lm_head", NoBiasLinear(cfg.hidden_size, cfg.vocab_size));
@@ -225,8 +227,7 @@ SmallThinkerForCausalLMImpl::SmallThinkerForCausalLMImpl(const ModelConfig& cfg_
 ForwardOutput SmallThinkerForCausalLMImpl::forward(const torch::Tensor& ids_BS) {
   ForwardOutput out;
   torch::Tensor h_BSH = model(ids_BS, &out.routing);
-  out.logits_BSV = lm_head ? lm_head(h_BSH)
-                           : torch::matmul(h_BSH, model->embed_tokens->weight.t());
+  out.logits_BSV = lm_head ? lm_head(h_BSH) : torch::matmul(h_BSH, model->embed_tokens->weight.t());
   return out;
 }
 

@@ -121,7 +121,8 @@ TEST(ModelTest, RopeIsNeoxRotateHalfAndRelative) {
   const int64_t D = 4;
   const double theta = 100.0;
   RopeTables rope = MakeRopeTables(6, D, theta, torch::kCPU);
-  torch::Tensor x = torch::tensor({0.3f, -1.2f, 0.7f, 2.0f}).view({1, 1, 1, D}).expand({1, 1, 6, D});
+  torch::Tensor x =
+      torch::tensor({0.3f, -1.2f, 0.7f, 2.0f}).view({1, 1, 1, D}).expand({1, 1, 6, D});
   torch::Tensor y = ApplyRope(x.contiguous(), rope);
   // Pair (i, i + D/2) rotates by angle pos * theta^(-2i/D).
   const double xv[4] = {0.3, -1.2, 0.7, 2.0};
@@ -130,7 +131,8 @@ TEST(ModelTest, RopeIsNeoxRotateHalfAndRelative) {
       const double a = pos * std::pow(theta, -2.0 * i / D);
       const double x1 = xv[i], x2 = xv[i + D / 2];
       EXPECT_NEAR(y[0][0][pos][i].item<double>(), x1 * std::cos(a) - x2 * std::sin(a), 1e-5);
-      EXPECT_NEAR(y[0][0][pos][i + D / 2].item<double>(), x2 * std::cos(a) + x1 * std::sin(a), 1e-5);
+      EXPECT_NEAR(y[0][0][pos][i + D / 2].item<double>(), x2 * std::cos(a) + x1 * std::sin(a),
+                  1e-5);
     }
   }
   // q.k after rotation depends only on the distance between positions.
@@ -238,7 +240,8 @@ TEST(ModelTest, MoEMatchesPerTokenReference) {
     torch::NoGradGuard g;
     torch::Tensor logits = moe->Route(x);
     // The router reads its input directly: W_r x, no norm.
-    EXPECT_TRUE(torch::allclose(logits, torch::matmul(x, moe->primary_router->weight.t()), 1e-5, 1e-6));
+    EXPECT_TRUE(
+        torch::allclose(logits, torch::matmul(x, moe->primary_router->weight.t()), 1e-5, 1e-6));
     LayerRouting r;
     torch::Tensor y = moe(h, logits, &r);
     torch::Tensor want = ReferenceMoE(moe, h, logits, softmax);
@@ -305,8 +308,9 @@ TEST(LossTest, LoadBalanceLossMatchesHandComputation) {
     EXPECT_NEAR(LoadBalanceLoss(RouterProbs(logits, softmax), f).item<double>(), want, 1e-6);
   }
   // Uniform routing and uniform probabilities give exactly 1.
-  EXPECT_NEAR(LoadBalanceLoss(torch::full({4, 8}, 1.0 / 8), torch::full({8}, 1.0 / 8)).item<double>(),
-              1.0, 1e-6);
+  EXPECT_NEAR(
+      LoadBalanceLoss(torch::full({4, 8}, 1.0 / 8), torch::full({8}, 1.0 / 8)).item<double>(), 1.0,
+      1e-6);
 }
 
 TEST(LossTest, RouterZLossMatchesHandComputation) {
@@ -357,12 +361,14 @@ TEST(OptimTest, AdamWMatchesTorchAdamWWithDecayGroups) {
   EXPECT_TRUE(ours.params()[0].decay);
   EXPECT_FALSE(ours.params()[1].decay);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{w2},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
-  groups.emplace_back(std::vector<torch::Tensor>{n2},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{w2},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{n2},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
   torch::optim::AdamW theirs(groups);
   torch::Tensor x = torch::randn({4, 5});
   for (int step = 0; step < 5; ++step) {
@@ -389,7 +395,8 @@ TEST(OptimTest, ScheduleWarmupCosineAndWsd) {
   EXPECT_NEAR(s.At(109), 0.1, 1e-12);
   // Halfway through the decay: min + (peak - min) / 2.
   const double mid = 10 + 99 / 2.0;
-  EXPECT_NEAR(s.At(static_cast<int64_t>(mid)), 0.1 + 0.45 * (1 + std::cos(M_PI * (59 - 10) / 99.0)), 1e-12);
+  EXPECT_NEAR(s.At(static_cast<int64_t>(mid)), 0.1 + 0.45 * (1 + std::cos(M_PI * (59 - 10) / 99.0)),
+              1e-12);
   s.kind = "wsd";
   s.wsd_decay_fraction = 0.2;  // last 22 steps decay
   EXPECT_NEAR(s.At(50), 1.0, 1e-12);

@@ -40,8 +40,8 @@ ModelConfig TestModel() {
 
 // A byte-level token file from synthetic sentences (deterministic).
 std::string SyntheticTokenFile(const std::string& dir) {
-  const char* words[] = {"the", "lord", "said", "unto", "moses", "and", "behold", "land",
-                         "of", "israel", "went", "forth", "people", "house", "day"};
+  const char* words[] = {"the", "lord",   "said", "unto",  "moses",  "and",   "behold", "land",
+                         "of",  "israel", "went", "forth", "people", "house", "day"};
   std::mt19937 rng(42);
   std::string text;
   for (int line = 0; line < 2000; ++line) {
@@ -97,8 +97,8 @@ TEST(CheckpointTest, SaveLoadRoundTripIsBitExact) {
     CheckpointState s;
     s.step = 17;
     s.sampler = {99, 3, 41};
-    s.lbl_history = torch::randint(0, 100, {2, c.num_hidden_layers, c.moe_num_primary_experts},
-                                   torch::kInt64);
+    s.lbl_history =
+        torch::randint(0, 100, {2, c.num_hidden_layers, c.moe_num_primary_experts}, torch::kInt64);
     s.rng_cpu = torch::randint(0, 255, {64}, torch::kUInt8);
     s.model_config_json = c.ToJson();
     s.train_config_json = TrainConfig{}.ToJson();
@@ -289,8 +289,9 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   ByteTokenizer tok;
   SplitTokens split = TokenizeAndSplit(tok, ss.str(), 0.01);
   const std::string data = dir + "/kjv.h5";
-  ASSERT_TRUE(WriteTokenFile(data, {tok.name(), tok.vocab_size(), tok.eos_id(), "kjv"},
-                             split.train, split.val).ok());
+  ASSERT_TRUE(WriteTokenFile(data, {tok.name(), tok.vocab_size(), tok.eos_id(), "kjv"}, split.train,
+                             split.val)
+                  .ok());
   auto cfg = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/tiny.json");
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   auto model = LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/tiny.json");
@@ -314,8 +315,8 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   const double before = (*t)->Evaluate();
   ASSERT_TRUE((*t)->Run().ok());
   const double after = (*t)->Evaluate();
-  std::printf("unigram entropy %.3f nats, val loss %.3f -> %.3f after 300 steps\n", unigram,
-              before, after);
+  std::printf("unigram entropy %.3f nats, val loss %.3f -> %.3f after 300 steps\n", unigram, before,
+              after);
   EXPECT_GT(before, unigram);  // an untrained model is no better than counting
   EXPECT_LT(after, 0.75 * unigram);
 }

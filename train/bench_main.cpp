@@ -21,7 +21,9 @@ DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point a) { return std::chrono::duration<double>(Clock::now() - a).count(); }
+double Seconds(Clock::time_point a) {
+  return std::chrono::duration<double>(Clock::now() - a).count();
+}
 
 // fp32 GFLOP/s of torch::mm on n x n matrices.
 double MatmulGflops(int64_t n) {
@@ -43,11 +45,13 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   auto cfg = st::LoadModelConfig(FLAGS_model_config);
   if (!cfg.ok()) {
-    std::fprintf(stderr, "st-train-bench: error: %s\n", std::string(cfg.status().message()).c_str());
+    std::fprintf(stderr, "st-train-bench: error: %s\n",
+                 std::string(cfg.status().message()).c_str());
     return 1;
   }
-  const int threads = FLAGS_threads > 0 ? FLAGS_threads
-                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = FLAGS_threads > 0
+                          ? FLAGS_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
   const double mm_gflops = MatmulGflops(FLAGS_mm_size);
 
@@ -76,8 +80,9 @@ int main(int argc, char** argv) {
   // weights with k of E experts, plus the LM head), plus attention scores and mixing over the
   // keys each query attends (S/2 on average causally, at most the window on sliding layers).
   const int64_t H = cfg->hidden_size, V = cfg->vocab_size;
-  const double weights = static_cast<double>(cfg->NumActiveParams() - V * H -
-                                             (cfg->tie_word_embeddings ? 0 : V * H)) + V * H;
+  const double weights =
+      static_cast<double>(cfg->NumActiveParams() - V * H - (cfg->tie_word_embeddings ? 0 : V * H)) +
+      V * H;
   double attn = 0;
   for (int l = 0; l < cfg->num_hidden_layers; ++l) {
     double keys = (S + 1) / 2.0;
@@ -89,8 +94,9 @@ int main(int argc, char** argv) {
   std::printf("model %s: %.2fM params, %.2fM active | seq %d x batch %d | threads %d\n",
               FLAGS_model_config.c_str(), cfg->NumParams() / 1e6, cfg->NumActiveParams() / 1e6, S,
               B, threads);
-  std::printf("  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
-              "GFLOP/s | fraction of matmul throughput: %.3f\n",
-              tok_s, secs / FLAGS_steps, achieved, FLAGS_mm_size, mm_gflops, achieved / mm_gflops);
+  std::printf(
+      "  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
+      "GFLOP/s | fraction of matmul throughput: %.3f\n",
+      tok_s, secs / FLAGS_steps, achieved, FLAGS_mm_size, mm_gflops, achieved / mm_gflops);
   return 0;
 }

@@ -18,10 +18,18 @@ absl::Status WriteTensor(H5File& f, const std::string& path, const torch::Tensor
   torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
   H5Type type;
   switch (c.scalar_type()) {
-    case torch::kFloat32: type = H5Type::kF32; break;
-    case torch::kInt64: type = H5Type::kI64; break;
-    case torch::kUInt8: type = H5Type::kU8; break;
-    default: c = c.to(torch::kFloat32); type = H5Type::kF32;
+    case torch::kFloat32:
+      type = H5Type::kF32;
+      break;
+    case torch::kInt64:
+      type = H5Type::kI64;
+      break;
+    case torch::kUInt8:
+      type = H5Type::kU8;
+      break;
+    default:
+      c = c.to(torch::kFloat32);
+      type = H5Type::kF32;
   }
   return f.WriteDataset(path, type, Shape(c), c.data_ptr());
 }
@@ -31,10 +39,10 @@ absl::Status ReadInto(const H5File& f, const std::string& path, torch::Tensor& d
   absl::StatusOr<H5DatasetInfo> info = f.Info(path);
   if (!info.ok()) return info.status();
   if (info->shape != Shape(dst)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        f.path(), ": tensor '", path, "' has shape [", absl::StrJoin(info->shape, ","),
-        "] but the model expects [", absl::StrJoin(Shape(dst), ","),
-        "]; the checkpoint was written for a different model config"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": tensor '", path, "' has shape [", absl::StrJoin(info->shape, ","),
+                     "] but the model expects [", absl::StrJoin(Shape(dst), ","),
+                     "]; the checkpoint was written for a different model config"));
   }
   torch::Tensor buf = torch::empty(dst.sizes(), torch::kFloat32);
   ST_RETURN_IF_ERROR(f.ReadDataset(path, H5Type::kF32, buf.data_ptr(), buf.numel() * 4));
@@ -97,8 +105,8 @@ absl::StatusOr<CheckpointState> ReadCheckpointState(const std::string& path) {
   if (!version.ok()) return version.status();
   if (*version != kVersion) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": checkpoint version ", *version,
-                                                   " is not supported (this build reads ",
-                                                   kVersion, ")"));
+                                                   " is not supported (this build reads ", kVersion,
+                                                   ")"));
   }
   CheckpointState s;
   ST_ASSIGN_OR_RETURN(s.step, f->ReadIntAttr("/", "step"));

@@ -25,13 +25,13 @@
 namespace st {
 
 struct CheckpointState {
-  int64_t step = 0;                // optimizer steps completed
-  BatchSampler::State sampler;     // data position
-  torch::Tensor lbl_history;       // LoadBalancePool::History()
-  torch::Tensor rng_cpu;           // torch::get_rng_state-like bytes (uint8)
+  int64_t step = 0;             // optimizer steps completed
+  BatchSampler::State sampler;  // data position
+  torch::Tensor lbl_history;    // LoadBalancePool::History()
+  torch::Tensor rng_cpu;        // torch::get_rng_state-like bytes (uint8)
   std::string model_config_json;
   std::string train_config_json;
-  std::string tokenizer;           // MakeTokenizer name
+  std::string tokenizer;  // MakeTokenizer name
 };
 
 // `opt` may be null (weights only).

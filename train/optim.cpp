@@ -59,14 +59,15 @@ double LrSchedule::At(int64_t step) const {
         std::max<int64_t>(1, static_cast<int64_t>(std::llround(wsd_decay_fraction * total_steps)));
     const int64_t decay_start = std::max<int64_t>(warmup_steps, last - decay_steps);
     if (step <= decay_start) return peak;
-    const double frac = std::min(1.0, static_cast<double>(step - decay_start) /
-                                          static_cast<double>(std::max<int64_t>(1, last - decay_start)));
+    const double frac =
+        std::min(1.0, static_cast<double>(step - decay_start) /
+                          static_cast<double>(std::max<int64_t>(1, last - decay_start)));
     return peak + (min_lr - peak) * frac;
   }
   ST_CHECK(kind == "cosine") << "unknown schedule " << kind;
   if (last <= warmup_steps) return peak;
-  const double frac = std::min(1.0, static_cast<double>(step - warmup_steps) /
-                                        static_cast<double>(last - warmup_steps));
+  const double frac = std::min(
+      1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(last - warmup_steps));
   return min_lr + 0.5 * (peak - min_lr) * (1.0 + std::cos(M_PI * frac));
 }
 

@@ -50,7 +50,7 @@ struct LrSchedule {
   double peak = 1e-3;
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
-  double min_lr_ratio = 0.1;       // final LR = min_lr_ratio * peak
+  double min_lr_ratio = 0.1;        // final LR = min_lr_ratio * peak
   double wsd_decay_fraction = 0.2;  // wsd: the last fraction of steps decays linearly
   // LR for optimizer step `step` (0-based): linear warm-up from peak/warmup to peak over
   // warmup_steps, then the kind's decay, reaching min at step total_steps - 1.

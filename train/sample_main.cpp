@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (FLAGS_temperature < 0 || FLAGS_top_k < 0 || FLAGS_max_new_tokens < 0) {
-    std::fprintf(stderr, "st-sample: error: --temperature, --top_k and --max_new_tokens must be >= 0\n");
+    std::fprintf(stderr,
+                 "st-sample: error: --temperature, --top_k and --max_new_tokens must be >= 0\n");
     return 2;
   }
   auto device = st::ParseDevice(FLAGS_device);
@@ -62,7 +63,8 @@ int main(int argc, char** argv) {
   if (static_cast<int64_t>(ids.size()) >= ctx) {
     std::fprintf(stderr,
                  "st-sample: error: the prompt has %zu tokens but the model's context is %lld; "
-                 "shorten the prompt\n", ids.size(), (long long)ctx);
+                 "shorten the prompt\n",
+                 ids.size(), (long long)ctx);
     return 1;
   }
   if (ids.empty()) ids.push_back((*tok)->eos_id() >= 0 ? (*tok)->eos_id() : 0);
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
         torch::Tensor pick = torch::multinomial(torch::softmax(vals, 0), 1);
         next = static_cast<int32_t>(idx[pick.item<int64_t>()].item<int64_t>());
       } else {
-        next = static_cast<int32_t>(torch::multinomial(torch::softmax(logits, 0), 1).item<int64_t>());
+        next =
+            static_cast<int32_t>(torch::multinomial(torch::softmax(logits, 0), 1).item<int64_t>());
       }
     }
     if (next == (*tok)->eos_id()) break;

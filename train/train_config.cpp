@@ -47,14 +47,22 @@ void ForEachField(TrainConfig& c, Fn&& f) {
 template <typename T>
 absl::Status Read(const json& v, const std::string& key, T& out) {
   if constexpr (std::is_same_v<T, std::string>) {
-    if (!v.is_string()) return absl::InvalidArgumentError(absl::StrCat("train config key '", key, "' must be a string, got ", v.dump()));
+    if (!v.is_string())
+      return absl::InvalidArgumentError(
+          absl::StrCat("train config key '", key, "' must be a string, got ", v.dump()));
     out = v.get<std::string>();
   } else if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) return absl::InvalidArgumentError(absl::StrCat("train config key '", key, "' must be an integer, got ", v.dump()));
-    if (std::is_unsigned_v<T> && v.get<int64_t>() < 0 && !v.is_number_unsigned()) return absl::InvalidArgumentError(absl::StrCat("train config key '", key, "' must be >= 0, got ", v.dump()));
+    if (!v.is_number_integer())
+      return absl::InvalidArgumentError(
+          absl::StrCat("train config key '", key, "' must be an integer, got ", v.dump()));
+    if (std::is_unsigned_v<T> && v.get<int64_t>() < 0 && !v.is_number_unsigned())
+      return absl::InvalidArgumentError(
+          absl::StrCat("train config key '", key, "' must be >= 0, got ", v.dump()));
     out = v.get<T>();
   } else {
-    if (!v.is_number()) return absl::InvalidArgumentError(absl::StrCat("train config key '", key, "' must be a number, got ", v.dump()));
+    if (!v.is_number())
+      return absl::InvalidArgumentError(
+          absl::StrCat("train config key '", key, "' must be a number, got ", v.dump()));
     out = v.get<T>();
   }
   return absl::OkStatus();
@@ -78,7 +86,8 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(absl::string_view text) {
   for (const auto& [key, value] : j.items()) {
     if (key.rfind("_comment", 0) == 0) continue;
     if (std::find(known.begin(), known.end(), key) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown key '", key, "' in train config; known keys: ", absl::StrJoin(known, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown key '", key, "' in train config; known keys: ", absl::StrJoin(known, ", ")));
     }
   }
   absl::Status v = ValidateTrainConfig(c);
@@ -88,11 +97,15 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(absl::string_view text) {
 
 absl::StatusOr<TrainConfig> LoadTrainConfig(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open train config '", path, "'; pass an existing file with --config (see configs/train/)"));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat("cannot open train config '", path,
+                     "'; pass an existing file with --config (see configs/train/)"));
   std::stringstream ss;
   ss << in.rdbuf();
   absl::StatusOr<TrainConfig> c = ParseTrainConfig(ss.str());
-  if (!c.ok()) return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
+  if (!c.ok())
+    return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   // Relative paths inside a config file are relative to that file, so a run does not depend
   // on the directory it was started from.
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -115,8 +128,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (!(c.lr > 0)) return bad("lr", "must be > 0");
   if (c.min_lr_ratio < 0 || c.min_lr_ratio > 1) return bad("min_lr_ratio", "must be in [0, 1]");
   if (c.warmup_steps < 0) return bad("warmup_steps", "must be >= 0");
-  if (c.schedule != "cosine" && c.schedule != "wsd" && c.schedule != "constant") return bad("schedule", absl::StrCat("must be cosine, wsd or constant, got '", c.schedule, "'"));
-  if (c.wsd_decay_fraction <= 0 || c.wsd_decay_fraction > 1) return bad("wsd_decay_fraction", "must be in (0, 1]");
+  if (c.schedule != "cosine" && c.schedule != "wsd" && c.schedule != "constant")
+    return bad("schedule", absl::StrCat("must be cosine, wsd or constant, got '", c.schedule, "'"));
+  if (c.wsd_decay_fraction <= 0 || c.wsd_decay_fraction > 1)
+    return bad("wsd_decay_fraction", "must be in (0, 1]");
   if (c.beta1 < 0 || c.beta1 >= 1) return bad("beta1", "must be in [0, 1)");
   if (c.beta2 < 0 || c.beta2 >= 1) return bad("beta2", "must be in [0, 1)");
   if (!(c.adam_eps > 0)) return bad("adam_eps", "must be > 0");

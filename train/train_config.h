@@ -12,31 +12,31 @@ namespace st {
 
 struct TrainConfig {
   // Paths: LoadTrainConfig resolves relative ones against the config file's directory.
-  std::string model_config;        // path of a model config JSON (HF keys)
-  std::string data;                // token file written by st-data
-  int seq_len = 128;               // tokens a sequence
-  int micro_batch_size = 16;       // sequences a micro-batch
-  int grad_accum_steps = 1;        // micro-batches an optimizer step
-  int64_t max_steps = 300;         // optimizer steps
+  std::string model_config;   // path of a model config JSON (HF keys)
+  std::string data;           // token file written by st-data
+  int seq_len = 128;          // tokens a sequence
+  int micro_batch_size = 16;  // sequences a micro-batch
+  int grad_accum_steps = 1;   // micro-batches an optimizer step
+  int64_t max_steps = 300;    // optimizer steps
   // Optimizer and schedule.
-  double lr = 1e-3;                // peak learning rate
-  double min_lr_ratio = 0.1;       // cosine / wsd end at min_lr_ratio * lr
+  double lr = 1e-3;           // peak learning rate
+  double min_lr_ratio = 0.1;  // cosine / wsd end at min_lr_ratio * lr
   int64_t warmup_steps = 30;
-  std::string schedule = "cosine"; // cosine | wsd | constant
+  std::string schedule = "cosine";  // cosine | wsd | constant
   double wsd_decay_fraction = 0.2;
   double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8, weight_decay = 0.1;
-  double grad_clip = 1.0;          // max global grad norm; 0 disables
+  double grad_clip = 1.0;  // max global grad norm; 0 disables
   // Router losses.
-  double lbl_coef = 0.01;          // load-balance loss coefficient
-  int lbl_window = 1;              // micro-batches pooled into the token fractions f_i
-  double z_loss_coef = 0.0;        // router z-loss (0 = off)
+  double lbl_coef = 0.01;    // load-balance loss coefficient
+  int lbl_window = 1;        // micro-batches pooled into the token fractions f_i
+  double z_loss_coef = 0.0;  // router z-loss (0 = off)
   // Cadence.
-  int64_t log_interval = 10;       // steps between console lines / metrics
-  int64_t eval_interval = 50;      // steps between validation runs (0 = only at the end)
-  int eval_batches = 8;            // validation micro-batches per run
+  int64_t log_interval = 10;          // steps between console lines / metrics
+  int64_t eval_interval = 50;         // steps between validation runs (0 = only at the end)
+  int eval_batches = 8;               // validation micro-batches per run
   int64_t checkpoint_interval = 100;  // steps between checkpoints (0 = only at the end)
-  uint64_t seed = 1234;            // model init and data order
-  int threads = 0;                 // intra-op threads; 0 = all cores
+  uint64_t seed = 1234;               // model init and data order
+  int threads = 0;                    // intra-op threads; 0 = all cores
 
   std::string ToJson() const;
 };

@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
       "  st-train --run_dir runs/tiny --resume            # continue an interrupted run");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1) {
-    std::fprintf(stderr, "st-train: error: unexpected argument '%s' (flags look like --name=value)\n", argv[1]);
+    std::fprintf(stderr,
+                 "st-train: error: unexpected argument '%s' (flags look like --name=value)\n",
+                 argv[1]);
     return 2;
   }
   if (FLAGS_run_dir.empty()) {

@@ -44,7 +44,8 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& name) {
   if (name.rfind("cuda", 0) == 0) {
     if (!torch::cuda::is_available()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "--device ", name, ": this LibTorch build or machine has no CUDA device; use "
+          "--device ", name,
+          ": this LibTorch build or machine has no CUDA device; use "
           "--device cpu, or build against a CUDA LibTorch (cmake -DCMAKE_PREFIX_PATH=...)"));
     }
     try {
@@ -67,9 +68,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   TrainerOptions& o = t->opts_;
   ST_RETURN_IF_ERROR(ValidateTrainConfig(o.train));
   ST_ASSIGN_OR_RETURN(t->device_, ParseDevice(o.device));
-  const int threads = o.train.threads > 0
-                          ? o.train.threads
-                          : std::max(1u, std::thread::hardware_concurrency());
+  const int threads =
+      o.train.threads > 0 ? o.train.threads : std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(threads);
 
   if (o.run_dir.empty()) return absl::InvalidArgumentError("no run directory given (--run_dir)");
@@ -83,21 +83,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   CheckpointState resumed;
   if (o.resume) {
     if (!fs::exists(ckpt)) {
-      return absl::NotFoundError(absl::StrCat("--resume: no checkpoint at ", ckpt,
-                                              "; drop --resume to start a new run"));
+      return absl::NotFoundError(
+          absl::StrCat("--resume: no checkpoint at ", ckpt, "; drop --resume to start a new run"));
     }
     ST_ASSIGN_OR_RETURN(resumed, ReadCheckpointState(ckpt));
     ST_ASSIGN_OR_RETURN(o.model, ParseModelConfig(resumed.model_config_json));
   } else if (fs::exists(ckpt)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        o.run_dir, " already holds a checkpoint (", ckpt,
-        "); pass --resume to continue it, or choose another --run_dir"));
+    return absl::AlreadyExistsError(
+        absl::StrCat(o.run_dir, " already holds a checkpoint (", ckpt,
+                     "); pass --resume to continue it, or choose another --run_dir"));
   }
   ST_RETURN_IF_ERROR(ValidateModelConfig(o.model));
   if (o.train.seq_len > o.model.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "train config seq_len ", o.train.seq_len, " exceeds the model's max_position_embeddings ",
-        o.model.max_position_embeddings));
+    return absl::InvalidArgumentError(absl::StrCat("train config seq_len ", o.train.seq_len,
+                                                   " exceeds the model's max_position_embeddings ",
+                                                   o.model.max_position_embeddings));
   }
 
   // Data.
@@ -107,15 +107,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   t->val_data_ = std::make_unique<TokenDataset>(std::move(val));
   const TokenFileMeta& meta = t->train_data_->meta();
   if (meta.vocab_size > o.model.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        o.train.data, " was tokenized with a vocabulary of ", meta.vocab_size,
-        " ids but the model's vocab_size is ", o.model.vocab_size,
-        "; use a model config with vocab_size >= ", meta.vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.train.data, " was tokenized with a vocabulary of ", meta.vocab_size,
+                     " ids but the model's vocab_size is ", o.model.vocab_size,
+                     "; use a model config with vocab_size >= ", meta.vocab_size));
   }
   if (NumSequentialWindows(*t->val_data_, o.train.seq_len) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        o.train.data, " has too little validation data for seq_len ", o.train.seq_len,
-        "; re-run st-data with a larger --val_fraction"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.train.data, " has too little validation data for seq_len ", o.train.seq_len,
+                     "; re-run st-data with a larger --val_fraction"));
   }
   t->tokenizer_name_ = meta.tokenizer;
   ST_ASSIGN_OR_RETURN(BatchSampler sampler,
@@ -128,7 +128,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   t->model_ = SmallThinkerForCausalLM(o.model);
   t->model_->to(t->device_);
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : t->model_->named_parameters()) named.emplace_back(item.key(), item.value());
+  for (const auto& item : t->model_->named_parameters())
+    named.emplace_back(item.key(), item.value());
   AdamWOptions adam;
   adam.beta1 = o.train.beta1;
   adam.beta2 = o.train.beta2;
@@ -177,7 +178,8 @@ absl::Status Trainer::SaveCheckpointNow() {
   absl::Status st = SaveCheckpoint(checkpoint_path(), model_, optimizer_.get(), s);
   if (!st.ok()) {
     return absl::Status(st.code(), absl::StrCat("saving the checkpoint failed (the previous one is "
-                                                "intact): ", st.message()));
+                                                "intact): ",
+                                                st.message()));
   }
   return absl::OkStatus();
 }
@@ -212,8 +214,8 @@ double Trainer::Evaluate() {
 absl::Status Trainer::Run() {
   const TrainConfig& c = opts_.train;
   const int S = c.seq_len, B = c.micro_batch_size;
-  const int64_t end = opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps)
-                                             : c.max_steps;
+  const int64_t end =
+      opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps) : c.max_steps;
   const int64_t tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S;
   LossOptions loss_opt{c.lbl_coef, c.z_loss_coef};
   RouterStats stats(opts_.model.num_hidden_layers, opts_.model.moe_num_primary_experts);
@@ -226,8 +228,8 @@ absl::Status Trainer::Run() {
   if (!opts_.quiet) {
     std::printf("training %s: %.2fM params (%.2fM active), %lld tokens/step, steps %lld -> %lld\n",
                 opts_.model.model_type.c_str(), opts_.model.NumParams() / 1e6,
-                opts_.model.NumActiveParams() / 1e6, (long long)tokens_per_step,
-                (long long)step_, (long long)end);
+                opts_.model.NumActiveParams() / 1e6, (long long)tokens_per_step, (long long)step_,
+                (long long)end);
     std::fflush(stdout);
   }
   model_->train();
@@ -255,7 +257,8 @@ absl::Status Trainer::Run() {
     if (!std::isfinite(loss_sum) || !std::isfinite(grad_norm)) {
       return absl::InternalError(absl::StrFormat(
           "training diverged at step %d (loss %g, grad norm %g); the last checkpoint is intact: "
-          "lower lr or raise warmup_steps and --resume", step_ + 1, loss_sum * inv, grad_norm));
+          "lower lr or raise warmup_steps and --resume",
+          step_ + 1, loss_sum * inv, grad_norm));
     }
     optimizer_->Step(lr);
     ++step_;
@@ -276,20 +279,30 @@ absl::Status Trainer::Run() {
         mean_entropy += entropy[l] / entropy.size();
       }
       if (!opts_.quiet) {
-        std::printf("step %6lld/%lld | loss %.4f | ce %.4f | lbl %.3f | lr %.2e | gnorm %.2f | "
-                    "%.0f tok/s | sparsity %.2f | ETA %s\n",
-                    (long long)step_, (long long)end, loss_sum * inv, ce_sum * inv, lbl_sum * inv,
-                    lr, grad_norm, tok_s, mean_sparsity, FormatDuration(eta).c_str());
+        std::printf(
+            "step %6lld/%lld | loss %.4f | ce %.4f | lbl %.3f | lr %.2e | gnorm %.2f | "
+            "%.0f tok/s | sparsity %.2f | ETA %s\n",
+            (long long)step_, (long long)end, loss_sum * inv, ce_sum * inv, lbl_sum * inv, lr,
+            grad_norm, tok_s, mean_sparsity, FormatDuration(eta).c_str());
         std::fflush(stdout);
       }
-      nlohmann::json j = {{"type", "train"}, {"step", step_}, {"loss", loss_sum * inv},
-                          {"ce", ce_sum * inv}, {"lbl", lbl_sum * inv}, {"z", z_sum * inv},
-                          {"lr", lr}, {"grad_norm", grad_norm},
-                          {"tokens", step_ * tokens_per_step}, {"tokens_per_s", tok_s},
+      nlohmann::json j = {{"type", "train"},
+                          {"step", step_},
+                          {"loss", loss_sum * inv},
+                          {"ce", ce_sum * inv},
+                          {"lbl", lbl_sum * inv},
+                          {"z", z_sum * inv},
+                          {"lr", lr},
+                          {"grad_norm", grad_norm},
+                          {"tokens", step_ * tokens_per_step},
+                          {"tokens_per_s", tok_s},
                           {"elapsed_s", elapsed}};
       AppendMetrics(j.dump());
-      nlohmann::json r = {{"type", "router"}, {"step", step_}, {"expert_load", stats.ExpertLoad()},
-                          {"router_entropy", entropy}, {"reglu_sparsity", sparsity}};
+      nlohmann::json r = {{"type", "router"},
+                          {"step", step_},
+                          {"expert_load", stats.ExpertLoad()},
+                          {"router_entropy", entropy},
+                          {"reglu_sparsity", sparsity}};
       AppendMetrics(r.dump());
       stats.Reset();
       interval_start = now;
@@ -303,9 +316,10 @@ absl::Status Trainer::Run() {
                     std::exp(val));
         std::fflush(stdout);
       }
-      AppendMetrics(nlohmann::json({{"type", "eval"}, {"step", step_}, {"val_loss", val},
-                                    {"val_ppl", std::exp(val)}})
-                        .dump());
+      AppendMetrics(
+          nlohmann::json(
+              {{"type", "eval"}, {"step", step_}, {"val_loss", val}, {"val_ppl", std::exp(val)}})
+              .dump());
     }
     if ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == end) {
       ST_RETURN_IF_ERROR(SaveCheckpointNow());

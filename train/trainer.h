@@ -26,10 +26,10 @@ struct TrainerOptions {
   TrainConfig train;
   ModelConfig model;
   std::string run_dir;
-  std::string device = "cpu";   // "cpu", "cuda", "cuda:1"
-  bool resume = false;          // continue from run_dir/checkpoint.h5
-  int64_t stop_at_step = -1;    // stop (and checkpoint) here, as if interrupted; -1 = off
-  bool quiet = false;           // no console progress
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:1"
+  bool resume = false;         // continue from run_dir/checkpoint.h5
+  int64_t stop_at_step = -1;   // stop (and checkpoint) here, as if interrupted; -1 = off
+  bool quiet = false;          // no console progress
 };
 
 struct StepRecord {
