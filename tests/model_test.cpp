@@ -290,6 +290,36 @@ TEST(ModelTest, GradientsReachTheRouterOfEveryLayer) {
   }
 }
 
+// Two half micro-batches with the loss divided by 2 give the gradient of one full batch
+// (cross-entropy is a mean over equally sized micro-batches): what gradient accumulation needs.
+TEST(ModelTest, HalfBatchGradientsAddUpToTheFullBatchGradient) {
+  torch::manual_seed(8);
+  ModelConfig c = SmallConfig();
+  SmallThinkerForCausalLM m(c);
+  torch::Tensor ids = torch::randint(0, 50, {4, 9}, torch::kInt64);
+  torch::Tensor in = ids.narrow(1, 0, 8), tgt = ids.narrow(1, 1, 8);
+  LossOptions opt;
+  opt.lbl_coef = 0.0;
+  auto grads = [&]() {
+    std::vector<torch::Tensor> g;
+    for (const auto& p : m->parameters()) {
+      g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      if (p.grad().defined()) p.grad().zero_();
+    }
+    return g;
+  };
+  ComputeLosses(m->forward(in), tgt, c, opt, nullptr).total.backward();
+  std::vector<torch::Tensor> full = grads();
+  for (int half = 0; half < 2; ++half) {
+    torch::Tensor i = in.narrow(0, 2 * half, 2), t = tgt.narrow(0, 2 * half, 2);
+    (ComputeLosses(m->forward(i), t, c, opt, nullptr).total / 2).backward();
+  }
+  std::vector<torch::Tensor> accumulated = grads();
+  for (size_t k = 0; k < full.size(); ++k) {
+    EXPECT_TRUE(torch::allclose(full[k], accumulated[k], 1e-4, 1e-6)) << "parameter " << k;
+  }
+}
+
 TEST(LossTest, LoadBalanceLossMatchesHandComputation) {
   torch::Tensor logits = torch::tensor({{1.0f, 0.0f, -1.0f}, {0.5f, 2.0f, 0.0f}});
   torch::Tensor f = torch::tensor({0.5f, 0.25f, 0.25f});

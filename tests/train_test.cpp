@@ -248,6 +248,11 @@ TEST(TrainerTest, BadInputsGiveClearErrors) {
     ASSERT_FALSE(t.ok());
     EXPECT_NE(t.status().message().find("max_position_embeddings"), std::string::npos);
   }
+  if (!torch::cuda::is_available()) {
+    auto cuda = ParseDevice("cuda");
+    ASSERT_FALSE(cuda.ok());
+    EXPECT_NE(cuda.status().message().find("no CUDA"), std::string::npos) << cuda.status();
+  }
   EXPECT_FALSE(ParseDevice("gpu").ok());
   EXPECT_NE(ParseDevice("gpu").status().message().find("cpu, cuda"), std::string::npos);
   auto tc = ParseTrainConfig(R"({"seq_len": 64, "learning_rate": 0.1})");
