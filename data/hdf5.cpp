@@ -257,6 +257,68 @@ absl::Status H5File::WriteDataset(absl::string_view path, H5Type type,
   return absl::OkStatus();
 }
 
+absl::Status H5File::WriteChunked1D(absl::string_view path, H5Type type, int64_t count,
+                                    const void* data, int64_t chunk) {
+  const std::string p(path);
+  if (id_ < 0) return absl::FailedPreconditionError(absl::StrCat(path_, ": file is closed"));
+  if (count < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": dataset '", p, "': negative length ", count));
+  }
+  if (count == 0) return WriteDataset(path, type, {0}, data);
+  if (data == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": dataset '", p, "': null data for ", count, " elements"));
+  }
+  if (Exists(p) && H5Ldelete(id_, p.c_str(), H5P_DEFAULT) < 0) {
+    return absl::InternalError(
+        absl::StrCat(path_, ": cannot replace existing object '", p, "'", Hdf5Detail()));
+  }
+  const hsize_t dims[1] = {static_cast<hsize_t>(count)};
+  const hsize_t cdims[1] = {static_cast<hsize_t>(std::max<int64_t>(1, std::min(chunk, count)))};
+  Hid space(H5Screate_simple(1, dims, nullptr));
+  Hid lcpl(H5Pcreate(H5P_LINK_CREATE));
+  Hid dcpl(H5Pcreate(H5P_DATASET_CREATE));
+  if (!space.ok() || !lcpl.ok() || !dcpl.ok() ||
+      H5Pset_create_intermediate_group(lcpl.get(), 1) < 0 ||
+      H5Pset_chunk(dcpl.get(), 1, cdims) < 0) {
+    return absl::InternalError(absl::StrCat(path_, ": HDF5 property list error", Hdf5Detail()));
+  }
+  Hid dset(
+      H5Dcreate2(id_, p.c_str(), FileType(type), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT));
+  if (!dset.ok()) {
+    return absl::InternalError(absl::StrCat(path_, ": cannot create chunked dataset '", p,
+                                            "' (file opened writable?)", Hdf5Detail()));
+  }
+  if (H5Dwrite(dset.get(), MemType(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    return absl::InternalError(
+        absl::StrCat(path_, ": cannot write dataset '", p, "'; is the disk full?", Hdf5Detail()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> H5File::ChunkLength(absl::string_view path) const {
+  const std::string p(path);
+  if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));
+  Hid dset(H5Dopen2(id_, p.c_str(), H5P_DEFAULT));
+  if (!dset.ok()) {
+    H5Eclear2(H5E_DEFAULT);
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", p, "' is not a dataset"));
+  }
+  Hid dcpl(H5Dget_create_plist(dset.get()));
+  if (!dcpl.ok()) {
+    return absl::InternalError(
+        absl::StrCat(path_, ": cannot read the layout of '", p, "'", Hdf5Detail()));
+  }
+  if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return 0;
+  hsize_t cdims[1] = {0};
+  if (H5Pget_chunk(dcpl.get(), 1, cdims) != 1) {
+    H5Eclear2(H5E_DEFAULT);
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": dataset '", p, "' is not 1-D"));
+  }
+  return static_cast<int64_t>(cdims[0]);
+}
+
 absl::StatusOr<H5DatasetInfo> H5File::Info(absl::string_view path) const {
   const std::string p(path);
   if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));

@@ -44,6 +44,13 @@ class H5File {
   // Reads the whole dataset converting to `type` (HDF5 converts numeric types);
   // `bytes` must equal num_elements * H5TypeSize(type).
   absl::Status ReadDataset(absl::string_view path, H5Type type, void* out, size_t bytes) const;
+  // Writes a 1-D dataset with CHUNKED layout (chunks of `chunk` elements, clamped to
+  // [1, count]), so that readers fetch any window with a hyperslab read touching only the
+  // chunks it overlaps. A zero-length dataset is written contiguous (HDF5 needs chunk >= 1).
+  absl::Status WriteChunked1D(absl::string_view path, H5Type type, int64_t count, const void* data,
+                              int64_t chunk);
+  // Chunk length of a 1-D chunked dataset, 0 when its layout is not chunked.
+  absl::StatusOr<int64_t> ChunkLength(absl::string_view path) const;
   // Reads elements [offset, offset+count) of a 1-D dataset.
   absl::Status ReadSlab1D(absl::string_view path, H5Type type, int64_t offset, int64_t count,
                           void* out) const;

@@ -1,7 +1,8 @@
-// st-data: tokenizes a text corpus into a token file (train/val splits) for the trainer, and
-// prints a summary with the unigram entropy of the train split as a baseline loss.
+// st-data: the data tool. Subcommands: prepare (text -> token shard directory), encode /
+// decode (debug tokenization), train-tokenizer (BPE), info (dataset summary).
 #include <gflags/gflags.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -9,32 +10,124 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "data/hdf5.h"
+#include "data/prepare.h"
 #include "data/token_dataset.h"
-#include "data/tokenizer.h"
+#include "infer/tokenizer/bpe_trainer.h"
+#include "infer/tokenizer/tokenizer.h"
+#include "model/config.h"
+#include "nlohmann/json.hpp"
 
-DEFINE_string(input, "", "UTF-8 text file to tokenize (required)");
-DEFINE_string(output, "", "token file (HDF5) to write (required)");
-DEFINE_string(tokenizer, "byte", "tokenizer name (known: byte)");
-DEFINE_double(val_fraction, 0.01,
-              "fraction of the text, taken from the end at a line break, for validation; "
-              "in [0, 0.5]");
-DEFINE_string(source, "",
-              "free text stored in the file: where the text came from "
-              "(default: the input path)");
+DEFINE_string(tokenizer, "byte", "\"byte\" or the path of a Hugging Face tokenizer.json");
+DEFINE_string(input, "", "input path(s), comma separated");
+DEFINE_string(output, "", "output path");
+DEFINE_double(val_fraction, 0.01, "fraction held out for validation, in [0, 0.5]");
+DEFINE_int64(shard_tokens, 50000000, "tokens a shard (closed at the next document end)");
+DEFINE_bool(overwrite, false, "replace an existing dataset");
+DEFINE_string(model_config, "", "model config JSON: check that the vocabulary fits it");
+DEFINE_int32(threads, 0, "encoding threads; 0 = all cores");
+DEFINE_string(text, "", "text to encode");
+DEFINE_bool(bench, false, "print encoding speed instead of the ids");
+DEFINE_string(ids, "", "ids to decode, comma separated");
+DEFINE_int32(vocab_size, 0, "vocabulary size of the tokenizer to train");
+DEFINE_int32(min_frequency, 2, "pairs seen fewer times are never merged");
 
 namespace {
 
-// Unigram entropy of `ids` in nats per token (the loss of the best context-free model).
-double UnigramEntropyNats(const std::vector<int32_t>& ids, int vocab_size) {
-  if (ids.empty()) return 0.0;
-  std::vector<int64_t> counts(static_cast<size_t>(vocab_size), 0);
-  for (int32_t id : ids) ++counts[static_cast<size_t>(id)];
-  const double n = static_cast<double>(ids.size());
-  double h = 0.0;
+constexpr int kUsage = 2;
+constexpr int kFailure = 1;
+
+struct Command {
+  const char* name;
+  const char* usage;
+  std::vector<std::string> flags;
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {"prepare",
+       "st-data prepare --tokenizer {byte|PATH/tokenizer.json} --input PATH[,PATH...] --output "
+       "DIR\n        [--val_fraction 0.01] [--shard_tokens 50000000] [--overwrite] "
+       "[--model_config configs/model/x.json] [--threads N]\n"
+       "    Tokenizes text files, directories (*.txt, *.jsonl, recursively) and JSONL files\n"
+       "    (\"text\" field) into a dataset directory of HDF5 token shards; an interrupted run\n"
+       "    resumes when re-run with the same arguments.",
+       {"tokenizer", "input", "output", "val_fraction", "shard_tokens", "overwrite", "model_config",
+        "threads"}},
+      {"encode",
+       "st-data encode --tokenizer T (--text STR | --input FILE) [--bench]\n"
+       "    Prints the ids as a JSON array; --bench prints the encoding speed instead.",
+       {"tokenizer", "text", "input", "bench"}},
+      {"decode",
+       "st-data decode --tokenizer T (--ids 1,2,3 | --input FILE)\n"
+       "    Prints the text of ids (FILE: a JSON array or ids separated by spaces or commas).",
+       {"tokenizer", "ids", "input"}},
+      {"train-tokenizer",
+       "st-data train-tokenizer --input PATH[,PATH...] --vocab_size N --output tokenizer.json "
+       "[--min_frequency 2]\n"
+       "    Trains a byte-level BPE tokenizer (Hugging Face tokenizer.json).",
+       {"input", "vocab_size", "output", "min_frequency"}},
+      {"info",
+       "st-data info DIR\n    Prints a dataset's manifest: tokens per split, tokenizer, sources.",
+       {}},
+  };
+  return commands;
+}
+
+void PrintList(FILE* out) {
+  std::fprintf(out, "st-data: the smallthinker.cpp data tool\nusage: st-data COMMAND [flags]\n\n");
+  for (const Command& c : Commands()) std::fprintf(out, "  %s\n\n", c.usage);
+  std::fprintf(out, "st-data COMMAND --help shows one command.\n");
+}
+
+int UsageError(const std::string& msg) {
+  std::fprintf(stderr, "st-data: %s\n", msg.c_str());
+  return kUsage;
+}
+int Failure(const std::string& msg) {
+  std::fprintf(stderr, "st-data: error: %s\n", msg.c_str());
+  return kFailure;
+}
+int Failure(const absl::Status& s) { return Failure(std::string(s.message())); }
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipWhitespace())) out.emplace_back(p);
+  return out;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read '", path, "': ", std::strerror(errno)));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::unique_ptr<st::Tokenizer>> LoadTok() {
+  auto tok = st::LoadTokenizer(FLAGS_tokenizer);
+  if (!tok.ok()) {
+    return absl::Status(tok.status().code(), absl::StrCat("--tokenizer ", FLAGS_tokenizer, ": ",
+                                                          tok.status().message()));
+  }
+  return tok;
+}
+
+// Unigram entropy in nats per token (the loss of the best context-free model).
+double UnigramEntropyNats(const std::vector<int64_t>& counts) {
+  double n = 0, h = 0;
+  for (int64_t c : counts) n += static_cast<double>(c);
   for (int64_t c : counts) {
     if (c == 0) continue;
     const double p = static_cast<double>(c) / n;
@@ -43,84 +136,310 @@ double UnigramEntropyNats(const std::vector<int32_t>& ids, int vocab_size) {
   return h;
 }
 
-int Run() {
-  std::ifstream in(FLAGS_input, std::ios::binary);
-  if (!in) {
-    std::cerr << "st-data: cannot open --input '" << FLAGS_input << "': " << std::strerror(errno)
-              << "\n";
-    return 1;
+int Prepare() {
+  if (FLAGS_input.empty()) return UsageError("prepare: --input is required (text, dir or JSONL)");
+  if (FLAGS_output.empty()) return UsageError("prepare: --output DIR is required");
+  if (!(FLAGS_val_fraction >= 0.0 && FLAGS_val_fraction <= 0.5)) {
+    return UsageError(absl::StrCat("--val_fraction must be in [0, 0.5], got ", FLAGS_val_fraction));
   }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) {
-    std::cerr << "st-data: error reading '" << FLAGS_input << "'\n";
-    return 1;
+  if (FLAGS_shard_tokens <= 0) return UsageError("--shard_tokens must be positive");
+  auto tok = LoadTok();
+  if (!tok.ok()) return Failure(tok.status());
+  if (!FLAGS_model_config.empty()) {
+    auto model = st::LoadModelConfig(FLAGS_model_config);
+    if (!model.ok()) return Failure(model.status());
+    if ((*tok)->vocab_size() > model->vocab_size) {
+      return Failure(absl::StrCat("the tokenizer has ", (*tok)->vocab_size(),
+                                  " ids but the model config ", FLAGS_model_config,
+                                  " has vocab_size ", model->vocab_size,
+                                  "; train a smaller tokenizer or use a model config with "
+                                  "vocab_size >= ",
+                                  (*tok)->vocab_size()));
+    }
   }
-  const std::string text = buf.str();
-  if (text.empty()) {
-    std::cerr << "st-data: --input '" << FLAGS_input << "' is empty; nothing to tokenize\n";
-    return 1;
-  }
-
-  auto tok = st::MakeTokenizer(FLAGS_tokenizer);
-  if (!tok.ok()) {
-    std::cerr << "st-data: --tokenizer: " << tok.status().message() << "\n";
-    return 2;
-  }
-
-  const auto t0 = std::chrono::steady_clock::now();
-  st::SplitTokens split = st::TokenizeAndSplit(**tok, text, FLAGS_val_fraction);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  st::TokenFileMeta meta;
-  meta.tokenizer = (*tok)->name();
-  meta.vocab_size = (*tok)->vocab_size();
-  meta.eos_id = (*tok)->eos_id();
-  meta.source = FLAGS_source.empty() ? FLAGS_input : FLAGS_source;
-  absl::Status s = st::WriteTokenFile(FLAGS_output, meta, split.train, split.val);
-  if (!s.ok()) {
-    std::cerr << "st-data: " << s.message() << "\n";
-    return 1;
-  }
-
-  const int64_t total = static_cast<int64_t>(split.train.size() + split.val.size());
-  const double nats = UnigramEntropyNats(split.train, meta.vocab_size);
-  std::printf("st-data: read %zu bytes from %s\n", text.size(), FLAGS_input.c_str());
-  std::printf("tokenizer: %s (vocab_size %d, eos_id %d)\n", meta.tokenizer.c_str(), meta.vocab_size,
-              meta.eos_id);
-  std::printf("train: %zu tokens, val: %zu tokens (%.2f%% val)\n", split.train.size(),
-              split.val.size(), total > 0 ? 100.0 * split.val.size() / total : 0.0);
-  std::printf("tokenized %lld tokens in %.3f s (%.1f M tokens/s)\n", static_cast<long long>(total),
-              secs, secs > 0 ? total / secs / 1e6 : 0.0);
+  st::PrepareOptions opt;
+  opt.inputs = SplitList(FLAGS_input);
+  opt.output = FLAGS_output;
+  opt.val_fraction = FLAGS_val_fraction;
+  opt.shard_tokens = FLAGS_shard_tokens;
+  opt.overwrite = FLAGS_overwrite;
+  opt.threads = FLAGS_threads;
+  opt.progress = true;
+  auto r = st::PrepareDataset(**tok, opt);
+  if (!r.ok()) return Failure(r.status());
+  const st::Manifest& m = r->manifest;
+  const int64_t train = m.Tokens("train"), val = m.Tokens("val");
+  std::printf("st-data prepare: %lld documents, %.2f MB from %zu file(s)%s\n",
+              static_cast<long long>(r->documents), r->bytes / 1e6, m.sources.size(),
+              r->resumed_shards > 0
+                  ? absl::StrCat(" (resumed after ", r->resumed_shards, " shard(s))").c_str()
+                  : "");
+  std::printf("tokenizer: %s (vocab_size %d, eos_id %d, fingerprint %s)\n", m.tokenizer.c_str(),
+              m.vocab_size, m.eos_id, m.fingerprint.c_str());
+  std::printf("train: %lld tokens in %zu shard(s), val: %lld tokens in %zu shard(s) (%.2f%% val)\n",
+              static_cast<long long>(train), m.train.size(), static_cast<long long>(val),
+              m.val.size(), train + val > 0 ? 100.0 * val / (train + val) : 0.0);
+  std::printf("%.2f bytes/token; %.3f s: %.1f MB/s, %.2f M tokens/s\n",
+              static_cast<double>(r->bytes) / std::max<int64_t>(1, train + val), r->seconds,
+              r->bytes / 1e6 / std::max(r->seconds, 1e-9),
+              (train + val) / 1e6 / std::max(r->seconds, 1e-9));
+  const double nats = UnigramEntropyNats(r->train_counts);
   std::printf("train unigram entropy: %.4f bits/token = %.4f nats/token\n", nats / std::log(2.0),
               nats);
   std::printf("wrote %s\n", FLAGS_output.c_str());
   return 0;
 }
 
+absl::StatusOr<std::string> TextArg() {
+  if (FLAGS_text.empty() == FLAGS_input.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --text STR or --input FILE");
+  }
+  if (!FLAGS_text.empty()) return FLAGS_text;
+  return ReadFile(FLAGS_input);
+}
+
+int Encode() {
+  auto text = TextArg();
+  if (!text.ok()) {
+    return text.status().code() == absl::StatusCode::kInvalidArgument
+               ? UsageError(absl::StrCat("encode: ", text.status().message()))
+               : Failure(text.status());
+  }
+  auto tok = LoadTok();
+  if (!tok.ok()) return Failure(tok.status());
+  if (FLAGS_bench) {
+    double best = 1e300;
+    size_t n = 0;
+    for (int run = 0; run < 3; ++run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      n = (*tok)->Encode(*text).size();
+      best = std::min(best,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::printf("encoded %zu bytes in %.4f s: %.2f MB/s (%zu tokens)\n", text->size(), best,
+                text->size() / 1e6 / std::max(best, 1e-12), n);
+    return 0;
+  }
+  std::vector<int32_t> ids = (*tok)->Encode(*text);
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&out, i ? "," : "", ids[i]);
+  out += "]\n";
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+int Decode() {
+  if (FLAGS_ids.empty() == FLAGS_input.empty()) {
+    return UsageError("decode: give exactly one of --ids 1,2,3 or --input FILE");
+  }
+  std::string spec = FLAGS_ids;
+  if (!FLAGS_input.empty()) {
+    auto t = ReadFile(FLAGS_input);
+    if (!t.ok()) return Failure(t.status());
+    spec = *t;
+  }
+  // A JSON array or ids separated by commas / whitespace: brackets become separators.
+  for (char& c : spec) {
+    if (c == '[' || c == ']' || c == ',' || c == '\n' || c == '\t' || c == '\r') c = ' ';
+  }
+  std::vector<int32_t> ids;
+  for (absl::string_view p : absl::StrSplit(spec, ' ', absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(p, &id)) {
+      return UsageError(absl::StrCat("decode: '", p, "' is not an integer id"));
+    }
+    ids.push_back(id);
+  }
+  auto tok = LoadTok();
+  if (!tok.ok()) return Failure(tok.status());
+  int bad = 0;
+  for (int32_t id : ids) bad += id < 0 || id >= (*tok)->vocab_size();
+  if (bad > 0) {
+    std::fprintf(stderr, "st-data: warning: %d id(s) outside [0, %d) decode to U+FFFD\n", bad,
+                 (*tok)->vocab_size());
+  }
+  const std::string text = (*tok)->Decode(ids);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
+int TrainTokenizer() {
+  if (FLAGS_input.empty()) return UsageError("train-tokenizer: --input is required");
+  if (FLAGS_output.empty())
+    return UsageError("train-tokenizer: --output tokenizer.json is required");
+  if (FLAGS_vocab_size <= 0) return UsageError("train-tokenizer: --vocab_size N is required");
+  if (FLAGS_min_frequency < 1) return UsageError("--min_frequency must be >= 1");
+  auto files = st::ListInputs(SplitList(FLAGS_input));
+  if (!files.ok()) return Failure(files.status());
+  int64_t total = 0;
+  for (const st::InputFile& f : *files) total += f.bytes;
+  const auto t0 = std::chrono::steady_clock::now();
+  st::BpeWordCounter counter;
+  {
+    st::DocumentReader reader(*files);
+    st::Document doc;
+    auto last = t0;
+    for (;;) {
+      auto got = reader.Next(&doc);
+      if (!got.ok()) return Failure(got.status());
+      if (!*got) break;
+      counter.Add(doc.text);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last > std::chrono::seconds(1)) {
+        last = now;
+        std::fprintf(stderr, "train-tokenizer: counted %.1f/%.1f MB\n", reader.bytes_read() / 1e6,
+                     total / 1e6);
+      }
+    }
+  }
+  if (counter.bytes() == 0) return Failure("the input holds no text; nothing to train on");
+  st::BpeTrainOptions opt;
+  opt.vocab_size = FLAGS_vocab_size;
+  opt.min_frequency = FLAGS_min_frequency;
+  auto last = std::chrono::steady_clock::now();
+  opt.progress = [&](int64_t, int merges) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::seconds(1)) return;
+    last = now;
+    std::fprintf(stderr, "train-tokenizer: %d merges learned\n", merges);
+  };
+  auto json_text = counter.Train(opt);
+  if (!json_text.ok()) return Failure(json_text.status());
+  const double train_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto tok = st::MakeTokenizer("bpe", *json_text);
+  if (!tok.ok()) {
+    return Failure(
+        absl::StrCat("the trained tokenizer does not load back: ", tok.status().message()));
+  }
+  const std::string tmp = FLAGS_output + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << *json_text;
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      return Failure(absl::StrCat("cannot write '", tmp, "'"));
+    }
+  }
+  absl::Status s = st::RenameOver(tmp, FLAGS_output);
+  if (!s.ok()) return Failure(s);
+  // Bytes per token of the new tokenizer on the training input.
+  int64_t bytes = 0, tokens = 0;
+  st::DocumentReader reader(*files);
+  st::Document doc;
+  for (;;) {
+    auto got = reader.Next(&doc);
+    if (!got.ok() || !*got) break;
+    bytes += static_cast<int64_t>(doc.text.size());
+    tokens += static_cast<int64_t>((*tok)->Encode(doc.text).size());
+  }
+  size_t merges = 0;
+  nlohmann::json j = nlohmann::json::parse(*json_text, nullptr, false);
+  if (!j.is_discarded() && j.contains("model") && j["model"].contains("merges")) {
+    merges = j["model"]["merges"].size();
+  }
+  std::printf(
+      "st-data train-tokenizer: vocab %d, %zu merges, %.2f s, %.3f bytes/token on the "
+      "input (%.2f MB)\nwrote %s\n",
+      (*tok)->vocab_size(), merges, train_s,
+      static_cast<double>(bytes) / std::max<int64_t>(1, tokens), bytes / 1e6, FLAGS_output.c_str());
+  return 0;
+}
+
+int Info(const std::string& dir) {
+  auto m = st::ReadManifest(dir);
+  if (!m.ok()) return Failure(m.status());
+  std::printf("dataset %s (%s, version %d)%s\n", dir.c_str(), st::kTokenShardsFormat,
+              st::kTokenShardsVersion,
+              m->complete ? "" : "  INCOMPLETE: re-run the st-data prepare command to finish");
+  std::printf("tokenizer: %s (vocab_size %d, eos_id %d, fingerprint %s)\n", m->tokenizer.c_str(),
+              m->vocab_size, m->eos_id, m->fingerprint.c_str());
+  for (const char* split : {"train", "val"}) {
+    const auto& shards = std::string(split) == "val" ? m->val : m->train;
+    std::printf("%s: %lld tokens in %zu shard(s)\n", split,
+                static_cast<long long>(m->Tokens(split)), shards.size());
+    for (const st::ShardInfo& s : shards) {
+      std::printf("  %s  %lld tokens\n", s.file.c_str(), static_cast<long long>(s.tokens));
+    }
+  }
+  int64_t bytes = 0;
+  for (const st::SourceInfo& s : m->sources) bytes += s.bytes;
+  std::printf("sources: %zu file(s), %.2f MB\n", m->sources.size(), bytes / 1e6);
+  for (size_t i = 0; i < m->sources.size() && i < 20; ++i) {
+    std::printf("  %s  %lld bytes\n", m->sources[i].path.c_str(),
+                static_cast<long long>(m->sources[i].bytes));
+  }
+  if (m->sources.size() > 20) std::printf("  ... and %zu more\n", m->sources.size() - 20);
+  return 0;
+}
+
+bool IsHelp(const char* a) {
+  return !std::strcmp(a, "--help") || !std::strcmp(a, "-help") || !std::strcmp(a, "-h") ||
+         !std::strcmp(a, "--helpshort") || !std::strcmp(a, "help");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "tokenizes a text corpus into a token file for training\n"
-      "usage: st-data --input corpus.txt --output tokens.h5 [--tokenizer byte] "
-      "[--val_fraction 0.01] [--source \"...\"]");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_input.empty()) {
-    std::cerr << "st-data: --input is required (the text file to tokenize); see --help\n";
-    return 2;
+  gflags::SetUsageMessage("st-data COMMAND [flags]; st-data --help lists the commands");
+  if (argc < 2) {
+    PrintList(stderr);
+    return kUsage;
   }
-  if (FLAGS_output.empty()) {
-    std::cerr << "st-data: --output is required (the token file to write); see --help\n";
-    return 2;
+  if (IsHelp(argv[1])) {
+    PrintList(stdout);
+    return 0;
   }
-  if (!(FLAGS_val_fraction >= 0.0 && FLAGS_val_fraction <= 0.5)) {
-    std::cerr << "st-data: --val_fraction must be in [0, 0.5], got " << FLAGS_val_fraction << "\n";
-    return 2;
+  if (argv[1][0] == '-') {
+    // Flags without a command: let gflags report unknown flags first.
+    gflags::ParseCommandLineFlags(&argc, &argv, true);
+    return UsageError(
+        "the first argument must be a command: prepare, encode, decode, train-tokenizer or info "
+        "(see st-data --help)");
   }
-  if (argc > 1) {
-    std::cerr << "st-data: unexpected argument '" << argv[1] << "'; all options are flags\n";
-    return 2;
+  const std::string name = argv[1];
+  const Command* cmd = nullptr;
+  for (const Command& c : Commands()) {
+    if (name == c.name) cmd = &c;
   }
-  return Run();
+  if (cmd == nullptr) {
+    return UsageError(absl::StrCat("unknown command '", name,
+                                   "'; known: prepare, encode, decode, train-tokenizer, info "
+                                   "(see st-data --help)"));
+  }
+  for (int i = 2; i < argc; ++i) {
+    if (IsHelp(argv[i])) {
+      std::printf("usage: %s\n", cmd->usage);
+      return 0;
+    }
+  }
+  // Parse the flags after the command (argv[1] is dropped).
+  std::vector<char*> args = {argv[0]};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  int n = static_cast<int>(args.size());
+  char** a = args.data();
+  gflags::ParseCommandLineFlags(&n, &a, true);
+  // Flags of this tool that do not belong to the command are mistakes, not silently ignored.
+  std::vector<gflags::CommandLineFlagInfo> all;
+  gflags::GetAllFlags(&all);
+  for (const auto& f : all) {
+    if (f.filename.find("st_data_main") == std::string::npos || f.is_default) continue;
+    if (std::find(cmd->flags.begin(), cmd->flags.end(), f.name) == cmd->flags.end()) {
+      return UsageError(absl::StrCat("--", f.name, " does not apply to 'st-data ", name,
+                                     "'; usage: ", cmd->usage));
+    }
+  }
+  std::vector<std::string> rest(a + 1, a + n);
+  if (name == "info") {
+    if (rest.size() != 1) return UsageError(absl::StrCat("usage: ", cmd->usage));
+    return Info(rest[0]);
+  }
+  if (!rest.empty()) {
+    return UsageError(absl::StrCat("unexpected argument '", rest[0], "'; usage: ", cmd->usage));
+  }
+  if (name == "prepare") return Prepare();
+  if (name == "encode") return Encode();
+  if (name == "decode") return Decode();
+  return TrainTokenizer();
 }

@@ -1,97 +1,333 @@
-// Token files (write, tokenize-and-split, open with validation), the portable shuffled
-// BatchSampler with exact resume, and sequential validation windows.
+// Token shard directories: manifest (JSON), shard files (chunked HDF5), the split reader
+// (resident or lazy hyperslab reads) and the rank-sharded, resumable DataLoader.
 #include "data/token_dataset.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "data/hdf5.h"
 #include "model/check.h"
+#include "nlohmann/json.hpp"
 
 namespace st {
 
 namespace {
 
-constexpr char kFormat[] = "smallthinker.tokens";
-constexpr int64_t kVersion = 1;
+using json = nlohmann::json;
 
-// Checks that every id is in [0, vocab_size); names the split and position of the first bad one.
-absl::Status CheckIds(absl::Span<const int32_t> ids, int vocab_size, const std::string& where) {
+constexpr char kShardFormat[] = "smallthinker.token_shard";
+constexpr char kOldFormat[] = "smallthinker.tokens";  // version 1: one file, /train and /val
+
+bool IsDir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool IsFile(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string Join(const std::string& dir, const std::string& name) {
+  if (dir.empty() || dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::InternalError(absl::StrCat("error reading '", path, "'"));
+  return ss.str();
+}
+
+// Writes `text` to path + ".tmp", then renames it over `path`.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      RemoveQuietly(tmp);
+      return absl::InternalError(absl::StrCat(
+          "cannot write '", tmp, "'; is the directory writable and the disk not full?"));
+    }
+  }
+  return RenameOver(tmp, path);
+}
+
+// Checks that every id is in [0, vocab_size); names the position of the first bad one.
+absl::Status CheckIds(absl::Span<const int32_t> ids, int vocab_size, const std::string& where,
+                      int64_t base = 0) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "[", i, "] = ", ids[i], " is outside the vocabulary [0, ", vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "[", base + static_cast<int64_t>(i), "] = ", ids[i],
+                       " is outside the vocabulary [0, ", vocab_size, ")"));
     }
   }
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Status WriteIds(H5File& f, const std::string& path, H5Type type,
-                      absl::Span<const int32_t> ids) {
-  std::vector<T> narrow(ids.begin(), ids.end());
-  return f.WriteDataset(path, type, {static_cast<int64_t>(narrow.size())}, narrow.data());
+nlohmann::ordered_json ShardsToJson(const std::vector<ShardInfo>& shards) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const ShardInfo& s : shards) {
+    a.push_back({{"file", s.file}, {"tokens", s.tokens}, {"docs_end", s.docs_end}});
+  }
+  return a;
 }
-
-// splitmix64: a tiny, fully specified generator, so shuffles match on every platform.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, bound) without modulo bias (rejection sampling), bound > 0.
-  uint64_t Below(uint64_t bound) {
-    const uint64_t threshold = (0 - bound) % bound;  // 2^64 mod bound
-    for (;;) {
-      const uint64_t r = Next();
-      if (r >= threshold) return r % bound;
-    }
-  }
-
- private:
-  uint64_t state_;
-};
 
 }  // namespace
 
-absl::Status WriteTokenFile(const std::string& path, const TokenFileMeta& meta,
-                            absl::Span<const int32_t> train, absl::Span<const int32_t> val) {
-  if (meta.vocab_size <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": vocab_size must be positive, got ", meta.vocab_size));
-  }
-  if (meta.tokenizer.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer name is empty"));
-  }
-  ST_RETURN_IF_ERROR(CheckIds(train, meta.vocab_size, path + ": train"));
-  ST_RETURN_IF_ERROR(CheckIds(val, meta.vocab_size, path + ": val"));
-  const bool narrow = meta.vocab_size <= 65536;
-  return WriteH5Atomically(path, [&](H5File& f) -> absl::Status {
-    if (narrow) {
-      ST_RETURN_IF_ERROR(WriteIds<uint16_t>(f, "/train/tokens", H5Type::kU16, train));
-      ST_RETURN_IF_ERROR(WriteIds<uint16_t>(f, "/val/tokens", H5Type::kU16, val));
-    } else {
-      ST_RETURN_IF_ERROR(WriteIds<uint32_t>(f, "/train/tokens", H5Type::kU32, train));
-      ST_RETURN_IF_ERROR(WriteIds<uint32_t>(f, "/val/tokens", H5Type::kU32, val));
-    }
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "format", absl::string_view(kFormat)));
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "version", kVersion));
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "tokenizer", absl::string_view(meta.tokenizer)));
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "vocab_size", static_cast<int64_t>(meta.vocab_size)));
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "eos_id", static_cast<int64_t>(meta.eos_id)));
-    ST_RETURN_IF_ERROR(f.WriteAttr("/", "source", absl::string_view(meta.source)));
-    return absl::OkStatus();
-  });
+int64_t Manifest::Tokens(const std::string& split) const {
+  int64_t n = 0;
+  for (const ShardInfo& s : split == "val" ? val : train) n += s.tokens;
+  return n;
 }
 
-SplitTokens TokenizeAndSplit(const Tokenizer& tok, const std::string& text, double val_fraction) {
+std::string Manifest::ToJson() const {
+  // nlohmann's ordered_json keeps insertion order, so "complete" is the last key.
+  nlohmann::ordered_json j;
+  j["format"] = kTokenShardsFormat;
+  j["version"] = kTokenShardsVersion;
+  j["tokenizer"] = {{"name", tokenizer},
+                    {"fingerprint", fingerprint},
+                    {"vocab_size", vocab_size},
+                    {"eos_id", eos_id}};
+  j["tokens"] = {{"train", Tokens("train")}, {"val", Tokens("val")}};
+  j["train"] = ShardsToJson(train);
+  j["val"] = ShardsToJson(val);
+  nlohmann::ordered_json src = nlohmann::ordered_json::array();
+  for (const SourceInfo& s : sources) src.push_back({{"path", s.path}, {"bytes", s.bytes}});
+  j["sources"] = src;
+  j["prepare"] = nlohmann::ordered_json::parse(prepare_json.empty() ? "{}" : prepare_json);
+  j["complete"] = complete;
+  return j.dump(2) + "\n";
+}
+
+absl::StatusOr<Manifest> ParseManifest(const std::string& text, const std::string& where) {
+  const std::string fix = "; re-create the dataset with st-data prepare --overwrite";
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON", fix));
+  }
+  try {
+    if (j.value("format", "") != kTokenShardsFormat) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": format is not '", kTokenShardsFormat, "'", fix));
+    }
+    const int version = j.at("version").get<int>();
+    if (version != kTokenShardsVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unsupported version ", version,
+                                                     " (this build reads ", kTokenShardsVersion,
+                                                     ")", fix));
+    }
+    Manifest m;
+    const json& t = j.at("tokenizer");
+    m.tokenizer = t.at("name").get<std::string>();
+    m.fingerprint = t.at("fingerprint").get<std::string>();
+    m.vocab_size = t.at("vocab_size").get<int>();
+    m.eos_id = t.at("eos_id").get<int>();
+    if (m.vocab_size <= 0 || m.eos_id < -1 || m.eos_id >= m.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": bad vocab_size ", m.vocab_size, " / eos_id ", m.eos_id, fix));
+    }
+    for (const char* split : {"train", "val"}) {
+      for (const json& s : j.at(split)) {
+        ShardInfo info{s.at("file").get<std::string>(), s.at("tokens").get<int64_t>(),
+                       s.value("docs_end", int64_t{-1})};
+        if (info.tokens < 0 || info.file.empty() || info.file.find('/') != std::string::npos) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": bad shard entry ", s.dump(), fix));
+        }
+        (std::string(split) == "train" ? m.train : m.val).push_back(info);
+      }
+    }
+    for (const json& s : j.at("sources")) {
+      m.sources.push_back({s.at("path").get<std::string>(), s.at("bytes").get<int64_t>()});
+    }
+    if (j.contains("prepare")) m.prepare_json = j["prepare"].dump();
+    m.complete = j.at("complete").get<bool>();
+    return m;
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": missing or mistyped field (", e.what(), ")", fix));
+  }
+}
+
+absl::StatusOr<Manifest> ReadManifest(const std::string& dir) {
+  if (IsFile(dir)) {
+    // The old single-file format (version 1) or some other file.
+    absl::StatusOr<H5File> f = H5File::Open(dir);
+    if (f.ok() && f->HasAttr("/", "format")) {
+      absl::StatusOr<std::string> format = f->ReadStringAttr("/", "format");
+      if (format.ok() && *format == kOldFormat) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            dir,
+            " is a token file in the old single-file format (version 1), which this build no "
+            "longer reads; re-create it as a dataset directory: st-data prepare --tokenizer "
+            "byte --input CORPUS.txt --output DIR"));
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir,
+                     " is a file, not a dataset directory; create one with st-data prepare "
+                     "--input TEXT --output DIR"));
+  }
+  if (!IsDir(dir)) {
+    return absl::NotFoundError(absl::StrCat("dataset directory '", dir,
+                                            "' does not exist; create it with st-data prepare"));
+  }
+  const std::string path = Join(dir, "manifest.json");
+  if (!IsFile(path)) {
+    return absl::NotFoundError(absl::StrCat(
+        path, " is missing: '", dir,
+        "' is not a token dataset (or its preparation never wrote a shard); run st-data prepare "
+        "--output ",
+        dir));
+  }
+  ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
+  return ParseManifest(text, path);
+}
+
+absl::Status WriteManifest(const std::string& dir, const Manifest& m) {
+  return WriteFileAtomically(Join(dir, "manifest.json"), m.ToJson());
+}
+
+absl::Status WriteDatasetTokenizer(const std::string& dir, const Tokenizer& tok) {
+  if (tok.name() == "byte") return absl::OkStatus();
+  return WriteFileAtomically(Join(dir, "tokenizer.json"), tok.ToJson());
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadDatasetTokenizer(const std::string& dir) {
+  ST_ASSIGN_OR_RETURN(Manifest m, ReadManifest(dir));
+  std::string text;
+  if (m.tokenizer != "byte") {
+    absl::StatusOr<std::string> t = ReadWholeFile(Join(dir, "tokenizer.json"));
+    if (!t.ok()) {
+      return absl::NotFoundError(
+          absl::StrCat(dir, ": the dataset was made with the '", m.tokenizer,
+                       "' tokenizer but its tokenizer.json cannot be read (", t.status().message(),
+                       "); re-create the dataset with st-data prepare --overwrite"));
+    }
+    text = std::move(*t);
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = MakeTokenizer(m.tokenizer, text);
+  if (!tok.ok()) {
+    return absl::Status(tok.status().code(), absl::StrCat(dir,
+                                                          ": cannot rebuild the dataset's "
+                                                          "tokenizer: ",
+                                                          tok.status().message()));
+  }
+  if ((*tok)->Fingerprint() != m.fingerprint || (*tok)->vocab_size() != m.vocab_size ||
+      (*tok)->eos_id() != m.eos_id) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": tokenizer.json does not match the manifest (fingerprint ",
+                     (*tok)->Fingerprint(), " vs ", m.fingerprint,
+                     "); it was changed after the shards were written: re-create the "
+                     "dataset with st-data prepare --overwrite"));
+  }
+  return tok;
+}
+
+std::string ShardFileName(const std::string& split, int index) {
+  return absl::StrFormat("%s-%05d.h5", split, index);
+}
+
+absl::StatusOr<ShardInfo> WriteShard(const std::string& dir, const Manifest& m,
+                                     const std::string& split, int index,
+                                     absl::Span<const int32_t> ids,
+                                     const std::vector<std::string>& sources) {
+  const std::string name = ShardFileName(split, index);
+  const std::string path = Join(dir, name);
+  ST_RETURN_IF_ERROR(CheckIds(ids, m.vocab_size, path + ": /tokens"));
+  std::vector<uint32_t> u(ids.begin(), ids.end());
+  json src = sources;
+  ST_RETURN_IF_ERROR(WriteH5Atomically(path, [&](H5File& f) -> absl::Status {
+    ST_RETURN_IF_ERROR(f.WriteChunked1D("/tokens", H5Type::kU32, static_cast<int64_t>(u.size()),
+                                        u.data(), kChunkTokens));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "format", absl::string_view(kShardFormat)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "version", int64_t{kTokenShardsVersion}));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "split", absl::string_view(split)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "index", static_cast<int64_t>(index)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "tokenizer", absl::string_view(m.tokenizer)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "fingerprint", absl::string_view(m.fingerprint)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "vocab_size", static_cast<int64_t>(m.vocab_size)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "eos_id", static_cast<int64_t>(m.eos_id)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "sources", absl::string_view(src.dump())));
+    return absl::OkStatus();
+  }));
+  ShardInfo info;
+  info.file = name;
+  info.tokens = static_cast<int64_t>(ids.size());
+  return info;
+}
+
+namespace {
+
+absl::Status WriteDatasetImpl(const std::string& dir, Manifest m, const Tokenizer* tok,
+                              absl::Span<const int32_t> train, absl::Span<const int32_t> val,
+                              int64_t shard_tokens) {
+  if (shard_tokens <= 0) return absl::InvalidArgumentError("shard_tokens must be positive");
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create dataset directory '", dir, "': ", std::strerror(errno)));
+  }
+  if (tok != nullptr) ST_RETURN_IF_ERROR(WriteDatasetTokenizer(dir, *tok));
+  std::vector<std::string> paths;
+  for (const SourceInfo& s : m.sources) paths.push_back(s.path);
+  for (int64_t off = 0, i = 0; off < static_cast<int64_t>(train.size()); off += shard_tokens, ++i) {
+    const int64_t n = std::min<int64_t>(shard_tokens, train.size() - off);
+    ST_ASSIGN_OR_RETURN(ShardInfo s, WriteShard(dir, m, "train", static_cast<int>(i),
+                                                train.subspan(off, n), paths));
+    m.train.push_back(s);
+  }
+  if (!val.empty()) {
+    ST_ASSIGN_OR_RETURN(ShardInfo s, WriteShard(dir, m, "val", 0, val, paths));
+    m.val.push_back(s);
+  }
+  m.complete = true;
+  return WriteManifest(dir, m);
+}
+
+}  // namespace
+
+absl::Status WriteTokenDataset(const std::string& dir, const Tokenizer& tok,
+                               absl::Span<const int32_t> train, absl::Span<const int32_t> val,
+                               int64_t shard_tokens, const std::vector<SourceInfo>& sources) {
+  Manifest m;
+  m.tokenizer = tok.name();
+  m.fingerprint = tok.Fingerprint();
+  m.vocab_size = tok.vocab_size();
+  m.eos_id = tok.eos_id();
+  m.sources = sources;
+  return WriteDatasetImpl(dir, std::move(m), &tok, train, val, shard_tokens);
+}
+
+absl::Status WriteTokenDataset(const std::string& dir, const Manifest& meta,
+                               absl::Span<const int32_t> train, absl::Span<const int32_t> val,
+                               int64_t shard_tokens) {
+  Manifest m = meta;
+  m.train.clear();
+  m.val.clear();
+  return WriteDatasetImpl(dir, std::move(m), nullptr, train, val, shard_tokens);
+}
+
+size_t ValCut(const std::string& text, double val_fraction) {
   ST_CHECK(val_fraction >= 0.0 && val_fraction <= 0.5)
       << "val_fraction must be in [0, 0.5], got " << val_fraction;
   const size_t n = text.size();
@@ -117,94 +353,188 @@ SplitTokens TokenizeAndSplit(const Tokenizer& tok, const std::string& text, doub
       while (cut > 1 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
     }
   }
+  return cut;
+}
+
+SplitTokens TokenizeAndSplit(const Tokenizer& tok, const std::string& text, double val_fraction) {
+  const size_t cut = ValCut(text, val_fraction);
   SplitTokens out;
   out.train = tok.Encode(absl::string_view(text).substr(0, cut));
-  if (cut < n) out.val = tok.Encode(absl::string_view(text).substr(cut));
+  if (cut < text.size()) out.val = tok.Encode(absl::string_view(text).substr(cut));
   return out;
 }
 
-absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& path, const std::string& split) {
+// ---------------------------------------------------------------------------------------------
+// TokenDataset
+
+struct TokenDataset::Impl {
+  std::string dir, split;
+  Manifest manifest;
+  std::vector<int64_t> starts;  // starts[i]: stream offset of shard i; back() = size
+  std::vector<int32_t> resident;
+  bool is_resident = false;
+  std::vector<H5File> files;  // lazy mode: open shard files
+  mutable std::mutex mu;      // HDF5 is not thread-safe
+};
+
+TokenDataset::TokenDataset(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TokenDataset::TokenDataset(TokenDataset&&) noexcept = default;
+TokenDataset& TokenDataset::operator=(TokenDataset&&) noexcept = default;
+TokenDataset::~TokenDataset() = default;
+
+int64_t TokenDataset::size() const { return impl_->starts.back(); }
+bool TokenDataset::resident() const { return impl_->is_resident; }
+const Manifest& TokenDataset::manifest() const { return impl_->manifest; }
+const std::string& TokenDataset::dir() const { return impl_->dir; }
+
+absl::StatusOr<TokenDataset> TokenDataset::Open(const std::string& dir, const std::string& split,
+                                                const OpenOptions& opt) {
   if (split != "train" && split != "val") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown split '", split, "'; use \"train\" or \"val\""));
   }
-  ST_ASSIGN_OR_RETURN(H5File f, H5File::Open(path));
-  const std::string hint = "; create token files with st-data --input TEXT --output FILE";
-  if (!f.HasAttr("/", "format")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a smallthinker token file (no 'format' attribute)", hint));
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  impl->split = split;
+  ST_ASSIGN_OR_RETURN(impl->manifest, ReadManifest(dir));
+  const Manifest& m = impl->manifest;
+  if (!m.complete) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir,
+        " is incomplete (its preparation was interrupted); re-run the same st-data prepare "
+        "command to finish it"));
   }
-  ST_ASSIGN_OR_RETURN(std::string format, f.ReadStringAttr("/", "format"));
-  if (format != kFormat) {
-    return absl::InvalidArgumentError(absl::StrCat(path,
-                                                   ": not a smallthinker token file (format '",
-                                                   format, "', expected '", kFormat, "')", hint));
+  const std::vector<ShardInfo>& shards = split == "val" ? m.val : m.train;
+  impl->starts.push_back(0);
+  for (const ShardInfo& s : shards) impl->starts.push_back(impl->starts.back() + s.tokens);
+  const int64_t total = impl->starts.back();
+  impl->is_resident = total * static_cast<int64_t>(sizeof(int32_t)) < opt.max_resident_bytes;
+  if (impl->is_resident) impl->resident.resize(static_cast<size_t>(total));
+  const std::string fix = "; re-create the dataset with st-data prepare --overwrite";
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string path = Join(dir, shards[i].file);
+    if (!IsFile(path)) {
+      return absl::NotFoundError(
+          absl::StrCat(path, ": shard listed in the manifest is missing", fix));
+    }
+    absl::StatusOr<H5File> f = H5File::Open(path);
+    if (!f.ok()) {
+      return absl::Status(f.status().code(),
+                          absl::StrCat(f.status().message(), " (corrupt shard?)", fix));
+    }
+    absl::StatusOr<std::string> format = f->ReadStringAttr("/", "format");
+    absl::StatusOr<std::string> fp = f->ReadStringAttr("/", "fingerprint");
+    absl::StatusOr<int64_t> vocab = f->ReadIntAttr("/", "vocab_size");
+    if (!format.ok() || *format != kShardFormat || !fp.ok() || *fp != m.fingerprint ||
+        !vocab.ok() || *vocab != m.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path,
+                       ": not a shard of this dataset (format, tokenizer fingerprint or vocab_size "
+                       "differ from the manifest)",
+                       fix));
+    }
+    absl::StatusOr<H5DatasetInfo> info = f->Info("/tokens");
+    if (!info.ok() || info->shape.size() != 1 || info->shape[0] != shards[i].tokens ||
+        (info->type != H5Type::kU32 && info->type != H5Type::kU16)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": /tokens is missing, not 1-D uint32, or its length differs from the manifest's ",
+          shards[i].tokens, " (truncated or corrupt shard)", fix));
+    }
+    if (impl->is_resident) {
+      int32_t* dst = impl->resident.data() + impl->starts[i];
+      absl::Status s = f->ReadDataset("/tokens", H5Type::kI32, dst,
+                                      static_cast<size_t>(shards[i].tokens) * sizeof(int32_t));
+      if (!s.ok()) return absl::DataLossError(absl::StrCat(s.message(), fix));
+      absl::Status ids =
+          CheckIds(absl::MakeConstSpan(dst, shards[i].tokens), m.vocab_size, path + ": /tokens");
+      if (!ids.ok()) return absl::DataLossError(absl::StrCat(ids.message(), fix));
+    } else {
+      impl->files.push_back(std::move(*f));
+    }
   }
-  ST_ASSIGN_OR_RETURN(int64_t version, f.ReadIntAttr("/", "version"));
-  if (version != kVersion) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported token file version ",
-                                                   version, " (this build reads ", kVersion,
-                                                   "); re-create it with this build's st-data"));
-  }
-  TokenDataset ds;
-  ST_ASSIGN_OR_RETURN(ds.meta_.tokenizer, f.ReadStringAttr("/", "tokenizer"));
-  ST_ASSIGN_OR_RETURN(int64_t vocab, f.ReadIntAttr("/", "vocab_size"));
-  ST_ASSIGN_OR_RETURN(int64_t eos, f.ReadIntAttr("/", "eos_id"));
-  if (vocab <= 0 || vocab > (int64_t{1} << 31) - 1 || eos < -1 || eos >= vocab) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": bad vocab_size ", vocab, " / eos_id ", eos, " attributes"));
-  }
-  ds.meta_.vocab_size = static_cast<int>(vocab);
-  ds.meta_.eos_id = static_cast<int>(eos);
-  if (f.HasAttr("/", "source")) {
-    ST_ASSIGN_OR_RETURN(ds.meta_.source, f.ReadStringAttr("/", "source"));
-  }
-
-  const std::string dset = "/" + split + "/tokens";
-  ST_ASSIGN_OR_RETURN(H5DatasetInfo info, f.Info(dset));
-  if (info.shape.size() != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": dataset '", dset, "' must be 1-D, has rank ", info.shape.size()));
-  }
-  if (info.type != H5Type::kU16 && info.type != H5Type::kU32 && info.type != H5Type::kI32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": dataset '", dset, "' must hold uint16/uint32 ids"));
-  }
-  // Ids above INT32_MAX clamp to INT32_MAX in HDF5's conversion and fail the range check.
-  ds.tokens_.resize(static_cast<size_t>(info.shape[0]));
-  ST_RETURN_IF_ERROR(
-      f.ReadDataset(dset, H5Type::kI32, ds.tokens_.data(), ds.tokens_.size() * sizeof(int32_t)));
-  absl::Status ids = CheckIds(ds.tokens_, ds.meta_.vocab_size, absl::StrCat(path, ": ", dset));
-  if (!ids.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ids.message(), "; the file is corrupt or its vocab_size attribute is wrong"));
-  }
-  return ds;
+  return TokenDataset(std::move(impl));
 }
 
-absl::StatusOr<BatchSampler> BatchSampler::Create(const TokenDataset* data, int seq_len,
-                                                  int batch_size, uint64_t seed) {
-  ST_CHECK(data != nullptr) << "BatchSampler needs a dataset";
+absl::Status TokenDataset::Read(int64_t offset, int64_t count, int32_t* out) const {
+  const Impl& d = *impl_;
+  if (offset < 0 || count < 0 || offset + count > size()) {
+    return absl::OutOfRangeError(absl::StrCat(d.dir, " (", d.split, "): tokens [", offset, ", ",
+                                              offset + count, ") are outside [0, ", size(), ")"));
+  }
+  if (d.is_resident) {
+    std::memcpy(out, d.resident.data() + offset, static_cast<size_t>(count) * sizeof(int32_t));
+    return absl::OkStatus();
+  }
+  std::lock_guard<std::mutex> lock(d.mu);
+  // First shard whose end is past offset.
+  size_t i = std::upper_bound(d.starts.begin(), d.starts.end(), offset) - d.starts.begin() - 1;
+  int64_t done = 0;
+  while (done < count) {
+    const int64_t local = offset + done - d.starts[i];
+    const int64_t n = std::min(count - done, d.starts[i + 1] - d.starts[i] - local);
+    if (n > 0) {
+      absl::Status s = d.files[i].ReadSlab1D("/tokens", H5Type::kI32, local, n, out + done);
+      if (!s.ok()) return absl::DataLossError(absl::StrCat(s.message(), " (corrupt shard?)"));
+      ST_RETURN_IF_ERROR(CheckIds(absl::MakeConstSpan(out + done, n), d.manifest.vocab_size,
+                                  d.files[i].path() + ": /tokens", local));
+      done += n;
+    }
+    ++i;
+  }
+  return absl::OkStatus();
+}
+
+int64_t TokenDataset::NumWindows(int seq_len) const {
+  ST_CHECK(seq_len > 0) << "seq_len=" << seq_len;
+  if (size() < static_cast<int64_t>(seq_len) + 1) return 0;
+  return (size() - 1) / seq_len;
+}
+
+absl::Status TokenDataset::ReadWindow(int seq_len, int64_t i, int32_t* out) const {
+  if (i < 0 || i >= NumWindows(seq_len)) {
+    return absl::OutOfRangeError(
+        absl::StrCat("window ", i, " of ", NumWindows(seq_len), " (seq_len ", seq_len, ")"));
+  }
+  return Read(i * seq_len, static_cast<int64_t>(seq_len) + 1, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DataLoader
+
+absl::StatusOr<DataLoader> DataLoader::Create(const TokenDataset* data, int seq_len, int batch_size,
+                                              uint64_t seed, int rank, int world) {
+  ST_CHECK(data != nullptr) << "DataLoader needs a dataset";
   if (seq_len <= 0 || batch_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("seq_len and batch_size must be positive, got ",
                                                    seq_len, " and ", batch_size));
+  }
+  if (world <= 0 || rank < 0 || rank >= world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank, " is not in a world of size ", world));
   }
   if (data->size() < static_cast<int64_t>(seq_len) + 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the dataset holds ", data->size(), " tokens, fewer than seq_len + 1 = ",
         static_cast<int64_t>(seq_len) + 1, "; use a shorter seq_len or a bigger corpus"));
   }
-  BatchSampler s;
+  DataLoader s;
   s.data_ = data;
   s.seq_len_ = seq_len;
   s.batch_size_ = batch_size;
-  s.num_windows_ = (data->size() - 1) / seq_len;
+  s.num_windows_ = data->NumWindows(seq_len);
+  if (s.num_windows_ < world) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the dataset has ", s.num_windows_, " windows of seq_len ", seq_len,
+                     ", fewer than the ", world, " data-parallel ranks"));
+  }
   s.state_.seed = seed;
+  s.state_.rank = rank;
+  s.state_.world = world;
   s.Shuffle();
   return s;
 }
 
-void BatchSampler::Shuffle() {
+void DataLoader::Shuffle() {
   order_.resize(static_cast<size_t>(num_windows_));
   for (int64_t i = 0; i < num_windows_; ++i) order_[i] = i;
   SplitMix64 rng(state_.seed ^ (static_cast<uint64_t>(state_.epoch) * 0x9E3779B97F4A7C15ULL));
@@ -215,41 +545,37 @@ void BatchSampler::Shuffle() {
   }
 }
 
-void BatchSampler::Next(int32_t* out) {
-  const int64_t len = static_cast<int64_t>(seq_len_) + 1;
-  for (int b = 0; b < batch_size_; ++b) {
-    if (state_.cursor >= num_windows_) {
-      ++state_.epoch;
-      state_.cursor = 0;
-      Shuffle();
-    }
-    const int64_t start = order_[state_.cursor++] * seq_len_;
-    ST_CHECK(start + len <= data_->size()) << "window past the end";
-    std::memcpy(out + b * len, data_->data() + start, len * sizeof(int32_t));
+int64_t DataLoader::NextWindow() {
+  if (state_.cursor + state_.world > num_windows_) {
+    ++state_.epoch;
+    state_.cursor = 0;
+    Shuffle();
   }
+  const int64_t w = order_[state_.cursor + state_.rank];
+  state_.cursor += state_.world;
+  return w;
 }
 
-absl::Status BatchSampler::Restore(const State& s) {
-  if (s.epoch < 0 || s.cursor < 0 || s.cursor > num_windows_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot restore sampler state (epoch ", s.epoch, ", cursor ", s.cursor, "): an epoch has ",
-        num_windows_, " windows; was the checkpoint made with another dataset or seq_len?"));
+absl::Status DataLoader::Next(int32_t* out) {
+  const int64_t len = static_cast<int64_t>(seq_len_) + 1;
+  for (int b = 0; b < batch_size_; ++b) {
+    ST_RETURN_IF_ERROR(data_->Read(NextWindow() * seq_len_, len, out + b * len));
   }
-  state_ = s;
-  Shuffle();
   return absl::OkStatus();
 }
 
-int64_t NumSequentialWindows(const TokenDataset& data, int seq_len) {
-  ST_CHECK(seq_len > 0) << "seq_len=" << seq_len;
-  if (data.size() < static_cast<int64_t>(seq_len) + 1) return 0;
-  return (data.size() - 1) / seq_len;
-}
-
-void ReadSequentialWindow(const TokenDataset& data, int seq_len, int64_t i, int32_t* out) {
-  ST_CHECK(i >= 0 && i < NumSequentialWindows(data, seq_len))
-      << "window " << i << " of " << NumSequentialWindows(data, seq_len);
-  std::memcpy(out, data.data() + i * seq_len, (static_cast<size_t>(seq_len) + 1) * sizeof(int32_t));
+absl::Status DataLoader::Restore(const State& s) {
+  if (s.epoch < 0 || s.cursor < 0 || s.cursor > num_windows_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot restore the data position (epoch ", s.epoch, ", cursor ", s.cursor,
+                     "): an epoch has ", num_windows_,
+                     " windows; was the checkpoint made with another dataset or seq_len?"));
+  }
+  state_.seed = s.seed;
+  state_.epoch = s.epoch;
+  state_.cursor = s.cursor;
+  Shuffle();
+  return absl::OkStatus();
 }
 
 }  // namespace st

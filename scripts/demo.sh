@@ -8,11 +8,17 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh
 
-echo "== corpus: the King James Bible (Debian bible-kjv), byte-level tokens in HDF5"
+echo "== corpus: the King James Bible (Debian bible-kjv)"
 bash scripts/prepare_corpus.sh runs/data
-if [[ ! -s runs/data/kjv.h5 ]]; then
-  ./build/data/st-data --input runs/data/kjv.txt --output runs/data/kjv.h5 \
-    --tokenizer byte --val_fraction 0.01 --source "King James Bible (Debian bible-kjv)"
+if [[ ! -s runs/data/kjv-bpe4096.json ]]; then
+  echo "== tokenizer: byte-level BPE with 4096 tokens trained on the corpus"
+  ./build/data/st-data train-tokenizer --input runs/data/kjv.txt --vocab_size 4096 \
+    --output runs/data/kjv-bpe4096.json
+fi
+if [[ ! -f runs/data/kjv/manifest.json ]] || ! grep -q '"complete": *true' runs/data/kjv/manifest.json; then
+  echo "== tokens: HDF5 shards in runs/data/kjv"
+  ./build/data/st-data prepare --tokenizer runs/data/kjv-bpe4096.json --input runs/data/kjv.txt \
+    --output runs/data/kjv --val_fraction 0.01 --model_config configs/model/tiny.json
 fi
 
 echo "== pretraining configs/model/tiny.json (configs/train/tiny.json)"

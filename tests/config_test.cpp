@@ -234,8 +234,8 @@ TEST(ModelConfigParamsTest, TyingHalvesTheEmbeddingCount) {
   ModelConfig c = LoadOrDie("tiny");
   const int64_t tied = c.NumParams();
   c.tie_word_embeddings = false;
-  EXPECT_EQ(c.NumEmbeddingParams(), 2 * int64_t{320} * 128);
-  EXPECT_EQ(c.NumParams() - tied, int64_t{320} * 128);
+  EXPECT_EQ(c.NumEmbeddingParams(), 2 * int64_t{4096} * 128);
+  EXPECT_EQ(c.NumParams() - tied, int64_t{4096} * 128);
   EXPECT_EQ(c.NumParams() - c.NumActiveParams(),
             int64_t{4} * (8 - 2) * 3 * 128 * 128);  // L * (E - k) * 3 * H * F
 }

@@ -1,5 +1,6 @@
-// Tests for data/: the byte tokenizer, H5File, atomic HDF5 writes, token files, the split,
-// and the BatchSampler (determinism, epoch coverage, exact resume).
+// Tests for data/: the byte tokenizer, H5File (chunked datasets, atomic writes), the split,
+// token shard datasets, PrepareDataset (inputs, JSONL, resume) and the DataLoader
+// (determinism, epoch coverage, rank disjointness, exact resume).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,9 +14,11 @@
 #include <vector>
 
 #include "data/hdf5.h"
+#include "data/prepare.h"
 #include "data/token_dataset.h"
-#include "data/tokenizer.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
+#include "nlohmann/json.hpp"
 
 namespace st {
 namespace {
@@ -80,7 +83,7 @@ TEST(ByteTokenizerTest, MakeTokenizerByNameAndUnknownName) {
   EXPECT_EQ((*tok)->vocab_size(), 257);
   auto bad = MakeTokenizer("x");
   ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().message(), "unknown tokenizer 'x'; known: byte");
+  EXPECT_TRUE(Contains(bad.status().message(), "unknown tokenizer 'x'")) << bad.status();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,175 +460,496 @@ TEST(TokenizeAndSplitDeathTest, RejectsFractionAboveHalf) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Token files
+// Token shard datasets
 
-TEST(TokenDatasetTest, WriteAndOpenRoundTrip) {
-  const std::string file = TestDir() + "/tokens.h5";
-  const std::vector<int32_t> train = {1, 2, 3, 256, 0, 255};
-  const std::vector<int32_t> val = {9, 8};
-  TokenFileMeta meta{"byte", 257, 256, "unit test"};
-  ASSERT_TRUE(WriteTokenFile(file, meta, train, val).ok());
-  EXPECT_FALSE(fs::exists(file + ".tmp"));
+// Metadata of a made-up tokenizer whose vocabulary is [0, vocab).
+Manifest Meta(int vocab, int eos = -1) {
+  Manifest m;
+  m.tokenizer = "pos";
+  m.fingerprint = "fp-pos";
+  m.vocab_size = vocab;
+  m.eos_id = eos;
+  return m;
+}
+
+std::vector<int32_t> Iota(int n, int start = 0) {
+  std::vector<int32_t> v(n);
+  for (int i = 0; i < n; ++i) v[i] = start + i;
+  return v;
+}
+
+std::vector<int32_t> ReadAll(const TokenDataset& d) {
+  std::vector<int32_t> out(static_cast<size_t>(d.size()));
+  absl::Status s = d.Read(0, d.size(), out.data());
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+TEST(H5FileTest, ChunkedDatasetRoundTripAndSlabs) {
+  const std::string file = TestDir() + "/c.h5";
+  std::vector<uint32_t> v(1000);
+  for (int i = 0; i < 1000; ++i) v[i] = 7 * i;
   {
-    auto f = H5File::Open(file);
+    auto f = H5File::Create(file);
     ASSERT_TRUE(f.ok());
-    EXPECT_EQ(f->Info("/train/tokens")->type, H5Type::kU16);
-    EXPECT_EQ(*f->ReadStringAttr("/", "format"), "smallthinker.tokens");
-    EXPECT_EQ(*f->ReadIntAttr("/", "version"), 1);
+    ASSERT_TRUE(f->WriteChunked1D("/tokens", H5Type::kU32, 1000, v.data(), 64).ok());
+    ASSERT_TRUE(f->WriteChunked1D("/empty", H5Type::kU32, 0, nullptr, 64).ok());
+    ASSERT_TRUE(f->WriteDataset("/plain", H5Type::kU32, {3}, v.data()).ok());
+    ASSERT_TRUE(f->Close().ok());
   }
-  auto t = TokenDataset::Open(file, "train");
-  ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(std::vector<int32_t>(t->data(), t->data() + t->size()), train);
-  EXPECT_EQ(t->meta().tokenizer, "byte");
-  EXPECT_EQ(t->meta().vocab_size, 257);
-  EXPECT_EQ(t->meta().eos_id, 256);
-  EXPECT_EQ(t->meta().source, "unit test");
-  auto v = TokenDataset::Open(file, "val");
-  ASSERT_TRUE(v.ok()) << v.status();
-  EXPECT_EQ(std::vector<int32_t>(v->data(), v->data() + v->size()), val);
-  auto bad_split = TokenDataset::Open(file, "test");
-  ASSERT_FALSE(bad_split.ok());
-  EXPECT_TRUE(Contains(bad_split.status().message(), "'test'")) << bad_split.status();
+  auto f = H5File::Open(file);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(*f->ChunkLength("/tokens"), 64);
+  EXPECT_EQ(*f->ChunkLength("/plain"), 0);
+  auto info = f->Info("/tokens");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->shape, std::vector<int64_t>{1000});
+  std::vector<int32_t> slab(100);
+  ASSERT_TRUE(f->ReadSlab1D("/tokens", H5Type::kI32, 900, 100, slab.data()).ok());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(slab[i], 7 * (900 + i));
+  EXPECT_EQ(f->Info("/empty")->num_elements(), 0);
 }
 
-TEST(TokenDatasetTest, LargeVocabularyUsesUint32AndEmptyVal) {
-  const std::string file = TestDir() + "/big.h5";
-  const std::vector<int32_t> train = {0, 65535, 65536, 69999};
-  TokenFileMeta meta{"bpe70k", 70000, -1, ""};
-  ASSERT_TRUE(WriteTokenFile(file, meta, train, {}).ok());
-  {
-    auto f = H5File::Open(file);
-    ASSERT_TRUE(f.ok());
-    EXPECT_EQ(f->Info("/train/tokens")->type, H5Type::kU32);
-  }
-  auto t = TokenDataset::Open(file, "train");
-  ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(std::vector<int32_t>(t->data(), t->data() + t->size()), train);
-  EXPECT_EQ(t->meta().eos_id, -1);
-  auto v = TokenDataset::Open(file, "val");
-  ASSERT_TRUE(v.ok()) << v.status();
-  EXPECT_EQ(v->size(), 0);
-}
-
-TEST(TokenDatasetTest, WriteRejectsIdsOutsideTheVocabulary) {
-  const std::string file = TestDir() + "/bad.h5";
-  TokenFileMeta meta{"byte", 257, 256, ""};
-  const std::vector<int32_t> bad = {1, 257};
-  absl::Status s = WriteTokenFile(file, meta, bad, {});
-  ASSERT_FALSE(s.ok());
-  EXPECT_TRUE(Contains(s.message(), "257")) << s;
-  EXPECT_FALSE(fs::exists(file));
-  EXPECT_FALSE(fs::exists(file + ".tmp"));
-}
-
-// Writes a token-like file by hand, with attributes the caller can corrupt.
-void WriteRawTokenFile(const std::string& file, const std::string& format, int64_t version,
-                       int64_t vocab, const std::vector<uint16_t>& train) {
-  auto f = H5File::Create(file);
-  ASSERT_TRUE(f.ok()) << f.status();
-  ASSERT_TRUE(f->WriteDataset("/train/tokens", H5Type::kU16, {static_cast<int64_t>(train.size())},
-                              train.data())
-                  .ok());
-  ASSERT_TRUE(f->WriteDataset("/val/tokens", H5Type::kU16, {0}, nullptr).ok());
-  if (!format.empty()) {
-    ASSERT_TRUE(f->WriteAttr("/", "format", absl::string_view(format)).ok());
-  }
-  ASSERT_TRUE(f->WriteAttr("/", "version", version).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "tokenizer", absl::string_view("byte")).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "vocab_size", vocab).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "eos_id", int64_t{-1}).ok());
+TEST(TokenDatasetTest, WriteAndOpenRoundTripAcrossShards) {
+  const std::string dir = TestDir() + "/ds";
+  ByteTokenizer tok;
+  std::vector<int32_t> train = Iota(250), val = {1, 2, 3};
+  ASSERT_TRUE(
+      WriteTokenDataset(dir, tok, train, val, /*shard_tokens=*/100, {{"corpus.txt", 253}}).ok());
+  EXPECT_TRUE(fs::exists(dir + "/train-00000.h5"));
+  EXPECT_TRUE(fs::exists(dir + "/train-00002.h5"));
+  EXPECT_FALSE(fs::exists(dir + "/tokenizer.json"));  // "byte" needs none
+  auto m = ReadManifest(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->complete);
+  EXPECT_EQ(m->train.size(), 3u);
+  EXPECT_EQ(m->Tokens("train"), 250);
+  EXPECT_EQ(m->Tokens("val"), 3);
+  EXPECT_EQ(m->fingerprint, tok.Fingerprint());
+  ASSERT_EQ(m->sources.size(), 1u);
+  EXPECT_EQ(m->sources[0].bytes, 253);
+  // Shards: chunked uint32 with the tokenizer's attributes.
+  auto f = H5File::Open(dir + "/train-00001.h5");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->Info("/tokens")->type, H5Type::kU32);
+  EXPECT_GT(*f->ChunkLength("/tokens"), 0);
+  EXPECT_EQ(*f->ReadStringAttr("/", "tokenizer"), "byte");
+  EXPECT_EQ(*f->ReadStringAttr("/", "fingerprint"), tok.Fingerprint());
+  EXPECT_EQ(*f->ReadIntAttr("/", "vocab_size"), 257);
+  EXPECT_EQ(*f->ReadIntAttr("/", "eos_id"), 256);
+  EXPECT_EQ(*f->ReadStringAttr("/", "sources"), "[\"corpus.txt\"]");
   ASSERT_TRUE(f->Close().ok());
-}
-
-TEST(TokenDatasetTest, OpenValidatesTheFile) {
-  const std::string dir = TestDir();
-  const std::vector<uint16_t> ok_ids = {1, 2, 3, 9};
-
-  WriteRawTokenFile(dir + "/good.h5", "smallthinker.tokens", 1, 10, ok_ids);
-  auto good = TokenDataset::Open(dir + "/good.h5", "train");
-  ASSERT_TRUE(good.ok()) << good.status();
-  EXPECT_EQ(good->size(), 4);
-  EXPECT_EQ(good->meta().source, "");  // absent source attribute is tolerated
-
-  WriteRawTokenFile(dir + "/format.h5", "numpy.tokens", 1, 10, ok_ids);
-  auto f = TokenDataset::Open(dir + "/format.h5", "train");
-  ASSERT_FALSE(f.ok());
-  EXPECT_TRUE(Contains(f.status().message(), "not a smallthinker token file")) << f.status();
-  EXPECT_TRUE(Contains(f.status().message(), "numpy.tokens")) << f.status();
-
-  WriteRawTokenFile(dir + "/noformat.h5", "", 1, 10, ok_ids);
-  auto nf = TokenDataset::Open(dir + "/noformat.h5", "train");
-  ASSERT_FALSE(nf.ok());
-  EXPECT_TRUE(Contains(nf.status().message(), "not a smallthinker token file")) << nf.status();
-
-  WriteRawTokenFile(dir + "/version.h5", "smallthinker.tokens", 2, 10, ok_ids);
-  auto v = TokenDataset::Open(dir + "/version.h5", "train");
-  ASSERT_FALSE(v.ok());
-  EXPECT_TRUE(Contains(v.status().message(), "version 2")) << v.status();
-
-  WriteRawTokenFile(dir + "/ids.h5", "smallthinker.tokens", 1, 10, {1, 2, 10, 3});
-  auto ids = TokenDataset::Open(dir + "/ids.h5", "train");
-  ASSERT_FALSE(ids.ok());
-  EXPECT_TRUE(Contains(ids.status().message(), "/train/tokens[2] = 10")) << ids.status();
-  EXPECT_TRUE(Contains(ids.status().message(), dir + "/ids.h5")) << ids.status();
-
-  auto missing = TokenDataset::Open(dir + "/none.h5", "train");
-  ASSERT_FALSE(missing.ok());
-  EXPECT_TRUE(Contains(missing.status().message(), "none.h5")) << missing.status();
+  for (int64_t resident_limit : {int64_t{1} << 30, int64_t{0}}) {
+    SCOPED_TRACE(resident_limit);
+    OpenOptions opt;
+    opt.max_resident_bytes = resident_limit;
+    auto t = TokenDataset::Open(dir, "train", opt);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->resident(), resident_limit > 0);
+    EXPECT_EQ(t->size(), 250);
+    EXPECT_EQ(ReadAll(*t), train);
+    // A read across the shard boundaries at 100 and 200.
+    std::vector<int32_t> w(120);
+    ASSERT_TRUE(t->Read(95, 120, w.data()).ok());
+    EXPECT_EQ(w, Iota(120, 95));
+    EXPECT_FALSE(t->Read(200, 51, w.data()).ok());
+    auto v = TokenDataset::Open(dir, "val", opt);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(ReadAll(*v), val);
+  }
+  auto tok2 = LoadDatasetTokenizer(dir);
+  ASSERT_TRUE(tok2.ok()) << tok2.status();
+  EXPECT_EQ((*tok2)->name(), "byte");
 }
 
 TEST(TokenDatasetTest, SequentialWindows) {
-  const std::string file = TestDir() + "/seq.h5";
-  std::vector<int32_t> ids(23);
-  for (int i = 0; i < 23; ++i) ids[i] = i;
-  ASSERT_TRUE(WriteTokenFile(file, {"pos", 1000, -1, ""}, ids, {1, 2}).ok());
-  auto t = TokenDataset::Open(file, "train");
+  const std::string dir = TestDir() + "/seq";
+  ASSERT_TRUE(WriteTokenDataset(dir, Meta(1000), Iota(23), {1, 2}, 10).ok());
+  auto t = TokenDataset::Open(dir, "train");
   ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(NumSequentialWindows(*t, 5), 4);  // (23 - 1) / 5
-  EXPECT_EQ(NumSequentialWindows(*t, 22), 1);
-  EXPECT_EQ(NumSequentialWindows(*t, 23), 0);
+  EXPECT_EQ(t->NumWindows(5), 4);  // (23 - 1) / 5
+  EXPECT_EQ(t->NumWindows(22), 1);
+  EXPECT_EQ(t->NumWindows(23), 0);
   std::vector<int32_t> w(6);
   for (int64_t i = 0; i < 4; ++i) {
-    ReadSequentialWindow(*t, 5, i, w.data());
+    ASSERT_TRUE(t->ReadWindow(5, i, w.data()).ok());
     for (int k = 0; k < 6; ++k) EXPECT_EQ(w[k], i * 5 + k);
   }
-  auto v = TokenDataset::Open(file, "val");
+  EXPECT_FALSE(t->ReadWindow(5, 4, w.data()).ok());
+  auto v = TokenDataset::Open(dir, "val");
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(NumSequentialWindows(*v, 1), 1);
-  EXPECT_EQ(NumSequentialWindows(*v, 2), 0);
+  EXPECT_EQ(v->NumWindows(1), 1);
+  EXPECT_EQ(v->NumWindows(2), 0);
+}
+
+TEST(TokenDatasetTest, WriteRejectsIdsOutsideTheVocabulary) {
+  const std::string dir = TestDir() + "/bad";
+  absl::Status s = WriteTokenDataset(dir, Meta(10), {1, 2, 10}, {});
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(Contains(s.message(), "[2] = 10 is outside the vocabulary [0, 10)")) << s;
+  EXPECT_FALSE(fs::exists(dir + "/manifest.json"));
+}
+
+TEST(TokenDatasetTest, MissingCorruptAndIncompleteDatasetsGiveClearErrors) {
+  const std::string base = TestDir();
+  // Not there at all.
+  auto none = TokenDataset::Open(base + "/nope", "train");
+  ASSERT_FALSE(none.ok());
+  EXPECT_TRUE(Contains(none.status().message(), "st-data prepare")) << none.status();
+  // The old single-file format.
+  {
+    auto f = H5File::Create(base + "/old.h5");
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(f->WriteAttr("/", "format", absl::string_view("smallthinker.tokens")).ok());
+    ASSERT_TRUE(f->Close().ok());
+  }
+  auto old = TokenDataset::Open(base + "/old.h5", "train");
+  ASSERT_FALSE(old.ok());
+  EXPECT_TRUE(Contains(old.status().message(), "old single-file format")) << old.status();
+  EXPECT_TRUE(Contains(old.status().message(), "st-data prepare")) << old.status();
+
+  const std::string dir = base + "/ds";
+  auto fresh = [&] {
+    fs::remove_all(dir);
+    ASSERT_TRUE(WriteTokenDataset(dir, Meta(300), Iota(250), {1, 2, 3}, 100).ok());
+  };
+  // A missing shard.
+  fresh();
+  fs::remove(dir + "/train-00001.h5");
+  auto missing = TokenDataset::Open(dir, "train");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.status().message(), "train-00001.h5")) << missing.status();
+  EXPECT_TRUE(Contains(missing.status().message(), "missing")) << missing.status();
+  EXPECT_TRUE(TokenDataset::Open(dir, "val").ok());  // the other split is fine
+  // A truncated (garbage) shard.
+  fresh();
+  { std::ofstream(dir + "/train-00002.h5", std::ios::trunc) << "garbage"; }
+  auto corrupt = TokenDataset::Open(dir, "train");
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_TRUE(Contains(corrupt.status().message(), "train-00002.h5")) << corrupt.status();
+  // A shard of another dataset (other fingerprint / length).
+  fresh();
+  {
+    const std::string other = base + "/other";
+    ASSERT_TRUE(WriteTokenDataset(other, Meta(300), Iota(50), {}, 100).ok());
+    fs::copy_file(other + "/train-00000.h5", dir + "/train-00000.h5",
+                  fs::copy_options::overwrite_existing);
+  }
+  auto foreign = TokenDataset::Open(dir, "train");
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_TRUE(Contains(foreign.status().message(), "train-00000.h5")) << foreign.status();
+  // Ids past the vocabulary (a shard written with a bigger vocab, manifest edited).
+  fresh();
+  {
+    Manifest big = Meta(300);
+    ASSERT_TRUE(WriteTokenDataset(base + "/big", big, {1, 299, 2}, {}, 100).ok());
+    auto m = ReadManifest(base + "/big");
+    ASSERT_TRUE(m.ok());
+    m->vocab_size = 200;
+    ASSERT_TRUE(WriteManifest(base + "/big", *m).ok());
+  }
+  auto ids = TokenDataset::Open(base + "/big", "train");
+  ASSERT_FALSE(ids.ok());  // the shard's vocab_size attribute no longer matches
+  // An incomplete manifest.
+  fresh();
+  {
+    auto m = ReadManifest(dir);
+    ASSERT_TRUE(m.ok());
+    m->complete = false;
+    ASSERT_TRUE(WriteManifest(dir, *m).ok());
+  }
+  auto incomplete = TokenDataset::Open(dir, "train");
+  ASSERT_FALSE(incomplete.ok());
+  EXPECT_TRUE(Contains(incomplete.status().message(), "incomplete")) << incomplete.status();
+  // A manifest that is not JSON.
+  std::ofstream(dir + "/manifest.json", std::ios::trunc) << "{nope";
+  auto bad_json = TokenDataset::Open(dir, "train");
+  ASSERT_FALSE(bad_json.ok());
+  EXPECT_TRUE(Contains(bad_json.status().message(), "manifest.json")) << bad_json.status();
+  EXPECT_FALSE(TokenDataset::Open(dir, "test").ok());
 }
 
 // ---------------------------------------------------------------------------------------------
-// BatchSampler
+// Inputs and PrepareDataset
+
+void WriteText(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+std::vector<std::string> ReadDocs(const std::vector<std::string>& inputs) {
+  auto files = ListInputs(inputs);
+  EXPECT_TRUE(files.ok()) << files.status();
+  DocumentReader r(*files);
+  std::vector<std::string> docs;
+  Document d;
+  for (;;) {
+    auto got = r.Next(&d);
+    EXPECT_TRUE(got.ok()) << got.status();
+    if (!got.ok() || !*got) break;
+    docs.push_back(d.text);
+  }
+  return docs;
+}
+
+TEST(PrepareTest, ListsDirectoriesRecursivelySortedAndReadsJsonl) {
+  const std::string dir = TestDir();
+  WriteText(dir + "/in/b.txt", "bee");
+  WriteText(dir + "/in/a/z.txt", "zed");
+  WriteText(dir + "/in/c.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"id\": 2}\n");
+  WriteText(dir + "/in/ignored.md", "no");
+  WriteText(dir + "/single.jsonl", "{\"text\": \"x\"}");  // no final newline
+  EXPECT_EQ(ReadDocs({dir + "/in", dir + "/single.jsonl"}),
+            (std::vector<std::string>{"zed", "bee", "one", "two", "x"}));
+  auto missing = ListInputs({dir + "/nothere"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.status().message(), "nothere")) << missing.status();
+  fs::create_directories(dir + "/emptydir");
+  EXPECT_FALSE(ListInputs({dir + "/emptydir"}).ok());
+}
+
+TEST(PrepareTest, JsonlErrorsNameFileAndLine) {
+  const std::string dir = TestDir();
+  WriteText(dir + "/bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"ok\"\n");
+  WriteText(dir + "/nofield.jsonl", "{\"text\": \"ok\"}\n\n{\"body\": \"x\"}\n");
+  WriteText(dir + "/notstring.jsonl", "{\"text\": 5}\n");
+  ByteTokenizer tok;
+  struct Case {
+    std::string file, expect;
+  };
+  for (const Case& c : {Case{"bad.jsonl", "bad.jsonl:2: invalid JSON"},
+                        Case{"nofield.jsonl", "nofield.jsonl:3: no \"text\" string field"},
+                        Case{"notstring.jsonl", "notstring.jsonl:1: no \"text\""}}) {
+    PrepareOptions opt;
+    opt.inputs = {dir + "/" + c.file};
+    opt.output = dir + "/out_" + c.file;
+    auto r = PrepareDataset(tok, opt);
+    ASSERT_FALSE(r.ok()) << c.file;
+    EXPECT_TRUE(Contains(r.status().message(), c.expect)) << r.status();
+  }
+}
+
+TEST(PrepareTest, EmptyInputAndTokenizerWithoutEosAreErrors) {
+  const std::string dir = TestDir();
+  WriteText(dir + "/empty.txt", "");
+  WriteText(dir + "/empty.jsonl", "{\"text\": \"\"}\n");
+  ByteTokenizer tok;
+  PrepareOptions opt;
+  opt.inputs = {dir + "/empty.txt", dir + "/empty.jsonl"};
+  opt.output = dir + "/out";
+  auto r = PrepareDataset(tok, opt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status().message(), "no text")) << r.status();
+  opt.inputs = {dir + "/missing.txt"};
+  r = PrepareDataset(tok, opt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status().message(), "missing.txt")) << r.status();
+}
+
+// Text of n documents of varied length.
+std::vector<std::string> MakeDocs(int n) {
+  std::mt19937 rng(7);
+  std::vector<std::string> docs;
+  for (int d = 0; d < n; ++d) {
+    std::string t = "doc " + std::to_string(d) + ":";
+    const int lines = 1 + rng() % 6;
+    for (int l = 0; l < lines; ++l) {
+      t += " line";
+      for (int w = 0, nw = rng() % 12; w < nw; ++w) t += " w" + std::to_string(rng() % 100);
+      t += "\n";
+    }
+    docs.push_back(t);
+  }
+  return docs;
+}
+
+std::string JsonlOf(const std::vector<std::string>& docs) {
+  std::string out;
+  for (const std::string& d : docs) out += nlohmann::json({{"text", d}}).dump() + "\n";
+  return out;
+}
+
+TEST(PrepareTest, RoundTripPacksDocumentsWithEosAndHoldsOutValByHash) {
+  const std::string dir = TestDir();
+  const std::vector<std::string> docs = MakeDocs(400);
+  WriteText(dir + "/docs.jsonl", JsonlOf(docs));
+  ByteTokenizer tok;
+  PrepareOptions opt;
+  opt.inputs = {dir + "/docs.jsonl"};
+  opt.output = dir + "/out";
+  opt.val_fraction = 0.1;
+  opt.shard_tokens = 3000;
+  opt.threads = 3;
+  auto r = PrepareDataset(tok, opt);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->documents, 400);
+  EXPECT_GT(r->manifest.train.size(), 3u);
+  // Expected streams: documents in order, each followed by eos, val chosen by hash.
+  std::vector<int32_t> train, val;
+  int nval = 0;
+  for (const std::string& d : docs) {
+    const bool is_val = IsValDocument(d, 0.1);
+    nval += is_val;
+    std::vector<int32_t>& dst = is_val ? val : train;
+    for (int32_t id : tok.Encode(d)) dst.push_back(id);
+    dst.push_back(tok.eos_id());
+  }
+  EXPECT_GT(nval, 20);
+  EXPECT_LT(nval, 70);
+  auto t = TokenDataset::Open(dir + "/out", "train");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(ReadAll(*t), train);
+  auto v = TokenDataset::Open(dir + "/out", "val");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(ReadAll(*v), val);
+  // Shards end at document ends (an eos) and record how many documents they hold.
+  int64_t prev_docs = 0;
+  for (const ShardInfo& s : r->manifest.train) {
+    EXPECT_GT(s.docs_end, prev_docs);
+    prev_docs = s.docs_end;
+  }
+  EXPECT_EQ(prev_docs, 400);
+  // Same output with one thread (determinism), and a re-run is refused without --overwrite.
+  auto again = PrepareDataset(tok, opt);
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(Contains(again.status().message(), "--overwrite")) << again.status();
+  opt.overwrite = true;
+  opt.threads = 1;
+  auto over = PrepareDataset(tok, opt);
+  ASSERT_TRUE(over.ok()) << over.status();
+  auto t1 = TokenDataset::Open(dir + "/out", "train");
+  ASSERT_TRUE(t1.ok());
+  EXPECT_EQ(ReadAll(*t1), train);
+  EXPECT_EQ(over->manifest.ToJson(), r->manifest.ToJson());
+}
+
+TEST(PrepareTest, SingleBigDocumentGetsATailValSplitAtALineBreak) {
+  const std::string dir = TestDir();
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "verse " + std::to_string(i) + " and so on\n";
+  WriteText(dir + "/kjv.txt", text);
+  ByteTokenizer tok;
+  PrepareOptions opt;
+  opt.inputs = {dir + "/kjv.txt"};
+  opt.output = dir + "/out";
+  opt.val_fraction = 0.05;
+  opt.shard_tokens = 10000;
+  auto r = PrepareDataset(tok, opt);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const size_t cut = ValCut(text, 0.05);
+  EXPECT_EQ(text[cut - 1], '\n');
+  auto t = TokenDataset::Open(dir + "/out", "train");
+  auto v = TokenDataset::Open(dir + "/out", "val");
+  ASSERT_TRUE(t.ok() && v.ok());
+  std::vector<int32_t> train = tok.Encode(text.substr(0, cut)), val = tok.Encode(text.substr(cut));
+  train.push_back(256);
+  val.push_back(256);
+  EXPECT_EQ(ReadAll(*t), train);
+  EXPECT_EQ(ReadAll(*v), val);
+  EXPECT_NEAR(static_cast<double>(val.size()) / text.size(), 0.05, 0.01);
+}
+
+TEST(PrepareTest, ResumesAnInterruptedRunExactly) {
+  const std::string dir = TestDir();
+  const std::vector<std::string> docs = MakeDocs(300);
+  // Two inputs: a directory of text files and a JSONL file.
+  for (int i = 0; i < 100; ++i) {
+    WriteText(dir + "/in/" + std::to_string(1000 + i) + ".txt", docs[i]);
+  }
+  WriteText(dir + "/more.jsonl", JsonlOf(std::vector<std::string>(docs.begin() + 100, docs.end())));
+  ByteTokenizer tok;
+  PrepareOptions opt;
+  opt.inputs = {dir + "/in", dir + "/more.jsonl"};
+  opt.output = dir + "/ref";
+  opt.val_fraction = 0.1;
+  opt.shard_tokens = 2500;
+  auto ref = PrepareDataset(tok, opt);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  ASSERT_GE(ref->manifest.train.size(), 5u);
+  const std::string ref_json = ref->manifest.ToJson();
+
+  // Simulate interruptions: drop the complete flag and the last k shards (plus a stray temp
+  // file and a half-written val shard), then re-run the same command.
+  // k = 0: only the val shards and the complete flag are missing (the final document was
+  // already in the last train shard).
+  for (int k : {0, 1, 3, static_cast<int>(ref->manifest.train.size())}) {
+    SCOPED_TRACE(k);
+    const std::string out = dir + "/run" + std::to_string(k);
+    fs::remove_all(out);
+    fs::create_directories(out);
+    for (const auto& e : fs::directory_iterator(dir + "/ref")) {
+      fs::copy_file(e.path(), out + "/" + e.path().filename().string());
+    }
+    Manifest m = ref->manifest;
+    m.complete = false;
+    m.val.clear();
+    // The last k shard files are gone; the manifest lists all but the last of them.
+    for (int i = 0; i < k; ++i) fs::remove(out + "/" + m.train[m.train.size() - 1 - i].file);
+    if (k > 0) m.train.pop_back();
+    for (const ShardInfo& v : ref->manifest.val) fs::remove(out + "/" + v.file);
+    ASSERT_TRUE(WriteManifest(out, m).ok());
+    WriteText(out + "/train-00099.h5.tmp", "partial");
+    opt.output = out;
+    auto r = PrepareDataset(tok, opt);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->resumed_shards, static_cast<int>(ref->manifest.train.size()) - k);
+    EXPECT_EQ(r->manifest.ToJson(), ref_json);
+    EXPECT_FALSE(fs::exists(out + "/train-00099.h5.tmp"));
+    auto a = TokenDataset::Open(dir + "/ref", "train");
+    auto b = TokenDataset::Open(out, "train");
+    ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+    EXPECT_EQ(ReadAll(*a), ReadAll(*b));
+    auto va = TokenDataset::Open(dir + "/ref", "val");
+    auto vb = TokenDataset::Open(out, "val");
+    ASSERT_TRUE(va.ok() && vb.ok()) << vb.status();
+    EXPECT_EQ(ReadAll(*va), ReadAll(*vb));
+  }
+  // Resuming with other settings is refused.
+  {
+    const std::string out = dir + "/run1";
+    auto m = ReadManifest(out);
+    ASSERT_TRUE(m.ok());
+    m->complete = false;
+    ASSERT_TRUE(WriteManifest(out, *m).ok());
+    PrepareOptions other = opt;
+    other.output = out;
+    other.shard_tokens = 999;
+    auto r = PrepareDataset(tok, other);
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(Contains(r.status().message(), "--overwrite")) << r.status();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DataLoader
 
 // A dataset whose token i is i, so a window's first token names its start.
-class BatchSamplerTest : public ::testing::Test {
+class DataLoaderTest : public ::testing::Test {
  protected:
-  void Make(int n) {
-    const std::string file = TestDir() + "/pos.h5";
-    std::vector<int32_t> ids(n);
-    for (int i = 0; i < n; ++i) ids[i] = i;
-    ASSERT_TRUE(WriteTokenFile(file, {"pos", n + 1, -1, ""}, ids, {}).ok());
-    auto t = TokenDataset::Open(file, "train");
+  void Make(int n, int64_t shard_tokens = 1 << 20) {
+    const std::string dir = TestDir() + "/pos";
+    ASSERT_TRUE(WriteTokenDataset(dir, Meta(n + 1), Iota(n), {}, shard_tokens).ok());
+    auto t = TokenDataset::Open(dir, "train");
     ASSERT_TRUE(t.ok()) << t.status();
-    data_ = std::move(*t);
+    data_ = std::make_unique<TokenDataset>(std::move(*t));
   }
-  BatchSampler Sampler(int seq_len, int batch, uint64_t seed) {
-    auto s = BatchSampler::Create(&data_, seq_len, batch, seed);
+  DataLoader Loader(int seq_len, int batch, uint64_t seed, int rank = 0, int world = 1) {
+    auto s = DataLoader::Create(data_.get(), seq_len, batch, seed, rank, world);
     EXPECT_TRUE(s.ok()) << s.status();
     return std::move(*s);
   }
-  static std::vector<int32_t> Draw(BatchSampler& s) {
+  static std::vector<int32_t> Draw(DataLoader& s) {
     std::vector<int32_t> out(static_cast<size_t>(s.batch_size()) * (s.seq_len() + 1));
-    s.Next(out.data());
+    absl::Status st = s.Next(out.data());
+    EXPECT_TRUE(st.ok()) << st;
     return out;
   }
-  TokenDataset data_;
+  std::unique_ptr<TokenDataset> data_;
 };
 
-TEST_F(BatchSamplerTest, SameSeedSameBatchesDifferentSeedDifferent) {
+TEST_F(DataLoaderTest, SameSeedSameBatchesDifferentSeedDifferent) {
   Make(300);
-  BatchSampler a = Sampler(8, 4, 123), b = Sampler(8, 4, 123), c = Sampler(8, 4, 124);
+  DataLoader a = Loader(8, 4, 123), b = Loader(8, 4, 123), c = Loader(8, 4, 124);
   bool any_difference = false;
   for (int i = 0; i < 30; ++i) {  // ~3 epochs of 37 windows
     std::vector<int32_t> ba = Draw(a), bb = Draw(b), bc = Draw(c);
@@ -635,10 +959,10 @@ TEST_F(BatchSamplerTest, SameSeedSameBatchesDifferentSeedDifferent) {
   EXPECT_TRUE(any_difference);
 }
 
-TEST_F(BatchSamplerTest, EachEpochCoversEveryWindowOnce) {
+TEST_F(DataLoaderTest, EachEpochCoversEveryWindowOnce) {
   Make(300);
   const int S = 8;
-  BatchSampler s = Sampler(S, 5, 99);  // 5 does not divide 37: batches straddle epochs
+  DataLoader s = Loader(S, 5, 99);  // 5 does not divide 37: batches straddle epochs
   const int64_t nw = (300 - 1) / S;
   ASSERT_EQ(s.windows_per_epoch(), nw);
   std::vector<int64_t> starts;
@@ -665,28 +989,50 @@ TEST_F(BatchSamplerTest, EachEpochCoversEveryWindowOnce) {
   EXPECT_EQ(s.state().cursor, 4);
 }
 
-TEST_F(BatchSamplerTest, TargetsAreInputsShiftedByOne) {
-  Make(200);
+TEST_F(DataLoaderTest, WindowsPackAcrossDocumentsAndShards) {
+  // Shards of 7 tokens: most windows of 10 straddle a shard boundary; read lazily too.
+  Make(200, /*shard_tokens=*/7);
   const int S = 16;
-  BatchSampler s = Sampler(S, 3, 5);
-  for (int i = 0; i < 10; ++i) {
-    std::vector<int32_t> batch = Draw(s);
-    for (int b = 0; b < 3; ++b) {
-      const int32_t* row = batch.data() + b * (S + 1);
-      EXPECT_EQ(row[0] % S, 0);
-      for (int k = 0; k < S; ++k) {
-        EXPECT_EQ(row[k + 1], row[k] + 1);  // target k == input k + 1 == next token
-        EXPECT_EQ(row[k], data_.data()[row[0] + k]);
+  for (bool lazy : {false, true}) {
+    if (lazy) {
+      OpenOptions o;
+      o.max_resident_bytes = 0;
+      auto t = TokenDataset::Open(data_->dir(), "train", o);
+      ASSERT_TRUE(t.ok());
+      ASSERT_FALSE(t->resident());
+      data_ = std::make_unique<TokenDataset>(std::move(*t));
+    }
+    DataLoader s = Loader(S, 3, 5);
+    for (int i = 0; i < 10; ++i) {
+      std::vector<int32_t> batch = Draw(s);
+      for (int b = 0; b < 3; ++b) {
+        const int32_t* row = batch.data() + b * (S + 1);
+        EXPECT_EQ(row[0] % S, 0);
+        for (int k = 0; k < S; ++k) EXPECT_EQ(row[k + 1], row[k] + 1);  // targets = shifted
       }
     }
   }
+  // Real documents: a window holds the end of one document, eos, and the next one.
+  const std::string dir = TestDir() + "/docs";
+  ByteTokenizer tok;
+  std::vector<int32_t> stream;
+  for (const char* d : {"abc", "defgh", "ij"}) {
+    for (int32_t id : tok.Encode(d)) stream.push_back(id);
+    stream.push_back(256);
+  }
+  ASSERT_TRUE(WriteTokenDataset(dir, tok, stream, {}, 4).ok());
+  auto t = TokenDataset::Open(dir, "train");
+  ASSERT_TRUE(t.ok());
+  std::vector<int32_t> w(7);
+  ASSERT_TRUE(t->ReadWindow(6, 0, w.data()).ok());
+  EXPECT_EQ(tok.Decode(w), "abc<|endoftext|>def");
 }
 
-TEST_F(BatchSamplerTest, ShuffleMatchesThePortableReference) {
+TEST_F(DataLoaderTest, ShuffleMatchesThePortableReference) {
   // Reference orders computed independently (splitmix64 + Fisher-Yates with rejection
   // sampling, seed ^ epoch * 0x9E3779B97F4A7C15) in a separate Python implementation.
   Make(11);  // 10 windows of seq_len 1
-  BatchSampler s = Sampler(1, 10, 20240607);
+  DataLoader s = Loader(1, 10, 20240607);
   const std::vector<std::vector<int32_t>> expected = {{0, 1, 8, 6, 4, 3, 2, 7, 5, 9},
                                                       {1, 8, 5, 9, 6, 2, 4, 3, 0, 7},
                                                       {6, 4, 7, 9, 0, 3, 8, 2, 5, 1}};
@@ -698,16 +1044,51 @@ TEST_F(BatchSamplerTest, ShuffleMatchesThePortableReference) {
   }
 }
 
-TEST_F(BatchSamplerTest, RestoreContinuesExactly) {
+TEST_F(DataLoaderTest, RanksAreDisjointAndTogetherCoverTheEpoch) {
+  Make(241);  // 60 windows of 4
+  const int S = 4;
+  for (int world : {1, 2, 3, 4, 6}) {
+    SCOPED_TRACE(world);
+    DataLoader single = Loader(S, 1, 11);
+    std::vector<int64_t> shuffled;
+    for (int i = 0; i < 60; ++i) shuffled.push_back(single.NextWindow());
+    std::vector<std::vector<int64_t>> per_rank(world);
+    for (int r = 0; r < world; ++r) {
+      DataLoader l = Loader(S, 2, 11, r, world);
+      for (int i = 0; i < 60 / world; ++i) per_rank[r].push_back(l.NextWindow());
+      EXPECT_EQ(l.state().cursor, 60);
+      EXPECT_EQ(l.state().epoch, 0);
+      l.NextWindow();
+      EXPECT_EQ(l.state().epoch, 1);
+    }
+    std::vector<int64_t> all;
+    for (int r = 0; r < world; ++r) {
+      // Rank r takes positions r, r + w, ... of the shared shuffled order.
+      for (size_t i = 0; i < per_rank[r].size(); ++i) {
+        EXPECT_EQ(per_rank[r][i], shuffled[i * world + r]);
+      }
+      all.insert(all.end(), per_rank[r].begin(), per_rank[r].end());
+    }
+    std::sort(all.begin(), all.end());
+    for (int64_t i = 0; i < 60; ++i) ASSERT_EQ(all[i], i);  // no overlap, nothing missing
+  }
+  // 7 ranks over 60 windows: 8 rounds; the 4 leftover windows are skipped this epoch.
+  DataLoader l = Loader(S, 1, 11, 6, 7);
+  EXPECT_EQ(l.rounds_per_epoch(), 8);
+  EXPECT_FALSE(DataLoader::Create(data_.get(), S, 1, 0, 2, 2).ok());
+  EXPECT_FALSE(DataLoader::Create(data_.get(), S, 1, 0, 0, 61).ok());
+}
+
+TEST_F(DataLoaderTest, RestoreContinuesExactly) {
   Make(120);
   const int S = 10, B = 3;  // 11 windows an epoch
   // Resume after every prefix length, including ones ending exactly at an epoch boundary
   // (cursor == windows_per_epoch) and inside a batch that straddles one.
   for (int prefix = 0; prefix < 12; ++prefix) {
-    BatchSampler original = Sampler(S, B, 77);
+    DataLoader original = Loader(S, B, 77);
     for (int i = 0; i < prefix; ++i) Draw(original);
-    const BatchSampler::State saved = original.state();
-    BatchSampler resumed = Sampler(S, B, /*seed=*/1);  // the seed comes from the state
+    const DataLoader::State saved = original.state();
+    DataLoader resumed = Loader(S, B, /*seed=*/1);  // the seed comes from the state
     ASSERT_TRUE(resumed.Restore(saved).ok());
     EXPECT_EQ(resumed.state().seed, 77u);
     for (int i = 0; i < 12; ++i) {
@@ -717,19 +1098,45 @@ TEST_F(BatchSamplerTest, RestoreContinuesExactly) {
     EXPECT_EQ(resumed.state().cursor, original.state().cursor);
   }
   // A state saved exactly at the end of an epoch.
-  BatchSampler a = Sampler(S, 11, 5);
+  DataLoader a = Loader(S, 11, 5);
   Draw(a);
   EXPECT_EQ(a.state().epoch, 0);
   EXPECT_EQ(a.state().cursor, 11);
-  BatchSampler b = Sampler(S, 11, 0);
+  DataLoader b = Loader(S, 11, 0);
   ASSERT_TRUE(b.Restore(a.state()).ok());
   EXPECT_EQ(Draw(b), Draw(a));
   EXPECT_EQ(a.state().epoch, 1);
 }
 
-TEST_F(BatchSamplerTest, RestoreRejectsACursorPastTheEpoch) {
+TEST_F(DataLoaderTest, ResumeMidEpochWithRanksAndWithAnotherWorldSize) {
+  Make(241);  // 60 windows of 4
+  const int S = 4;
+  // Two ranks run 7 rounds and checkpoint; both resume and continue exactly.
+  std::vector<DataLoader> ranks;
+  for (int r = 0; r < 2; ++r) ranks.push_back(Loader(S, 1, 3, r, 2));
+  for (int i = 0; i < 7; ++i)
+    for (auto& l : ranks) l.NextWindow();
+  const DataLoader::State saved = ranks[0].state();
+  EXPECT_EQ(saved.cursor, 14);
+  EXPECT_EQ(saved.world, 2);
+  for (int r = 0; r < 2; ++r) {
+    DataLoader resumed = Loader(S, 1, 0, r, 2);
+    ASSERT_TRUE(resumed.Restore(saved).ok());
+    for (int i = 0; i < 40; ++i) ASSERT_EQ(resumed.NextWindow(), ranks[r].NextWindow());
+  }
+  // The same position on one rank: the rest of the epoch is exactly what neither took yet.
+  DataLoader one = Loader(S, 1, 0);
+  ASSERT_TRUE(one.Restore(saved).ok());
+  DataLoader ref = Loader(S, 1, 3);
+  std::vector<int64_t> order;
+  for (int i = 0; i < 60; ++i) order.push_back(ref.NextWindow());
+  for (int i = 14; i < 60; ++i) EXPECT_EQ(one.NextWindow(), order[i]);
+  EXPECT_EQ(one.state().epoch, 0);
+}
+
+TEST_F(DataLoaderTest, RestoreRejectsACursorPastTheEpoch) {
   Make(120);
-  BatchSampler s = Sampler(10, 2, 1);
+  DataLoader s = Loader(10, 2, 1);
   absl::Status past = s.Restore({1, 0, 12});
   ASSERT_FALSE(past.ok());
   EXPECT_TRUE(Contains(past.message(), "cursor 12")) << past;
@@ -739,22 +1146,22 @@ TEST_F(BatchSamplerTest, RestoreRejectsACursorPastTheEpoch) {
   EXPECT_EQ(s.state().epoch, 4);
 }
 
-TEST_F(BatchSamplerTest, ErrorWhenTheDatasetIsTooSmall) {
+TEST_F(DataLoaderTest, ErrorWhenTheDatasetIsTooSmall) {
   Make(8);
-  auto small = BatchSampler::Create(&data_, 8, 1, 0);
+  auto small = DataLoader::Create(data_.get(), 8, 1, 0);
   ASSERT_FALSE(small.ok());
   EXPECT_TRUE(Contains(small.status().message(), "8 tokens")) << small.status();
-  auto fits = BatchSampler::Create(&data_, 7, 2, 0);
+  auto fits = DataLoader::Create(data_.get(), 7, 2, 0);
   ASSERT_TRUE(fits.ok()) << fits.status();
   EXPECT_EQ(fits->windows_per_epoch(), 1);
   std::vector<int32_t> out(16);
-  fits->Next(out.data());  // the one window, twice (two epochs)
+  ASSERT_TRUE(fits->Next(out.data()).ok());  // the one window, twice (two epochs)
   for (int k = 0; k < 8; ++k) {
     EXPECT_EQ(out[k], k);
     EXPECT_EQ(out[8 + k], k);
   }
-  EXPECT_FALSE(BatchSampler::Create(&data_, 0, 1, 0).ok());
-  EXPECT_FALSE(BatchSampler::Create(&data_, 4, 0, 0).ok());
+  EXPECT_FALSE(DataLoader::Create(data_.get(), 0, 1, 0).ok());
+  EXPECT_FALSE(DataLoader::Create(data_.get(), 4, 0, 0).ok());
 }
 
 }  // namespace

@@ -38,7 +38,7 @@ ModelConfig TestModel() {
   return m;
 }
 
-// A byte-level token file from synthetic sentences (deterministic).
+// A byte-level dataset directory from synthetic sentences (deterministic).
 std::string SyntheticTokenFile(const std::string& dir) {
   const char* words[] = {"the", "lord",   "said", "unto",  "moses",  "and",   "behold", "land",
                          "of",  "israel", "went", "forth", "people", "house", "day"};
@@ -51,9 +51,10 @@ std::string SyntheticTokenFile(const std::string& dir) {
   }
   ByteTokenizer tok;
   SplitTokens split = TokenizeAndSplit(tok, text, 0.1);
-  const std::string path = dir + "/tokens.h5";
-  TokenFileMeta meta{tok.name(), tok.vocab_size(), tok.eos_id(), "synthetic"};
-  EXPECT_TRUE(WriteTokenFile(path, meta, split.train, split.val).ok());
+  const std::string path = dir + "/tokens";
+  EXPECT_TRUE(WriteTokenDataset(path, tok, split.train, split.val, /*shard_tokens=*/20000,
+                                {{"synthetic", static_cast<int64_t>(text.size())}})
+                  .ok());
   return path;
 }
 
@@ -96,13 +97,14 @@ TEST(CheckpointTest, SaveLoadRoundTripIsBitExact) {
     opt.set_step(17);
     CheckpointState s;
     s.step = 17;
-    s.sampler = {99, 3, 41};
+    s.sampler = {99, 3, 41, 1, 4};
     s.lbl_history =
         torch::randint(0, 100, {2, c.num_hidden_layers, c.moe_num_primary_experts}, torch::kInt64);
     s.rng_cpu = torch::randint(0, 255, {64}, torch::kUInt8);
     s.model_config_json = c.ToJson();
     s.train_config_json = TrainConfig{}.ToJson();
-    s.tokenizer = "byte";
+    s.tokenizer = "bpe";
+    s.tokenizer_json = std::string(100000, 'j');  // more than an HDF5 attribute holds
     const std::string path = dir + "/ckpt.h5";
     ASSERT_TRUE(SaveCheckpoint(path, a, &opt, s).ok());
     EXPECT_FALSE(fs::exists(path + ".tmp"));
@@ -128,10 +130,13 @@ TEST(CheckpointTest, SaveLoadRoundTripIsBitExact) {
     EXPECT_EQ(rs->sampler.seed, 99u);
     EXPECT_EQ(rs->sampler.epoch, 3);
     EXPECT_EQ(rs->sampler.cursor, 41);
+    EXPECT_EQ(rs->sampler.rank, 1);
+    EXPECT_EQ(rs->sampler.world, 4);
+    EXPECT_EQ(rs->tokenizer_json, s.tokenizer_json);
     EXPECT_TRUE(torch::equal(rs->lbl_history, s.lbl_history));
     EXPECT_TRUE(torch::equal(rs->rng_cpu, s.rng_cpu));
     EXPECT_EQ(rs->model_config_json, s.model_config_json);
-    EXPECT_EQ(rs->tokenizer, "byte");
+    EXPECT_EQ(rs->tokenizer, "bpe");
     // Parameters are stored under their Hugging Face names.
     auto f = H5File::Open(path);
     ASSERT_TRUE(f.ok());
@@ -273,8 +278,10 @@ TEST(TrainerTest, BadInputsGiveClearErrors) {
 // Unigram entropy (nats/token) of a token sequence: the loss of the best model that ignores
 // context, computed directly from counts.
 double UnigramEntropy(const TokenDataset& d) {
+  std::vector<int32_t> ids(static_cast<size_t>(d.size()));
+  EXPECT_TRUE(d.Read(0, d.size(), ids.data()).ok());
   std::map<int32_t, int64_t> counts;
-  for (int64_t i = 0; i < d.size(); ++i) counts[d.data()[i]]++;
+  for (int32_t id : ids) counts[id]++;
   double h = 0;
   for (const auto& [id, n] : counts) {
     const double p = static_cast<double>(n) / d.size();
@@ -293,9 +300,9 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   const std::string dir = FreshDir("kjv_learning");
   ByteTokenizer tok;
   SplitTokens split = TokenizeAndSplit(tok, ss.str(), 0.01);
-  const std::string data = dir + "/kjv.h5";
-  ASSERT_TRUE(WriteTokenFile(data, {tok.name(), tok.vocab_size(), tok.eos_id(), "kjv"}, split.train,
-                             split.val)
+  const std::string data = dir + "/kjv";
+  ASSERT_TRUE(WriteTokenDataset(data, tok, split.train, split.val, /*shard_tokens=*/1 << 20,
+                                {{kjv, static_cast<int64_t>(ss.str().size())}})
                   .ok());
   auto cfg = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/tiny.json");
   ASSERT_TRUE(cfg.ok()) << cfg.status();

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "model/config.h"
+#include "train/cli.h"
 #include "model/transformer.h"
 #include "train/losses.h"
 #include "train/optim.h"
@@ -42,6 +43,7 @@ double MatmulGflops(int64_t n) {
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("st-train-bench --model_config configs/model/tiny.json");
+  if (st::HandleHelp(argc, argv, "train/bench_main")) return 0;
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   auto cfg = st::LoadModelConfig(FLAGS_model_config);
   if (!cfg.ok()) {

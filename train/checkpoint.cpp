@@ -75,6 +75,11 @@ absl::Status SaveCheckpoint(const std::string& path, SmallThinkerForCausalLM& mo
     ST_RETURN_IF_ERROR(f.WriteAttr("/", "sampler_seed", static_cast<int64_t>(s.sampler.seed)));
     ST_RETURN_IF_ERROR(f.WriteAttr("/", "sampler_epoch", s.sampler.epoch));
     ST_RETURN_IF_ERROR(f.WriteAttr("/", "sampler_cursor", s.sampler.cursor));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "sampler_rank", static_cast<int64_t>(s.sampler.rank)));
+    ST_RETURN_IF_ERROR(f.WriteAttr("/", "sampler_world", static_cast<int64_t>(s.sampler.world)));
+    ST_RETURN_IF_ERROR(f.WriteDataset("/tokenizer/json", H5Type::kU8,
+                                      {static_cast<int64_t>(s.tokenizer_json.size())},
+                                      s.tokenizer_json.data()));
     for (const auto& item : model->named_parameters()) {
       ST_RETURN_IF_ERROR(WriteTensor(f, "/params/" + item.key(), item.value()));
     }
@@ -117,6 +122,22 @@ absl::StatusOr<CheckpointState> ReadCheckpointState(const std::string& path) {
   s.sampler.seed = static_cast<uint64_t>(seed);
   ST_ASSIGN_OR_RETURN(s.sampler.epoch, f->ReadIntAttr("/", "sampler_epoch"));
   ST_ASSIGN_OR_RETURN(s.sampler.cursor, f->ReadIntAttr("/", "sampler_cursor"));
+  if (f->HasAttr("/", "sampler_world")) {
+    ST_ASSIGN_OR_RETURN(int64_t rank, f->ReadIntAttr("/", "sampler_rank"));
+    ST_ASSIGN_OR_RETURN(int64_t world, f->ReadIntAttr("/", "sampler_world"));
+    s.sampler.rank = static_cast<int>(rank);
+    s.sampler.world = static_cast<int>(world);
+  }
+  if (f->Exists("/tokenizer/json")) {
+    ST_ASSIGN_OR_RETURN(H5DatasetInfo info, f->Info("/tokenizer/json"));
+    s.tokenizer_json.resize(static_cast<size_t>(info.num_elements()));
+    ST_RETURN_IF_ERROR(f->ReadDataset("/tokenizer/json", H5Type::kU8, s.tokenizer_json.data(),
+                                      s.tokenizer_json.size()));
+  } else if (s.tokenizer != "byte") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the checkpoint names the '", s.tokenizer,
+                     "' tokenizer but does not store its /tokenizer/json; it cannot be used"));
+  }
   if (f->Exists("/state/rng_cpu")) {
     ST_ASSIGN_OR_RETURN(s.rng_cpu, ReadWhole(*f, "/state/rng_cpu", H5Type::kU8, torch::kUInt8));
   }

@@ -7,8 +7,11 @@
 //   /optimizer/exp_avg_sq/<hf name>   float32
 //   /state/rng_cpu                    uint8, torch's CPU generator state
 //   /state/lbl_history                int64 [n, L, E], load-balance window counts
+//   /tokenizer/json                   uint8, the tokenizer.json bytes (empty for "byte"; a
+//                                     dataset, since HDF5 attributes are limited to 64 KB)
 //   attributes on "/": format, version, step, optimizer_step, model_config (JSON),
-//   train_config (JSON), tokenizer, sampler_seed, sampler_epoch, sampler_cursor
+//   train_config (JSON), tokenizer (MakeTokenizer name), sampler_seed, sampler_epoch,
+//   sampler_cursor, sampler_rank, sampler_world (the DataLoader position)
 // Written to "<path>.tmp" and renamed: an interrupted save never destroys the last one.
 #pragma once
 
@@ -25,13 +28,14 @@
 namespace st {
 
 struct CheckpointState {
-  int64_t step = 0;             // optimizer steps completed
-  BatchSampler::State sampler;  // data position
-  torch::Tensor lbl_history;    // LoadBalancePool::History()
-  torch::Tensor rng_cpu;        // torch::get_rng_state-like bytes (uint8)
+  int64_t step = 0;           // optimizer steps completed
+  DataLoader::State sampler;  // data position
+  torch::Tensor lbl_history;  // LoadBalancePool::History()
+  torch::Tensor rng_cpu;      // torch::get_rng_state-like bytes (uint8)
   std::string model_config_json;
   std::string train_config_json;
-  std::string tokenizer;  // MakeTokenizer name
+  std::string tokenizer;       // MakeTokenizer name
+  std::string tokenizer_json;  // MakeTokenizer json ("" for "byte")
 };
 
 // `opt` may be null (weights only).

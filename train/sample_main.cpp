@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "data/tokenizer.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "model/config.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   if (!state.ok()) return Fail(state.status());
   auto cfg = st::ParseModelConfig(state->model_config_json);
   if (!cfg.ok()) return Fail(cfg.status());
-  auto tok = st::MakeTokenizer(state->tokenizer);
+  auto tok = st::MakeTokenizer(state->tokenizer, state->tokenizer_json);
   if (!tok.ok()) return Fail(tok.status());
   st::SmallThinkerForCausalLM model(*cfg);
   absl::Status s = st::LoadCheckpoint(FLAGS_checkpoint, model, nullptr);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "model/config.h"
+#include "train/cli.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
       "pretrain a SmallThinker model\n"
       "  st-train --config configs/train/tiny.json --run_dir runs/tiny\n"
       "  st-train --run_dir runs/tiny --resume            # continue an interrupted run");
+  if (st::HandleHelp(argc, argv, "train/train_main")) return 0;
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1) {
     std::fprintf(stderr,

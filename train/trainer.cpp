@@ -100,28 +100,35 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
                                                    o.model.max_position_embeddings));
   }
 
-  // Data.
+  // Data: a dataset directory; the tokenizer comes with it.
+  ST_ASSIGN_OR_RETURN(t->tokenizer_, LoadDatasetTokenizer(o.train.data));
+  const Tokenizer& tok = *t->tokenizer_;
+  if (tok.vocab_size() > o.model.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.train.data, " was tokenized with a vocabulary of ", tok.vocab_size(),
+                     " ids but the model's vocab_size is ", o.model.vocab_size,
+                     "; use a model config with vocab_size >= ", tok.vocab_size()));
+  }
+  if (o.resume && (resumed.tokenizer != tok.name() || resumed.tokenizer_json != tok.ToJson())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the checkpoint was trained with another tokenizer (", resumed.tokenizer,
+                     ") than the one of ", o.train.data, " (", tok.name(), ", fingerprint ",
+                     tok.Fingerprint(), "); resume with the dataset it was trained on"));
+  }
   ST_ASSIGN_OR_RETURN(TokenDataset train, TokenDataset::Open(o.train.data, "train"));
   ST_ASSIGN_OR_RETURN(TokenDataset val, TokenDataset::Open(o.train.data, "val"));
   t->train_data_ = std::make_unique<TokenDataset>(std::move(train));
   t->val_data_ = std::make_unique<TokenDataset>(std::move(val));
-  const TokenFileMeta& meta = t->train_data_->meta();
-  if (meta.vocab_size > o.model.vocab_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(o.train.data, " was tokenized with a vocabulary of ", meta.vocab_size,
-                     " ids but the model's vocab_size is ", o.model.vocab_size,
-                     "; use a model config with vocab_size >= ", meta.vocab_size));
-  }
-  if (NumSequentialWindows(*t->val_data_, o.train.seq_len) < 1) {
+  if (t->val_data_->NumWindows(o.train.seq_len) < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.train.data, " has too little validation data for seq_len ", o.train.seq_len,
-                     "; re-run st-data with a larger --val_fraction"));
+                     "; re-run st-data prepare with a larger --val_fraction"));
   }
-  t->tokenizer_name_ = meta.tokenizer;
-  ST_ASSIGN_OR_RETURN(BatchSampler sampler,
-                      BatchSampler::Create(t->train_data_.get(), o.train.seq_len,
-                                           o.train.micro_batch_size, o.train.seed));
-  t->sampler_ = std::make_unique<BatchSampler>(std::move(sampler));
+  ST_ASSIGN_OR_RETURN(DataLoader sampler,
+                      DataLoader::Create(t->train_data_.get(), o.train.seq_len,
+                                         o.train.micro_batch_size, o.train.seed, /*rank=*/0,
+                                         /*world=*/1));
+  t->sampler_ = std::make_unique<DataLoader>(std::move(sampler));
 
   // Model and optimizer.
   torch::manual_seed(o.train.seed);
@@ -174,7 +181,8 @@ absl::Status Trainer::SaveCheckpointNow() {
   s.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
   s.model_config_json = opts_.model.ToJson();
   s.train_config_json = opts_.train.ToJson();
-  s.tokenizer = tokenizer_name_;
+  s.tokenizer = tokenizer_->name();
+  s.tokenizer_json = tokenizer_->ToJson();
   absl::Status st = SaveCheckpoint(checkpoint_path(), model_, optimizer_.get(), s);
   if (!st.ok()) {
     return absl::Status(st.code(), absl::StrCat("saving the checkpoint failed (the previous one is "
@@ -188,7 +196,7 @@ double Trainer::Evaluate() {
   torch::NoGradGuard no_grad;
   const TrainConfig& c = opts_.train;
   const int S = c.seq_len, B = c.micro_batch_size;
-  const int64_t windows = NumSequentialWindows(*val_data_, S);
+  const int64_t windows = val_data_->NumWindows(S);
   std::vector<int32_t> buf(static_cast<size_t>(B) * (S + 1));
   double loss_sum = 0;
   int64_t count = 0;
@@ -197,7 +205,12 @@ double Trainer::Evaluate() {
     if (first >= windows) break;
     const int rows = static_cast<int>(std::min<int64_t>(B, windows - first));
     for (int r = 0; r < rows; ++r) {
-      ReadSequentialWindow(*val_data_, S, first + r, buf.data() + static_cast<size_t>(r) * (S + 1));
+      absl::Status read =
+          val_data_->ReadWindow(S, first + r, buf.data() + static_cast<size_t>(r) * (S + 1));
+      if (!read.ok()) {
+        std::fprintf(stderr, "validation data: %s\n", std::string(read.message()).c_str());
+        return std::nan("");
+      }
     }
     torch::Tensor batch =
         torch::from_blob(buf.data(), {rows, S + 1}, torch::kInt32).to(device_, torch::kInt64);
@@ -238,7 +251,7 @@ absl::Status Trainer::Run() {
     optimizer_->ZeroGrad();
     double ce_sum = 0, lbl_sum = 0, z_sum = 0, loss_sum = 0;
     for (int m = 0; m < c.grad_accum_steps; ++m) {
-      sampler_->Next(buf.data());
+      ST_RETURN_IF_ERROR(sampler_->Next(buf.data()));
       torch::Tensor batch =
           torch::from_blob(buf.data(), {B, S + 1}, torch::kInt32).to(device_, torch::kInt64);
       torch::Tensor targets = batch.narrow(1, 1, S);

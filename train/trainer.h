@@ -39,9 +39,11 @@ struct StepRecord {
 
 class Trainer {
  public:
-  // Opens the data, builds (or resumes) the model and optimizer. Errors are actionable:
-  // missing files, a run directory that already holds a checkpoint without --resume, a token
-  // file whose vocabulary is larger than the model's, an unavailable device.
+  // Opens the data (TrainConfig::data is a dataset directory from st-data prepare; its
+  // tokenizer comes from the dataset), builds (or resumes) the model and optimizer. Errors are
+  // actionable: missing files, a run directory that already holds a checkpoint without
+  // --resume, a dataset whose vocabulary is larger than the model's or whose tokenizer differs
+  // from the resumed checkpoint's, an unavailable device.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& opts);
 
   // Trains from the current step to max_steps (or stop_at_step), evaluating and
@@ -54,6 +56,7 @@ class Trainer {
   int64_t step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
   SmallThinkerForCausalLM& model() { return model_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
   std::string checkpoint_path() const;
 
  private:
@@ -64,12 +67,12 @@ class Trainer {
   TrainerOptions opts_;
   torch::Device device_{torch::kCPU};
   std::unique_ptr<TokenDataset> train_data_, val_data_;
-  std::unique_ptr<BatchSampler> sampler_;
+  std::unique_ptr<DataLoader> sampler_;  // rank 0 of world 1 until data parallelism lands
   SmallThinkerForCausalLM model_{nullptr};
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LoadBalancePool> lbl_pool_;
   LrSchedule schedule_;
-  std::string tokenizer_name_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // the dataset's (stored in checkpoints)
   int64_t step_ = 0;
   std::vector<StepRecord> history_;
 };

@@ -1,6 +1,5 @@
-// ByteTokenizer (one id a byte, plus <|endoftext|>) and MakeTokenizer, the factory that maps
-// the tokenizer name stored in token files and checkpoints back to an implementation.
-#include "data/tokenizer.h"
+// ByteTokenizer: one id a byte, plus <|endoftext|>.
+#include "infer/tokenizer/tokenizer.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -34,9 +33,10 @@ std::string ByteTokenizer::Decode(absl::Span<const int32_t> ids) const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(absl::string_view name) {
-  if (name == "byte") return std::unique_ptr<Tokenizer>(new ByteTokenizer());
-  return absl::InvalidArgumentError(absl::StrCat("unknown tokenizer '", name, "'; known: byte"));
+int ByteTokenizer::TokenId(absl::string_view token) const {
+  if (token == kEndOfTextText) return kEndOfText;
+  if (token.size() == 1) return static_cast<unsigned char>(token[0]);
+  return -1;
 }
 
 }  // namespace st
