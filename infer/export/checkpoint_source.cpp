@@ -1,0 +1,268 @@
+// Our HDF5 training checkpoint as a TensorSource, the path dispatcher OpenTensorSource, and the
+// completeness check of a source's tensors against its config.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "data/hdf5.h"
+#include "infer/export/tensor_source.h"
+#include "model/check.h"
+
+namespace st {
+
+int64_t SourceTensor::num_elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;  // validated by every source before it is listed
+  return n;
+}
+
+const SourceTensor* TensorSource::Find(const std::string& hf_name) const {
+  const std::vector<SourceTensor>& all = tensors();
+  auto it =
+      std::lower_bound(all.begin(), all.end(), hf_name,
+                       [](const SourceTensor& t, const std::string& n) { return t.name < n; });
+  if (it == all.end() || it->name != hf_name) return nullptr;
+  return &*it;
+}
+
+namespace {
+
+constexpr char kCheckpointFormat[] = "smallthinker.checkpoint";
+constexpr char kParamsGroup[] = "/params";
+
+class TrainCheckpointSource final : public TensorSource {
+ public:
+  explicit TrainCheckpointSource(H5File file) : file_(std::move(file)) {}
+
+  const ModelConfig& config() const override { return config_; }
+  const std::vector<SourceTensor>& tensors() const override { return tensors_; }
+  absl::StatusOr<std::vector<float>> ReadF32(const std::string& hf_name) const override {
+    const SourceTensor* t = Find(hf_name);
+    if (t == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat(file_.path(), ": no parameter '", hf_name, "' under /params"));
+    }
+    std::vector<float> out(static_cast<size_t>(t->num_elements()));
+    ST_RETURN_IF_ERROR(file_.ReadDataset(absl::StrCat(kParamsGroup, "/", hf_name), H5Type::kF32,
+                                         out.data(), out.size() * sizeof(float)));
+    return out;
+  }
+  std::string tokenizer_name() const override { return tokenizer_name_; }
+  std::string tokenizer_json() const override { return tokenizer_json_; }
+  std::string chat_template() const override { return ""; }
+  std::string description() const override {
+    return absl::StrCat("training checkpoint ", file_.path(), " (", tensors_.size(), " tensors)");
+  }
+
+  absl::Status Load();
+
+ private:
+  // Collects the datasets under `group` recursively (HF names contain dots, not slashes, so
+  // /params is normally flat; nested groups are joined with '/').
+  absl::Status Collect(const std::string& group, const std::string& prefix);
+
+  H5File file_;
+  ModelConfig config_;
+  std::vector<SourceTensor> tensors_;
+  std::string tokenizer_name_;
+  std::string tokenizer_json_;
+};
+
+absl::Status TrainCheckpointSource::Collect(const std::string& group, const std::string& prefix) {
+  ST_ASSIGN_OR_RETURN(std::vector<std::string> children, file_.List(group));
+  for (const std::string& child : children) {
+    const std::string path = absl::StrCat(group, "/", child);
+    const std::string name = prefix.empty() ? child : absl::StrCat(prefix, "/", child);
+    absl::StatusOr<H5DatasetInfo> info = file_.Info(path);
+    if (!info.ok()) {
+      // Not a dataset: a group (recurse) or something we do not understand.
+      absl::StatusOr<std::vector<std::string>> sub = file_.List(path);
+      if (!sub.ok()) return info.status();
+      ST_RETURN_IF_ERROR(Collect(path, name));
+      continue;
+    }
+    if (info->type != H5Type::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_.path(), ": parameter '", name, "' is not float32"));
+    }
+    SourceTensor t;
+    t.name = name;
+    t.dtype = "F32";
+    t.shape = info->shape;
+    tensors_.push_back(std::move(t));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TrainCheckpointSource::Load() {
+  const std::string& path = file_.path();
+  absl::StatusOr<std::string> format = file_.ReadStringAttr("/", "format");
+  if (!format.ok() || *format != kCheckpointFormat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     " is not a smallthinker.cpp checkpoint (attribute 'format' is "
+                     "missing or not '",
+                     kCheckpointFormat, "')"));
+  }
+  absl::StatusOr<std::string> cfg_json = file_.ReadStringAttr("/", "model_config");
+  if (!cfg_json.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": missing attribute 'model_config': ", cfg_json.status().message()));
+  }
+  absl::StatusOr<ModelConfig> cfg = ParseModelConfig(*cfg_json);
+  if (!cfg.ok()) {
+    return absl::Status(cfg.status().code(),
+                        absl::StrCat(path, ": model_config: ", cfg.status().message()));
+  }
+  config_ = std::move(*cfg);
+
+  if (!file_.Exists(kParamsGroup)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no /params group"));
+  }
+  ST_RETURN_IF_ERROR(Collect(kParamsGroup, ""));
+  std::sort(tensors_.begin(), tensors_.end(),
+            [](const SourceTensor& a, const SourceTensor& b) { return a.name < b.name; });
+
+  tokenizer_name_ = "byte";
+  if (file_.HasAttr("/", "tokenizer")) {
+    ST_ASSIGN_OR_RETURN(tokenizer_name_, file_.ReadStringAttr("/", "tokenizer"));
+  }
+  if (file_.Exists("/tokenizer/json")) {
+    ST_ASSIGN_OR_RETURN(H5DatasetInfo info, file_.Info("/tokenizer/json"));
+    if (info.shape.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": /tokenizer/json must be a 1-D uint8 dataset"));
+    }
+    tokenizer_json_.resize(static_cast<size_t>(info.num_elements()));
+    if (!tokenizer_json_.empty()) {
+      ST_RETURN_IF_ERROR(file_.ReadDataset("/tokenizer/json", H5Type::kU8, tokenizer_json_.data(),
+                                           tokenizer_json_.size()));
+    }
+  } else if (tokenizer_name_ != "byte") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the checkpoint names the '", tokenizer_name_,
+                     "' tokenizer but does not store /tokenizer/json; it cannot be exported"));
+  }
+  return absl::OkStatus();
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::string& h5_path) {
+  ST_ASSIGN_OR_RETURN(H5File f, H5File::Open(h5_path));
+  auto src = std::make_unique<TrainCheckpointSource>(std::move(f));
+  ST_RETURN_IF_ERROR(src->Load());
+  return std::unique_ptr<TensorSource>(std::move(src));
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string& path) {
+  if (IsDirectory(path)) return OpenHfCheckpoint(path);
+  if (absl::EndsWith(path, ".h5")) return OpenTrainCheckpoint(path);
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("'", path, "' does not exist"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", path,
+                   "' is neither a Hugging Face checkpoint directory (config.json + "
+                   "*.safetensors + tokenizer.json) nor a training checkpoint (*.h5)"));
+}
+
+std::vector<SourceTensor> ExpectedTensors(const ModelConfig& cfg) {
+  const int64_t V = cfg.vocab_size, H = cfg.hidden_size, E = cfg.moe_num_primary_experts,
+                F = cfg.moe_ffn_hidden_size, Q = cfg.q_width(), KV = cfg.kv_width();
+  std::vector<SourceTensor> out;
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    out.push_back(SourceTensor{std::move(name), "F32", std::move(shape)});
+  };
+  add("model.embed_tokens.weight", {V, H});
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    add(p + "input_layernorm.weight", {H});
+    add(p + "self_attn.q_proj.weight", {Q, H});
+    add(p + "self_attn.k_proj.weight", {KV, H});
+    add(p + "self_attn.v_proj.weight", {KV, H});
+    add(p + "self_attn.o_proj.weight", {H, Q});
+    add(p + "post_attention_layernorm.weight", {H});
+    add(p + "block_sparse_moe.primary_router.weight", {E, H});
+    for (int64_t x = 0; x < E; ++x) {
+      const std::string e = absl::StrCat(p, "block_sparse_moe.experts.", x, ".");
+      add(e + "gate.weight", {F, H});
+      add(e + "up.weight", {F, H});
+      add(e + "down.weight", {H, F});
+    }
+  }
+  add("model.norm.weight", {H});
+  if (!cfg.tie_word_embeddings) add("lm_head.weight", {V, H});
+  return out;
+}
+
+absl::Status CheckTensorsMatchConfig(const TensorSource& src) {
+  const ModelConfig& cfg = src.config();
+  std::map<std::string, const SourceTensor*> have;
+  for (const SourceTensor& t : src.tensors()) have[t.name] = &t;
+
+  std::vector<std::string> missing, wrong;
+  for (const SourceTensor& want : ExpectedTensors(cfg)) {
+    auto it = have.find(want.name);
+    if (it == have.end()) {
+      missing.push_back(want.name);
+      continue;
+    }
+    if (it->second->shape != want.shape) {
+      wrong.push_back(absl::StrCat(want.name, " has shape [",
+                                   absl::StrJoin(it->second->shape, ", "), "], expected [",
+                                   absl::StrJoin(want.shape, ", "), "]"));
+    }
+    have.erase(it);
+  }
+  // A tied model may still carry its (redundant) head: accepted if its shape is right, and
+  // ignored by the exporter.
+  if (cfg.tie_word_embeddings) {
+    auto it = have.find("lm_head.weight");
+    if (it != have.end()) {
+      const std::vector<int64_t> want = {cfg.vocab_size, cfg.hidden_size};
+      if (it->second->shape != want) {
+        wrong.push_back(absl::StrCat("lm_head.weight has shape [",
+                                     absl::StrJoin(it->second->shape, ", "), "], expected [",
+                                     absl::StrJoin(want, ", "), "]"));
+      }
+      have.erase(it);
+    }
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, t] : have) unexpected.push_back(name);
+  if (missing.empty() && wrong.empty() && unexpected.empty()) return absl::OkStatus();
+
+  constexpr size_t kShow = 5;
+  auto list = [&](const std::vector<std::string>& v) {
+    std::vector<std::string> head(v.begin(), v.begin() + std::min(v.size(), kShow));
+    std::string s = absl::StrJoin(head, ", ");
+    if (v.size() > kShow) absl::StrAppend(&s, ", ... (", v.size() - kShow, " more)");
+    return s;
+  };
+  std::string msg = absl::StrCat(
+      src.description(), " does not match its config (", cfg.num_hidden_layers, " layers, ",
+      cfg.moe_num_primary_experts,
+      " experts, tie_word_embeddings=", cfg.tie_word_embeddings ? "true" : "false", "):");
+  if (!missing.empty())
+    absl::StrAppend(&msg, " missing ", missing.size(), ": ", list(missing), ";");
+  if (!wrong.empty()) absl::StrAppend(&msg, " wrong shape: ", list(wrong), ";");
+  if (!unexpected.empty()) {
+    absl::StrAppend(&msg, " unexpected ", unexpected.size(), ": ", list(unexpected), ";");
+  }
+  msg.pop_back();
+  return absl::InvalidArgumentError(msg);
+}
+
+}  // namespace st

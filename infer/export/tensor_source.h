@@ -1,0 +1,117 @@
+// Tensor sources for the exporter: read-only, one-tensor-at-a-time access to a Hugging Face
+// SmallThinker checkpoint (config.json + safetensors) or to our HDF5 training checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/config.h"
+
+namespace st {
+
+// One tensor as the source stores it. `name` is the Hugging Face name
+// ("model.layers.0.self_attn.q_proj.weight"); `dtype` is the stored type ("F32", "F16",
+// "BF16"); `shape` is row-major, torch [out, in] for matrices.
+struct SourceTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  int64_t num_elements() const;  // product of shape (1 for a scalar)
+};
+
+// A checkpoint opened for export. Reads one tensor at a time so that a 21B export never holds
+// the model in memory. Not thread-safe.
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Every tensor the source holds, sorted by name.
+  virtual const std::vector<SourceTensor>& tensors() const = 0;
+  // The tensor converted to float32 (exact for F32/F16/BF16). NotFound names the tensor.
+  virtual absl::StatusOr<std::vector<float>> ReadF32(const std::string& hf_name) const = 0;
+  // Tokenizer: a MakeTokenizer name ("bpe" for a Hugging Face tokenizer.json, "byte") and
+  // its JSON bytes ("" for "byte").
+  virtual std::string tokenizer_name() const = 0;
+  virtual std::string tokenizer_json() const = 0;
+  // Jinja chat template ("" when the source has none).
+  virtual std::string chat_template() const = 0;
+  // One line for logs: "hf checkpoint <dir> (3 safetensors files)".
+  virtual std::string description() const = 0;
+
+  // Convenience: the entry for `hf_name`, or nullptr.
+  const SourceTensor* Find(const std::string& hf_name) const;
+};
+
+// A validated safetensors file (https://huggingface.co/docs/safetensors format): 8-byte
+// little-endian header length N, N bytes of JSON header, then the data section. Open()
+// validates everything (sizes, dtypes, shapes, offsets in range, consistent with the shape,
+// non-overlapping) before any tensor is read; errors name the file and the tensor. Data is
+// read with pread on demand. Move-only.
+class SafetensorsFile {
+ public:
+  struct Entry {
+    SourceTensor tensor;
+    int64_t begin = 0;  // byte offsets into the data section
+    int64_t end = 0;
+  };
+  static constexpr int64_t kMaxHeaderBytes = 100LL << 20;  // 100 MB
+  static constexpr int kMaxDims = 8;
+
+  static absl::StatusOr<SafetensorsFile> Open(const std::string& path);
+  SafetensorsFile(SafetensorsFile&& other) noexcept;
+  SafetensorsFile& operator=(SafetensorsFile&& other) noexcept;
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+  ~SafetensorsFile();
+
+  const std::string& path() const { return path_; }
+  // Sorted by name.
+  const std::vector<Entry>& entries() const { return entries_; }
+  const Entry* Find(const std::string& name) const;
+  // The tensor's raw bytes (little-endian, as stored).
+  absl::StatusOr<std::vector<uint8_t>> ReadRaw(const std::string& name) const;
+  // The tensor converted to float32.
+  absl::StatusOr<std::vector<float>> ReadF32(const std::string& name) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  int fd_ = -1;
+  int64_t data_start_ = 0;  // 8 + N
+  std::vector<Entry> entries_;
+};
+
+// Bytes of one element of a safetensors dtype name supported here ("F32" 4, "F16" 2,
+// "BF16" 2); 0 for anything else.
+int SafetensorsDTypeSize(const std::string& dtype);
+
+// A Hugging Face SmallThinker directory: config.json (loaded with ParseModelConfig),
+// model.safetensors or model.safetensors.index.json ("weight_map": name -> shard) with its
+// shards, tokenizer.json (required: an export without a tokenizer is unusable), and the
+// optional "chat_template" of tokenizer_config.json. tokenizer_name() is "bpe".
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenHfCheckpoint(const std::string& dir);
+
+// Our HDF5 checkpoint (train/checkpoint.h layout): attribute format ==
+// "smallthinker.checkpoint", model_config (JSON), tokenizer (name), /params/<hf name> float32,
+// /tokenizer/json (uint8) when present. All tensors report dtype "F32".
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::string& h5_path);
+
+// A directory -> OpenHfCheckpoint; a file ending in .h5 -> OpenTrainCheckpoint; else an error.
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string& path);
+
+// The Hugging Face tensors the config implies, in a fixed order (embedding, then per layer:
+// input_layernorm, q/k/v/o, post_attention_layernorm, router, experts 0..E-1 gate/up/down,
+// then model.norm, then lm_head.weight unless tied).
+std::vector<SourceTensor> ExpectedTensors(const ModelConfig& cfg);
+
+// Every expected tensor exists with the expected shape; any other tensor is an error naming
+// it (first few listed). Decision: when tie_word_embeddings is true, a present lm_head.weight
+// is accepted and ignored (some exporters save the tied copy); the exporter must use
+// model.embed_tokens.weight for the head in that case.
+absl::Status CheckTensorsMatchConfig(const TensorSource& src);
+
+}  // namespace st

@@ -1,0 +1,1312 @@
+// The model file's writer, its one reader (every field validated before use, 64-bit checked
+// arithmetic throughout), the CRC32C and the tensor-name mapping. Spec: FORMAT.md.
+#include "infer/format/model_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <set>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "model/check.h"
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the model file code assumes a "
+              "little-endian host");
+
+namespace st {
+namespace {
+
+// Header field offsets (FORMAT.md, "Fixed header").
+constexpr size_t kOffVersion = 4;
+constexpr size_t kOffFileSize = 8;
+constexpr size_t kOffMetaOffset = 16;
+constexpr size_t kOffMetaSize = 24;
+constexpr size_t kOffDirOffset = 32;
+constexpr size_t kOffDirSize = 40;
+constexpr size_t kOffTensorAlign = 48;
+constexpr size_t kOffExpertAlign = 52;
+constexpr size_t kOffChecksum = 56;
+constexpr size_t kOffReserved = 60;
+
+// Smallest encodings, used to bound counts by section sizes before reserving memory.
+constexpr uint64_t kMinDirEntryBytes = 2 + 1 + 4 + 4 + 8 + 8 + 8 + 4 + 1 + 1 + 2 + 4 + 4;
+constexpr uint64_t kMinMetaEntryBytes = 2 + 1 + 4 + 8;
+
+// ---------------------------------------------------------------- CRC32C
+struct Crc32cTables {
+  uint32_t t[8][256];
+  Crc32cTables() {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; ++i) {
+      for (int k = 1; k < 8; ++k) t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xff];
+    }
+  }
+};
+
+const Crc32cTables& Tables() {
+  static const Crc32cTables* tables = new Crc32cTables();
+  return *tables;
+}
+
+// Slicing-by-8 on the pre-inverted state.
+uint32_t Crc32cSoftware(const uint8_t* p, size_t n, uint32_t crc) {
+  const Crc32cTables& T = Tables();
+  while (n >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    v ^= crc;
+    crc = T.t[7][v & 0xff] ^ T.t[6][(v >> 8) & 0xff] ^ T.t[5][(v >> 16) & 0xff] ^
+          T.t[4][(v >> 24) & 0xff] ^ T.t[3][(v >> 32) & 0xff] ^ T.t[2][(v >> 40) & 0xff] ^
+          T.t[1][(v >> 48) & 0xff] ^ T.t[0][v >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) crc = T.t[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+// One stream of crc32 instructions, 8 bytes each (several GB/s).
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const uint8_t* p, size_t n,
+                                                          uint32_t crc) {
+  uint64_t c = crc;
+  while (n >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    c = _mm_crc32_u64(c, v);
+    p += 8;
+    n -= 8;
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  while (n--) c32 = _mm_crc32_u8(c32, *p++);
+  return c32;
+}
+
+bool HaveSse42() {
+  static const bool have = __builtin_cpu_supports("sse4.2");
+  return have;
+}
+#endif
+
+// ---------------------------------------------------------------- little-endian encoding
+void PutU16(std::string& s, uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
+void PutU32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
+void PutU64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
+void PutU8(std::string& s, uint8_t v) { s.push_back(static_cast<char>(v)); }
+
+template <typename T>
+T Load(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// A bounds-checked cursor over an untrusted section. Every read checks the remaining length.
+class Cursor {
+ public:
+  Cursor(const uint8_t* p, uint64_t n, const char* section) : p_(p), n_(n), section_(section) {}
+  uint64_t remaining() const { return n_ - pos_; }
+  uint64_t pos() const { return pos_; }
+
+  template <typename T>
+  absl::Status Read(T* out, const char* what) {
+    if (remaining() < sizeof(T)) return Truncated(what, sizeof(T));
+    *out = Load<T>(p_ + pos_);
+    pos_ += sizeof(T);
+    return absl::OkStatus();
+  }
+  absl::Status ReadBytes(uint64_t len, std::string* out, const char* what) {
+    if (remaining() < len) return Truncated(what, len);
+    out->assign(reinterpret_cast<const char*>(p_ + pos_), static_cast<size_t>(len));
+    pos_ += len;
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Truncated(const char* what, uint64_t need) const {
+    return absl::InvalidArgumentError(absl::StrCat(section_, " section ends inside ", what,
+                                                   " at section offset ", pos_, " (needs ", need,
+                                                   " bytes, ", remaining(), " left)"));
+  }
+  const uint8_t* p_;
+  uint64_t n_;
+  uint64_t pos_ = 0;
+  const char* section_;
+};
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Rounds up to a power-of-two alignment; false on overflow.
+bool AlignUp(uint64_t v, uint64_t alignment, uint64_t* out) {
+  uint64_t sum;
+  if (__builtin_add_overflow(v, alignment - 1, &sum)) return false;
+  *out = sum & ~(alignment - 1);
+  return true;
+}
+
+std::string ShapeString(const std::vector<int64_t>& dims) {
+  return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+}
+
+// ---------------------------------------------------------------- names
+// Parses a non-negative decimal without sign or leading zeros, < 2^31.
+bool ParseIndex(absl::string_view s, int* out) {
+  if (s.empty() || s.size() > 10 || (s.size() > 1 && s[0] == '0')) return false;
+  int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v > 0x7fffffff) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+
+struct ParsedName {
+  bool valid = false;
+  bool expert = false;
+  int layer = -1;  // -1 for global tensors
+  int expert_index = 0;
+  ExpertPart part = ExpertPart::kGate;
+  std::string kind;  // "token_embd", "attn_q", ... (the name without blk.N. and .E)
+};
+
+// Per-layer resident kinds, file name <-> Hugging Face suffix after "model.layers.N.".
+struct KindMap {
+  const char* file;
+  const char* hf;
+};
+constexpr KindMap kLayerKinds[] = {
+    {"attn_q", "self_attn.q_proj.weight"},
+    {"attn_k", "self_attn.k_proj.weight"},
+    {"attn_v", "self_attn.v_proj.weight"},
+    {"attn_output", "self_attn.o_proj.weight"},
+    {"attn_norm", "input_layernorm.weight"},
+    {"ffn_norm", "post_attention_layernorm.weight"},
+    {"ffn_gate_inp", "block_sparse_moe.primary_router.weight"},
+};
+constexpr KindMap kGlobalKinds[] = {
+    {"token_embd", "model.embed_tokens.weight"},
+    {"output_norm", "model.norm.weight"},
+    {"output", "lm_head.weight"},
+};
+constexpr KindMap kExpertKinds[] = {
+    {"ffn_gate", "gate.weight"},
+    {"ffn_up", "up.weight"},
+    {"ffn_down_t", "down.weight"},
+};
+
+ParsedName ParseFileName(absl::string_view name) {
+  ParsedName r;
+  for (const KindMap& k : kGlobalKinds) {
+    if (name == k.file) {
+      r.valid = true;
+      r.kind = k.file;
+      return r;
+    }
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
+  if (parts.size() < 3 || parts.size() > 4 || parts[0] != "blk") return r;
+  if (!ParseIndex(parts[1], &r.layer)) return r;
+  if (parts.size() == 3) {
+    for (const KindMap& k : kLayerKinds) {
+      if (parts[2] == k.file) {
+        r.valid = true;
+        r.kind = k.file;
+        return r;
+      }
+    }
+    return r;
+  }
+  if (!ParseIndex(parts[3], &r.expert_index)) return r;
+  for (int i = 0; i < 3; ++i) {
+    if (parts[2] == kExpertKinds[i].file) {
+      r.valid = true;
+      r.expert = true;
+      r.part = static_cast<ExpertPart>(i);
+      r.kind = kExpertKinds[i].file;
+      return r;
+    }
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- metadata checks
+struct RequiredKey {
+  const char* key;
+  MetaType type;
+};
+constexpr RequiredKey kRequiredKeys[] = {
+    {kMetaConfig, MetaType::kString},       {kMetaTokenizerName, MetaType::kString},
+    {kMetaTokenizerJson, MetaType::kBytes}, {kMetaChatTemplate, MetaType::kString},
+    {kMetaBosTokenId, MetaType::kI64},      {kMetaEosTokenIds, MetaType::kI64Array},
+    {kMetaExportSource, MetaType::kString}, {kMetaExportRecipe, MetaType::kString},
+};
+
+absl::Status CheckRequiredMetadata(const std::map<std::string, MetaValue>& md) {
+  for (const RequiredKey& r : kRequiredKeys) {
+    auto it = md.find(r.key);
+    if (it == md.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metadata key '", r.key, "' is missing (required, type ", MetaTypeName(r.type), ")"));
+    }
+    if (it->second.type != r.type) {
+      return absl::InvalidArgumentError(absl::StrCat("metadata key '", r.key, "' has type ",
+                                                     MetaTypeName(it->second.type), "; expected ",
+                                                     MetaTypeName(r.type)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- tensor checks
+// Validates one entry on its own (dtype, dims, size, name/group agreement). Offsets are
+// checked by the caller, against the file.
+absl::Status CheckTensorShape(const TensorInfo& t) {
+  const std::string q = absl::StrCat("tensor '", t.name, "'");
+  if (!IsKnownDType(static_cast<uint32_t>(t.dtype))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        q, " has unknown data type ", static_cast<uint32_t>(t.dtype),
+        " (known: f32=0, f16=1, bf16=2, q8_0=8, q4_0=9); the file needs a newer reader"));
+  }
+  if (t.dims.empty() || t.dims.size() > static_cast<size_t>(kMaxTensorDims)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(q, " has ", t.dims.size(), " dimensions; must be 1 to ", kMaxTensorDims));
+  }
+  int64_t n = 1;
+  for (size_t i = 0; i < t.dims.size(); ++i) {
+    if (t.dims[i] <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(q, " has dimension ", i, " = ", t.dims[i], "; every dimension must be > 0"));
+    }
+    if (__builtin_mul_overflow(n, t.dims[i], &n)) {
+      return absl::InvalidArgumentError(absl::StrCat(q, " has shape ", ShapeString(t.dims),
+                                                     " whose element count overflows 64 bits"));
+    }
+  }
+  const int64_t block = DTypeBlockElems(t.dtype);
+  if (block <= 0 || t.dims.back() % block != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(q, " has last dimension ", t.dims.back(), ", not a multiple of ", block,
+                     " as ", DTypeName(t.dtype), " requires (rows are whole blocks)"));
+  }
+  const int64_t bytes = DTypeBytes(t.dtype, n);
+  if (bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(q, " of shape ", ShapeString(t.dims), " in ",
+                                                   DTypeName(t.dtype),
+                                                   " has a byte size that overflows 64 bits"));
+  }
+  if (static_cast<uint64_t>(bytes) != t.size) {
+    return absl::InvalidArgumentError(absl::StrCat(q, " has size ", t.size, " bytes but shape ",
+                                                   ShapeString(t.dims), " in ", DTypeName(t.dtype),
+                                                   " needs ", bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNameAndGroup(const TensorInfo& t) {
+  const std::string q = absl::StrCat("tensor '", t.name, "'");
+  ParsedName p = ParseFileName(t.name);
+  if (!p.valid) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(q, " is not a known tensor name (see FORMAT.md, \"Tensor names\")"));
+  }
+  const TensorGroup want = p.expert ? TensorGroup::kExpert : TensorGroup::kResident;
+  if (t.group != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(q, " has group ", static_cast<int>(t.group), " but its name makes it ",
+                     p.expert ? "an expert part (group 1)" : "resident (group 0)"));
+  }
+  if (p.expert && (t.layer != static_cast<uint32_t>(p.layer) ||
+                   t.expert != static_cast<uint32_t>(p.expert_index) || t.part != p.part)) {
+    return absl::InvalidArgumentError(absl::StrCat(q, " is tagged (layer ", t.layer, ", expert ",
+                                                   t.expert, ", part ", static_cast<int>(t.part),
+                                                   ") which disagrees with its name"));
+  }
+  if (!p.expert && (t.layer != 0 || t.expert != 0 || t.part != ExpertPart::kGate)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(q, " is resident but has nonzero layer/expert/part fields"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIndexName(const std::string& name, uint64_t max_len, const char* what) {
+  if (name.empty() || name.size() > max_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " of ", name.size(), " bytes; must be 1 to ", max_len));
+  }
+  for (unsigned char c : name) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " '", absl::CEscape(name),
+                                                     "' contains a byte outside printable ASCII"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string ErrnoText(int err) { return std::strerror(err); }
+
+}  // namespace
+
+// ================================================================ public helpers
+
+uint32_t Crc32c(const void* data, size_t size, uint32_t crc) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  crc = ~crc;
+#if defined(__x86_64__)
+  if (HaveSse42()) return ~Crc32cHardware(p, size, crc);
+#endif
+  return ~Crc32cSoftware(p, size, crc);
+}
+
+const char* MetaTypeName(MetaType t) {
+  switch (t) {
+    case MetaType::kString:
+      return "string";
+    case MetaType::kBytes:
+      return "bytes";
+    case MetaType::kI64:
+      return "i64";
+    case MetaType::kF64:
+      return "f64";
+    case MetaType::kI64Array:
+      return "i64[]";
+  }
+  return "unknown";
+}
+
+MetaValue MetaValue::String(std::string s) {
+  MetaValue v;
+  v.type = MetaType::kString;
+  v.str = std::move(s);
+  return v;
+}
+MetaValue MetaValue::Bytes(std::string b) {
+  MetaValue v;
+  v.type = MetaType::kBytes;
+  v.str = std::move(b);
+  return v;
+}
+MetaValue MetaValue::I64(int64_t x) {
+  MetaValue v;
+  v.type = MetaType::kI64;
+  v.i64 = x;
+  return v;
+}
+MetaValue MetaValue::F64(double x) {
+  MetaValue v;
+  v.type = MetaType::kF64;
+  v.f64 = x;
+  return v;
+}
+MetaValue MetaValue::I64Array(std::vector<int64_t> x) {
+  MetaValue v;
+  v.type = MetaType::kI64Array;
+  v.i64s = std::move(x);
+  return v;
+}
+
+const char* ExpertPartName(ExpertPart p) {
+  switch (p) {
+    case ExpertPart::kGate:
+      return "gate";
+    case ExpertPart::kUp:
+      return "up";
+    case ExpertPart::kDownT:
+      return "down_t";
+  }
+  return "unknown";
+}
+
+int64_t TensorInfo::num_elements() const {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (__builtin_mul_overflow(n, d, &n)) return -1;
+  }
+  return n;
+}
+
+std::string ExpertTensorName(int layer, int expert, ExpertPart part) {
+  return absl::StrCat("blk.", layer, ".", kExpertKinds[static_cast<int>(part)].file, ".", expert);
+}
+
+std::string HfToFileName(absl::string_view hf) {
+  for (const KindMap& k : kGlobalKinds) {
+    if (hf == k.hf) return k.file;
+  }
+  constexpr absl::string_view kLayers = "model.layers.";
+  if (!absl::ConsumePrefix(&hf, kLayers)) return "";
+  const size_t dot = hf.find('.');
+  int layer;
+  if (dot == absl::string_view::npos || !ParseIndex(hf.substr(0, dot), &layer)) return "";
+  absl::string_view rest = hf.substr(dot + 1);
+  for (const KindMap& k : kLayerKinds) {
+    if (rest == k.hf) return absl::StrCat("blk.", layer, ".", k.file);
+  }
+  constexpr absl::string_view kExperts = "block_sparse_moe.experts.";
+  if (!absl::ConsumePrefix(&rest, kExperts)) return "";
+  const size_t dot2 = rest.find('.');
+  int expert;
+  if (dot2 == absl::string_view::npos || !ParseIndex(rest.substr(0, dot2), &expert)) return "";
+  absl::string_view part = rest.substr(dot2 + 1);
+  for (int i = 0; i < 3; ++i) {
+    if (part == kExpertKinds[i].hf) {
+      return ExpertTensorName(layer, expert, static_cast<ExpertPart>(i));
+    }
+  }
+  return "";
+}
+
+std::string FileToHfName(absl::string_view file_name) {
+  ParsedName p = ParseFileName(file_name);
+  if (!p.valid) return "";
+  if (p.layer < 0) {
+    for (const KindMap& k : kGlobalKinds) {
+      if (p.kind == k.file) return k.hf;
+    }
+    return "";
+  }
+  if (p.expert) {
+    return absl::StrCat("model.layers.", p.layer, ".block_sparse_moe.experts.", p.expert_index, ".",
+                        kExpertKinds[static_cast<int>(p.part)].hf);
+  }
+  for (const KindMap& k : kLayerKinds) {
+    if (p.kind == k.file) return absl::StrCat("model.layers.", p.layer, ".", k.hf);
+  }
+  return "";
+}
+
+// ================================================================ encoding
+
+namespace format_internal {
+
+std::string EncodeMetadata(const std::map<std::string, MetaValue>& metadata) {
+  std::string s;
+  PutU64(s, metadata.size());
+  for (const auto& [key, v] : metadata) {
+    PutU16(s, static_cast<uint16_t>(key.size()));
+    s += key;
+    PutU32(s, static_cast<uint32_t>(v.type));
+    switch (v.type) {
+      case MetaType::kString:
+      case MetaType::kBytes:
+        PutU64(s, v.str.size());
+        s += v.str;
+        break;
+      case MetaType::kI64:
+        PutU64(s, static_cast<uint64_t>(v.i64));
+        break;
+      case MetaType::kF64: {
+        uint64_t bits;
+        std::memcpy(&bits, &v.f64, 8);
+        PutU64(s, bits);
+        break;
+      }
+      case MetaType::kI64Array:
+        PutU64(s, v.i64s.size());
+        for (int64_t x : v.i64s) PutU64(s, static_cast<uint64_t>(x));
+        break;
+    }
+  }
+  return s;
+}
+
+std::string EncodeDirectory(const std::vector<TensorInfo>& tensors) {
+  std::string s;
+  PutU64(s, tensors.size());
+  for (const TensorInfo& t : tensors) {
+    PutU16(s, static_cast<uint16_t>(t.name.size()));
+    s += t.name;
+    PutU32(s, static_cast<uint32_t>(t.dtype));
+    PutU32(s, static_cast<uint32_t>(t.dims.size()));
+    for (int64_t d : t.dims) PutU64(s, static_cast<uint64_t>(d));
+    PutU64(s, t.offset);
+    PutU64(s, t.size);
+    PutU32(s, t.crc32c);
+    PutU8(s, static_cast<uint8_t>(t.group));
+    PutU8(s, static_cast<uint8_t>(t.part));
+    PutU16(s, 0);
+    PutU32(s, t.layer);
+    PutU32(s, t.expert);
+  }
+  return s;
+}
+
+namespace {
+std::string EncodeHeader(uint32_t version, uint64_t file_size, uint64_t meta_off,
+                         uint64_t meta_size, uint64_t dir_off, uint64_t dir_size,
+                         absl::string_view metadata, absl::string_view directory) {
+  std::string h(kModelFileMagic, 4);
+  PutU32(h, version);
+  PutU64(h, file_size);
+  PutU64(h, meta_off);
+  PutU64(h, meta_size);
+  PutU64(h, dir_off);
+  PutU64(h, dir_size);
+  PutU32(h, static_cast<uint32_t>(kTensorAlignment));
+  PutU32(h, static_cast<uint32_t>(kExpertAlignment));
+  uint32_t crc = Crc32c(h.data(), h.size());
+  crc = Crc32c(metadata.data(), metadata.size(), crc);
+  crc = Crc32c(directory.data(), directory.size(), crc);
+  PutU32(h, crc);
+  PutU32(h, 0);
+  return h;
+}
+}  // namespace
+
+std::string AssembleFile(absl::string_view data, absl::string_view metadata,
+                         absl::string_view directory, uint32_t version) {
+  const uint64_t meta_off = kModelFileHeaderSize + data.size();
+  const uint64_t dir_off = meta_off + metadata.size();
+  const uint64_t file_size = dir_off + directory.size();
+  std::string out = EncodeHeader(version, file_size, meta_off, metadata.size(), dir_off,
+                                 directory.size(), metadata, directory);
+  out.append(data.data(), data.size());
+  out.append(metadata.data(), metadata.size());
+  out.append(directory.data(), directory.size());
+  return out;
+}
+
+}  // namespace format_internal
+
+// ================================================================ writer
+
+absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(const std::string& path) {
+  std::unique_ptr<ModelFileWriter> w(new ModelFileWriter());
+  w->path_ = path;
+  w->tmp_path_ = path + ".tmp";
+  w->fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (w->fd_ < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create '", w->tmp_path_,
+                                                   "': ", ErrnoText(errno),
+                                                   " (check the output directory exists and is "
+                                                   "writable)"));
+  }
+  const std::string zeros(kModelFileHeaderSize, '\0');
+  ST_RETURN_IF_ERROR(w->WriteAll(zeros.data(), zeros.size()));
+  return w;
+}
+
+ModelFileWriter::~ModelFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!finished_) ::unlink(tmp_path_.c_str());
+}
+
+absl::Status ModelFileWriter::Fail(absl::Status s) {
+  failed_ = true;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  ::unlink(tmp_path_.c_str());
+  return absl::Status(s.code(), absl::StrCat(s.message(), "; '", path_, "' was not written"));
+}
+
+absl::Status ModelFileWriter::WriteAll(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd_, p, std::min<size_t>(size, size_t{1} << 30));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      if (err == ENOSPC || err == EDQUOT) {
+        return Fail(absl::ResourceExhaustedError(absl::StrCat(
+            "disk full while writing '", tmp_path_, "' at offset ", pos_, " (", size,
+            " more bytes to write in this call): free space or write the model elsewhere")));
+      }
+      return Fail(absl::InternalError(absl::StrCat("write to '", tmp_path_, "' at offset ", pos_,
+                                                   " failed: ", ErrnoText(err))));
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+    pos_ += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelFileWriter::PadTo(uint64_t alignment) {
+  uint64_t target;
+  if (!AlignUp(pos_, alignment, &target)) return Fail(absl::InternalError("offset overflow"));
+  static const std::string kZeros(kExpertAlignment, '\0');
+  if (target > pos_) return WriteAll(kZeros.data(), static_cast<size_t>(target - pos_));
+  return absl::OkStatus();
+}
+
+void ModelFileWriter::SetMetadata(const std::string& key, MetaValue value) {
+  metadata_[key] = std::move(value);
+}
+void ModelFileWriter::SetString(const std::string& key, std::string value) {
+  SetMetadata(key, MetaValue::String(std::move(value)));
+}
+void ModelFileWriter::SetBytes(const std::string& key, std::string value) {
+  SetMetadata(key, MetaValue::Bytes(std::move(value)));
+}
+void ModelFileWriter::SetI64(const std::string& key, int64_t value) {
+  SetMetadata(key, MetaValue::I64(value));
+}
+void ModelFileWriter::SetF64(const std::string& key, double value) {
+  SetMetadata(key, MetaValue::F64(value));
+}
+void ModelFileWriter::SetI64Array(const std::string& key, std::vector<int64_t> value) {
+  SetMetadata(key, MetaValue::I64Array(std::move(value)));
+}
+void ModelFileWriter::SetConfig(const ModelConfig& cfg) { SetString(kMetaConfig, cfg.ToJson()); }
+
+absl::Status ModelFileWriter::AddEntry(TensorInfo info, const void* data, size_t size) {
+  if (failed_ || finished_) {
+    return absl::FailedPreconditionError("the writer already failed or finished");
+  }
+  info.size = size;
+  ST_RETURN_IF_ERROR(CheckIndexName(info.name, kMaxTensorNameBytes, "tensor name"));
+  ST_RETURN_IF_ERROR(CheckTensorShape(info));
+  ST_RETURN_IF_ERROR(CheckNameAndGroup(info));
+  if (size > 0 && data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", info.name, "' has no data"));
+  }
+  for (const TensorInfo& t : tensors_) {
+    if (t.name == info.name) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", info.name, "' added twice"));
+    }
+  }
+  ST_RETURN_IF_ERROR(PadTo(info.group == TensorGroup::kExpert && info.part == ExpertPart::kGate
+                               ? kExpertAlignment
+                               : kTensorAlignment));
+  info.offset = pos_;
+  info.crc32c = Crc32c(data, size);
+  ST_RETURN_IF_ERROR(WriteAll(data, size));
+  tensors_.push_back(std::move(info));
+  return absl::OkStatus();
+}
+
+absl::Status ModelFileWriter::AddTensor(const std::string& name, DType dtype,
+                                        const std::vector<int64_t>& dims, const void* data,
+                                        size_t size) {
+  if (in_expert_ || any_expert_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "resident tensor '", name, "' added after an expert: add every resident tensor first"));
+  }
+  if (ParseFileName(name).expert) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", name, "' is an expert part: add it with BeginExpert/AddExpertPart/EndExpert"));
+  }
+  TensorInfo info;
+  info.name = name;
+  info.dtype = dtype;
+  info.dims = dims;
+  return AddEntry(std::move(info), data, size);
+}
+
+absl::Status ModelFileWriter::BeginExpert(int layer, int expert) {
+  if (in_expert_) {
+    return absl::FailedPreconditionError(absl::StrCat("BeginExpert(", layer, ", ", expert,
+                                                      ") inside expert (", expert_layer_, ", ",
+                                                      expert_index_, "): call EndExpert first"));
+  }
+  if (layer < 0 || expert < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BeginExpert(", layer, ", ", expert, "): indices must be >= 0"));
+  }
+  in_expert_ = true;
+  any_expert_ = true;
+  expert_layer_ = layer;
+  expert_index_ = expert;
+  next_part_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status ModelFileWriter::AddExpertPart(ExpertPart part, DType dtype,
+                                            const std::vector<int64_t>& dims, const void* data,
+                                            size_t size) {
+  if (!in_expert_) {
+    return absl::FailedPreconditionError("AddExpertPart outside BeginExpert/EndExpert");
+  }
+  if (static_cast<int>(part) != next_part_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "expert (", expert_layer_, ", ", expert_index_, "): got part ", ExpertPartName(part),
+        ", expected ", ExpertPartName(static_cast<ExpertPart>(next_part_)),
+        " (order: gate, up, down_t)"));
+  }
+  TensorInfo info;
+  info.name = ExpertTensorName(expert_layer_, expert_index_, part);
+  info.dtype = dtype;
+  info.dims = dims;
+  info.group = TensorGroup::kExpert;
+  info.layer = static_cast<uint32_t>(expert_layer_);
+  info.expert = static_cast<uint32_t>(expert_index_);
+  info.part = part;
+  ST_RETURN_IF_ERROR(AddEntry(std::move(info), data, size));
+  ++next_part_;
+  return absl::OkStatus();
+}
+
+absl::Status ModelFileWriter::EndExpert() {
+  if (!in_expert_ || next_part_ != 3) {
+    return absl::FailedPreconditionError(absl::StrCat("EndExpert: expert (", expert_layer_, ", ",
+                                                      expert_index_, ") has ", next_part_,
+                                                      " of its 3 parts (gate, up, down_t)"));
+  }
+  in_expert_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status ModelFileWriter::AddExpert(int layer, int expert, const Part& gate, const Part& up,
+                                        const Part& down_t) {
+  ST_RETURN_IF_ERROR(BeginExpert(layer, expert));
+  ST_RETURN_IF_ERROR(AddExpertPart(ExpertPart::kGate, gate.dtype, gate.dims, gate.data, gate.size));
+  ST_RETURN_IF_ERROR(AddExpertPart(ExpertPart::kUp, up.dtype, up.dims, up.data, up.size));
+  ST_RETURN_IF_ERROR(
+      AddExpertPart(ExpertPart::kDownT, down_t.dtype, down_t.dims, down_t.data, down_t.size));
+  return EndExpert();
+}
+
+absl::Status ModelFileWriter::Finish() {
+  if (failed_ || finished_) {
+    return absl::FailedPreconditionError("the writer already failed or finished");
+  }
+  if (in_expert_) {
+    return Fail(absl::FailedPreconditionError("Finish inside BeginExpert: call EndExpert"));
+  }
+  absl::Status s = CheckRequiredMetadata(metadata_);
+  if (!s.ok()) return Fail(s);
+  for (const auto& [key, v] : metadata_) {
+    s = CheckIndexName(key, kMaxMetadataKeyBytes, "metadata key");
+    if (!s.ok()) return Fail(s);
+    if (v.str.size() > kMaxStringBytes || v.i64s.size() * 8 > kMaxStringBytes) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "metadata '", key, "' is larger than the ", kMaxStringBytes, "-byte limit")));
+    }
+  }
+  if (metadata_.size() > kMaxMetadataEntries) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(metadata_.size(), " metadata entries; the limit is ", kMaxMetadataEntries)));
+  }
+  const std::string meta = format_internal::EncodeMetadata(metadata_);
+  const std::string dir = format_internal::EncodeDirectory(tensors_);
+  const uint64_t meta_off = pos_;
+  ST_RETURN_IF_ERROR(WriteAll(meta.data(), meta.size()));
+  const uint64_t dir_off = pos_;
+  ST_RETURN_IF_ERROR(WriteAll(dir.data(), dir.size()));
+  const std::string header = format_internal::EncodeHeader(
+      kModelFileVersion, pos_, meta_off, meta.size(), dir_off, dir.size(), meta, dir);
+  if (::pwrite(fd_, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
+    return Fail(absl::InternalError(
+        absl::StrCat("patching the header of '", tmp_path_, "' failed: ", ErrnoText(errno))));
+  }
+  if (::fsync(fd_) != 0) {
+    const int err = errno;
+    return Fail(err == ENOSPC ? absl::ResourceExhaustedError(
+                                    absl::StrCat("disk full while syncing '", tmp_path_, "'"))
+                              : absl::InternalError(absl::StrCat("fsync of '", tmp_path_,
+                                                                 "' failed: ", ErrnoText(err))));
+  }
+  // The result must pass the reader's structural checks before it may replace anything.
+  {
+    absl::StatusOr<std::unique_ptr<ModelFile>> check = ModelFile::Open(tmp_path_);
+    if (!check.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("the written file fails validation: ", check.status().message())));
+    }
+  }
+  ::close(fd_);
+  fd_ = -1;
+  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    return Fail(absl::InternalError(
+        absl::StrCat("rename '", tmp_path_, "' -> '", path_, "' failed: ", ErrnoText(errno))));
+  }
+  finished_ = true;
+  // Make the rename durable.
+  const size_t slash = path_.rfind('/');
+  const std::string dir_path = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  const int dfd = ::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+// ================================================================ reader
+
+ModelFile::~ModelFile() {
+  if (map_ != nullptr) ::munmap(map_, static_cast<size_t>(size_));
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::Open(const std::string& path,
+                                                           const Options& options) {
+  std::unique_ptr<ModelFile> f(new ModelFile());
+  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd_ < 0) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot open model file '", path, "': ", ErrnoText(errno)));
+  }
+  struct stat st;
+  if (::fstat(f->fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  if (f->size_ < kModelFileHeaderSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "': file is ", f->size_, " bytes, smaller than the ",
+                     kModelFileHeaderSize, "-byte header (truncated or not a model file)"));
+  }
+  void* m = ::mmap(nullptr, static_cast<size_t>(f->size_), PROT_READ, MAP_SHARED, f->fd_, 0);
+  if (m == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat("mmap of '", path, "' failed: ", ErrnoText(errno)));
+  }
+  f->map_ = m;
+  f->base_ = static_cast<const uint8_t*>(m);
+  absl::Status s = f->Parse(options);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("'", path, "': ", s.message()));
+  return f;
+}
+
+absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::OpenFromMemory(absl::string_view bytes,
+                                                                     const Options& options) {
+  std::unique_ptr<ModelFile> f(new ModelFile());
+  f->base_ = reinterpret_cast<const uint8_t*>(bytes.data());
+  f->size_ = bytes.size();
+  ST_RETURN_IF_ERROR(f->Parse(options));
+  return f;
+}
+
+absl::Status ModelFile::Parse(const Options& options) {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  if (size_ < kModelFileHeaderSize) {
+    return InvalidArgumentError(StrCat("file is ", size_, " bytes, smaller than the ",
+                                       kModelFileHeaderSize,
+                                       "-byte header (truncated or not a model file)"));
+  }
+  // ---- fixed header
+  if (std::memcmp(base_, kModelFileMagic, 4) != 0) {
+    return InvalidArgumentError(StrCat(
+        "bad magic '", absl::CEscape(absl::string_view(reinterpret_cast<const char*>(base_), 4)),
+        "': not a SmallThinker model file (expected 'STMF')"));
+  }
+  version_ = Load<uint32_t>(base_ + kOffVersion);
+  if (version_ != kModelFileVersion) {
+    return InvalidArgumentError(StrCat("file format version ", version_,
+                                       " is not supported (this reader reads version ",
+                                       kModelFileVersion, "): re-export the model or update"));
+  }
+  const uint64_t stated_size = Load<uint64_t>(base_ + kOffFileSize);
+  if (stated_size != size_) {
+    return InvalidArgumentError(StrCat(
+        "file is ", size_, " bytes but its header says ", stated_size, ": ",
+        size_ < stated_size ? "truncated" : "trailing bytes", " (incomplete copy or download?)"));
+  }
+  metadata_offset_ = Load<uint64_t>(base_ + kOffMetaOffset);
+  metadata_size_ = Load<uint64_t>(base_ + kOffMetaSize);
+  directory_offset_ = Load<uint64_t>(base_ + kOffDirOffset);
+  directory_size_ = Load<uint64_t>(base_ + kOffDirSize);
+  const uint32_t tensor_align = Load<uint32_t>(base_ + kOffTensorAlign);
+  const uint32_t expert_align = Load<uint32_t>(base_ + kOffExpertAlign);
+  header_crc_ = Load<uint32_t>(base_ + kOffChecksum);
+  if (Load<uint32_t>(base_ + kOffReserved) != 0) {
+    return InvalidArgumentError("header reserved field is not zero");
+  }
+  if (tensor_align != kTensorAlignment || expert_align != kExpertAlignment) {
+    return InvalidArgumentError(StrCat(
+        "header alignments (tensor ", tensor_align, ", expert ", expert_align,
+        ") differ from version 1's (", kTensorAlignment, ", ", kExpertAlignment, ")",
+        IsPowerOfTwo(tensor_align) && IsPowerOfTwo(expert_align) ? "" : "; not powers of two"));
+  }
+  uint64_t meta_end, dir_end;
+  if (__builtin_add_overflow(metadata_offset_, metadata_size_, &meta_end) ||
+      __builtin_add_overflow(directory_offset_, directory_size_, &dir_end)) {
+    return InvalidArgumentError(StrCat("section offsets overflow (metadata ", metadata_offset_,
+                                       " + ", metadata_size_, ", directory ", directory_offset_,
+                                       " + ", directory_size_, ")"));
+  }
+  if (metadata_offset_ < kModelFileHeaderSize || meta_end > directory_offset_ || dir_end != size_) {
+    return InvalidArgumentError(
+        StrCat("sections out of place: metadata [", metadata_offset_, ", +", metadata_size_,
+               "), directory [", directory_offset_, ", +", directory_size_, "), file size ", size_,
+               "; expected header < data <= metadata <= directory ending at the end of the file"));
+  }
+  // ---- header checksum (header fields + metadata + directory)
+  {
+    uint32_t crc = Crc32c(base_, kOffChecksum);
+    crc = Crc32c(base_ + metadata_offset_, static_cast<size_t>(metadata_size_), crc);
+    crc = Crc32c(base_ + directory_offset_, static_cast<size_t>(directory_size_), crc);
+    if (crc != header_crc_) {
+      return absl::DataLossError(
+          StrCat("header checksum mismatch (stored ", absl::Hex(header_crc_, absl::kZeroPad8),
+                 ", computed ", absl::Hex(crc, absl::kZeroPad8),
+                 "): the header, metadata or directory is corrupt; re-copy or re-export the file"));
+    }
+  }
+  // ---- metadata
+  {
+    Cursor c(base_ + metadata_offset_, metadata_size_, "metadata");
+    uint64_t count;
+    ST_RETURN_IF_ERROR(c.Read(&count, "the entry count"));
+    if (count > kMaxMetadataEntries || count > c.remaining() / kMinMetaEntryBytes) {
+      return InvalidArgumentError(StrCat("metadata entry count ", count, " exceeds the limit (",
+                                         kMaxMetadataEntries, ") or the section size (",
+                                         metadata_size_, " bytes)"));
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+      uint16_t key_len;
+      std::string key;
+      ST_RETURN_IF_ERROR(c.Read(&key_len, "a key length"));
+      ST_RETURN_IF_ERROR(c.ReadBytes(key_len, &key, "a key"));
+      ST_RETURN_IF_ERROR(CheckIndexName(key, kMaxMetadataKeyBytes, "metadata key"));
+      uint32_t type;
+      ST_RETURN_IF_ERROR(c.Read(&type, "a value type"));
+      MetaValue v;
+      switch (type) {
+        case static_cast<uint32_t>(MetaType::kString):
+        case static_cast<uint32_t>(MetaType::kBytes): {
+          v.type = static_cast<MetaType>(type);
+          uint64_t len;
+          ST_RETURN_IF_ERROR(c.Read(&len, "a string length"));
+          if (len > kMaxStringBytes) {
+            return InvalidArgumentError(StrCat("metadata '", key, "' has length ", len,
+                                               ", over the ", kMaxStringBytes, "-byte limit"));
+          }
+          ST_RETURN_IF_ERROR(c.ReadBytes(len, &v.str, "a string value"));
+          break;
+        }
+        case static_cast<uint32_t>(MetaType::kI64):
+          v.type = MetaType::kI64;
+          ST_RETURN_IF_ERROR(c.Read(&v.i64, "an i64 value"));
+          break;
+        case static_cast<uint32_t>(MetaType::kF64):
+          v.type = MetaType::kF64;
+          ST_RETURN_IF_ERROR(c.Read(&v.f64, "an f64 value"));
+          break;
+        case static_cast<uint32_t>(MetaType::kI64Array): {
+          v.type = MetaType::kI64Array;
+          uint64_t n;
+          ST_RETURN_IF_ERROR(c.Read(&n, "an array length"));
+          if (n > kMaxStringBytes / 8 || n > c.remaining() / 8) {
+            return InvalidArgumentError(
+                StrCat("metadata '", key, "' has ", n, " array elements: over the limit (",
+                       kMaxStringBytes / 8, ") or past the end of the section"));
+          }
+          v.i64s.resize(static_cast<size_t>(n));
+          for (uint64_t j = 0; j < n; ++j) ST_RETURN_IF_ERROR(c.Read(&v.i64s[j], "an element"));
+          break;
+        }
+        default:
+          return InvalidArgumentError(StrCat("metadata '", key, "' has unknown value type ", type,
+                                             " (known: 0 string .. 4 i64[])"));
+      }
+      if (!metadata_.emplace(key, std::move(v)).second) {
+        return InvalidArgumentError(StrCat("metadata key '", key, "' appears twice"));
+      }
+    }
+    if (c.remaining() != 0) {
+      return InvalidArgumentError(
+          StrCat("metadata section has ", c.remaining(), " unused bytes after its entries"));
+    }
+    ST_RETURN_IF_ERROR(CheckRequiredMetadata(metadata_));
+  }
+  // ---- directory (each entry on its own)
+  {
+    Cursor c(base_ + directory_offset_, directory_size_, "directory");
+    uint64_t count;
+    ST_RETURN_IF_ERROR(c.Read(&count, "the tensor count"));
+    if (count > kMaxTensors || count > c.remaining() / kMinDirEntryBytes) {
+      return InvalidArgumentError(StrCat("tensor count ", count, " exceeds the limit (",
+                                         kMaxTensors, ") or the directory size (", directory_size_,
+                                         " bytes)"));
+    }
+    tensors_.reserve(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i) {
+      TensorInfo t;
+      uint16_t name_len;
+      ST_RETURN_IF_ERROR(c.Read(&name_len, "a name length"));
+      if (name_len == 0 || name_len > kMaxTensorNameBytes) {
+        return InvalidArgumentError(StrCat("tensor ", i, " has a name of ", name_len,
+                                           " bytes; must be 1 to ", kMaxTensorNameBytes));
+      }
+      ST_RETURN_IF_ERROR(c.ReadBytes(name_len, &t.name, "a tensor name"));
+      ST_RETURN_IF_ERROR(CheckIndexName(t.name, kMaxTensorNameBytes, "tensor name"));
+      const std::string q = StrCat("tensor '", t.name, "'");
+      uint32_t dtype, ndim;
+      ST_RETURN_IF_ERROR(c.Read(&dtype, "a data type"));
+      if (!IsKnownDType(dtype)) {
+        return InvalidArgumentError(StrCat(
+            q, " has unknown data type ", dtype,
+            " (known: f32=0, f16=1, bf16=2, q8_0=8, q4_0=9); the file needs a newer reader"));
+      }
+      t.dtype = static_cast<DType>(dtype);
+      ST_RETURN_IF_ERROR(c.Read(&ndim, "a dimension count"));
+      if (ndim == 0 || ndim > static_cast<uint32_t>(kMaxTensorDims)) {
+        return InvalidArgumentError(
+            StrCat(q, " has ", ndim, " dimensions; must be 1 to ", kMaxTensorDims));
+      }
+      for (uint32_t d = 0; d < ndim; ++d) {
+        uint64_t dim;
+        ST_RETURN_IF_ERROR(c.Read(&dim, "a dimension"));
+        if (dim == 0 || dim > static_cast<uint64_t>(INT64_MAX)) {
+          return InvalidArgumentError(
+              StrCat(q, " has dimension ", d, " = ", dim, "; must be 1 to 2^63-1"));
+        }
+        t.dims.push_back(static_cast<int64_t>(dim));
+      }
+      uint8_t group, part;
+      uint16_t reserved;
+      ST_RETURN_IF_ERROR(c.Read(&t.offset, "an offset"));
+      ST_RETURN_IF_ERROR(c.Read(&t.size, "a size"));
+      ST_RETURN_IF_ERROR(c.Read(&t.crc32c, "a checksum"));
+      ST_RETURN_IF_ERROR(c.Read(&group, "a group"));
+      ST_RETURN_IF_ERROR(c.Read(&part, "a part"));
+      ST_RETURN_IF_ERROR(c.Read(&reserved, "a reserved field"));
+      ST_RETURN_IF_ERROR(c.Read(&t.layer, "a layer"));
+      ST_RETURN_IF_ERROR(c.Read(&t.expert, "an expert index"));
+      if (group > 1 || part > 2 || reserved != 0) {
+        return InvalidArgumentError(StrCat(q, " has group ", static_cast<int>(group), ", part ",
+                                           static_cast<int>(part), ", reserved ", reserved,
+                                           "; expected group 0..1, part 0..2, reserved 0"));
+      }
+      t.group = static_cast<TensorGroup>(group);
+      t.part = static_cast<ExpertPart>(part);
+      ST_RETURN_IF_ERROR(CheckTensorShape(t));
+      ST_RETURN_IF_ERROR(CheckNameAndGroup(t));
+      uint64_t end;
+      if (__builtin_add_overflow(t.offset, t.size, &end) || t.offset < kModelFileHeaderSize ||
+          end > metadata_offset_) {
+        return InvalidArgumentError(
+            StrCat(q, " extends past the data region (offset ", t.offset, " + size ", t.size,
+                   end > size_ || end < t.offset ? StrCat(" > file size ", size_)
+                                                 : StrCat(" > metadata offset ", metadata_offset_),
+                   "; data lies in [", kModelFileHeaderSize, ", ", metadata_offset_, "))"));
+      }
+      const uint64_t align = t.group == TensorGroup::kExpert && t.part == ExpertPart::kGate
+                                 ? kExpertAlignment
+                                 : kTensorAlignment;
+      if (t.offset % align != 0) {
+        return InvalidArgumentError(StrCat(q, " is at offset ", t.offset, ", not a multiple of ",
+                                           align, " as the format requires"));
+      }
+      tensors_.push_back(std::move(t));
+    }
+    if (c.remaining() != 0) {
+      return InvalidArgumentError(
+          StrCat("directory has ", c.remaining(), " unused bytes after its entries"));
+    }
+  }
+  // ---- placement: sorted by offset, no overlap, residents before experts
+  std::sort(tensors_.begin(), tensors_.end(),
+            [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TensorInfo& t = tensors_[i];
+    if (!by_name_.emplace(t.name, i).second) {
+      return InvalidArgumentError(StrCat("tensor '", t.name, "' appears twice"));
+    }
+    if (i > 0) {
+      const TensorInfo& p = tensors_[i - 1];
+      if (p.offset + p.size > t.offset) {  // both ends validated inside the file above
+        return InvalidArgumentError(StrCat("tensors '", p.name, "' [", p.offset, ", ",
+                                           p.offset + p.size, ") and '", t.name, "' [", t.offset,
+                                           ", ", t.offset + t.size, ") overlap"));
+      }
+      if (p.group == TensorGroup::kExpert && t.group == TensorGroup::kResident) {
+        return InvalidArgumentError(StrCat("resident tensor '", t.name,
+                                           "' lies after expert tensor '", p.name,
+                                           "': all resident tensors must precede the experts"));
+      }
+    }
+  }
+  // ---- config: parsed and range-checked before anything is sized by it
+  {
+    absl::StatusOr<ModelConfig> cfg = ParseModelConfig(metadata_.at(kMetaConfig).str);
+    if (!cfg.ok()) {
+      return InvalidArgumentError(StrCat("metadata 'model.config': ", cfg.status().message()));
+    }
+    config_ = *std::move(cfg);
+  }
+  const int64_t L = config_.num_hidden_layers, E = config_.moe_num_primary_experts;
+  const int64_t H = config_.hidden_size, V = config_.vocab_size, F = config_.moe_ffn_hidden_size;
+  const int64_t Q = static_cast<int64_t>(config_.num_attention_heads) * config_.head_dim;
+  const int64_t KV = static_cast<int64_t>(config_.num_key_value_heads) * config_.head_dim;
+  {
+    int64_t layers_present = 0;
+    for (const TensorInfo& t : tensors_) {
+      ParsedName p = ParseFileName(t.name);
+      if (p.layer >= 0) layers_present = std::max<int64_t>(layers_present, p.layer + 1LL);
+    }
+    if (L > layers_present) {
+      return InvalidArgumentError(StrCat("config says num_hidden_layers = ", L,
+                                         " but the file has tensors for only ", layers_present,
+                                         " layers"));
+    }
+  }
+  // ---- every tensor expected by the config, with its shape; nothing else
+  {
+    std::set<std::string> seen;
+    auto expect = [&](const std::string& name, std::vector<int64_t> dims) -> absl::Status {
+      auto it = by_name_.find(name);
+      if (it == by_name_.end()) {
+        return InvalidArgumentError(StrCat("tensor '", name, "' is missing (the config has ", L,
+                                           " layers, ", E, " experts)"));
+      }
+      const TensorInfo& t = tensors_[it->second];
+      if (t.dims != dims) {
+        return InvalidArgumentError(StrCat("tensor '", name, "' has shape ", ShapeString(t.dims),
+                                           " but the config implies ", ShapeString(dims)));
+      }
+      seen.insert(name);
+      return absl::OkStatus();
+    };
+    ST_RETURN_IF_ERROR(expect("token_embd", {V, H}));
+    ST_RETURN_IF_ERROR(expect("output_norm", {H}));
+    if (!config_.tie_word_embeddings) ST_RETURN_IF_ERROR(expect("output", {V, H}));
+    // Names are checked in order and the walk stops at the first missing one, so a huge
+    // L x E costs at most (tensors present + 1) lookups and the index grows with real entries.
+    for (int64_t l = 0; l < L; ++l) {
+      const std::string b = StrCat("blk.", l, ".");
+      ST_RETURN_IF_ERROR(expect(b + "attn_norm", {H}));
+      ST_RETURN_IF_ERROR(expect(b + "attn_q", {Q, H}));
+      ST_RETURN_IF_ERROR(expect(b + "attn_k", {KV, H}));
+      ST_RETURN_IF_ERROR(expect(b + "attn_v", {KV, H}));
+      ST_RETURN_IF_ERROR(expect(b + "attn_output", {H, Q}));
+      ST_RETURN_IF_ERROR(expect(b + "ffn_norm", {H}));
+      ST_RETURN_IF_ERROR(expect(b + "ffn_gate_inp", {E, H}));
+      for (int64_t e = 0; e < E; ++e) {
+        size_t idx[3];
+        for (int p = 0; p < 3; ++p) {
+          const std::string name = ExpertTensorName(static_cast<int>(l), static_cast<int>(e),
+                                                    static_cast<ExpertPart>(p));
+          ST_RETURN_IF_ERROR(expect(name, {F, H}));
+          idx[p] = by_name_.at(name);
+          expert_index_.push_back(idx[p]);
+        }
+        const TensorInfo& g = tensors_[idx[0]];
+        const TensorInfo& u = tensors_[idx[1]];
+        const TensorInfo& d = tensors_[idx[2]];
+        uint64_t want_up, want_down;
+        if (!AlignUp(g.offset + g.size, kTensorAlignment, &want_up) ||
+            !AlignUp(u.offset + u.size, kTensorAlignment, &want_down) || u.offset != want_up ||
+            d.offset != want_down) {
+          return InvalidArgumentError(
+              StrCat("expert (", l, ", ", e, ") is not one contiguous extent: gate at ", g.offset,
+                     " (", g.size, " bytes), up at ", u.offset, ", down_t at ", d.offset,
+                     "; each part must start at the next ", kTensorAlignment,
+                     "-byte boundary after the previous one"));
+        }
+      }
+    }
+    if (seen.size() != tensors_.size()) {
+      for (const TensorInfo& t : tensors_) {
+        if (!seen.count(t.name)) {
+          return InvalidArgumentError(StrCat(
+              "unexpected tensor '", t.name, "' for a config with ", L, " layers, ", E, " experts",
+              config_.tie_word_embeddings && t.name == "output" ? " and tie_word_embeddings = true"
+                                                                : ""));
+        }
+      }
+    }
+  }
+  if (options.verify_checksums) ST_RETURN_IF_ERROR(VerifyAllTensors());
+  return absl::OkStatus();
+}
+
+const MetaValue* ModelFile::FindMetadata(const std::string& key) const {
+  auto it = metadata_.find(key);
+  return it == metadata_.end() ? nullptr : &it->second;
+}
+
+namespace {
+absl::StatusOr<const MetaValue*> GetTyped(const ModelFile& f, const std::string& key,
+                                          MetaType type) {
+  const MetaValue* v = f.FindMetadata(key);
+  if (v == nullptr) {
+    return absl::NotFoundError(absl::StrCat("metadata key '", key, "' is absent"));
+  }
+  if (v->type != type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata key '", key, "' has type ", MetaTypeName(v->type), ", not ", MetaTypeName(type)));
+  }
+  return v;
+}
+}  // namespace
+
+absl::StatusOr<std::string> ModelFile::GetString(const std::string& key) const {
+  absl::StatusOr<const MetaValue*> v = GetTyped(*this, key, MetaType::kString);
+  if (!v.ok()) return v.status();
+  return (*v)->str;
+}
+absl::StatusOr<std::string> ModelFile::GetBytes(const std::string& key) const {
+  absl::StatusOr<const MetaValue*> v = GetTyped(*this, key, MetaType::kBytes);
+  if (!v.ok()) return v.status();
+  return (*v)->str;
+}
+absl::StatusOr<int64_t> ModelFile::GetI64(const std::string& key) const {
+  absl::StatusOr<const MetaValue*> v = GetTyped(*this, key, MetaType::kI64);
+  if (!v.ok()) return v.status();
+  return (*v)->i64;
+}
+absl::StatusOr<double> ModelFile::GetF64(const std::string& key) const {
+  absl::StatusOr<const MetaValue*> v = GetTyped(*this, key, MetaType::kF64);
+  if (!v.ok()) return v.status();
+  return (*v)->f64;
+}
+absl::StatusOr<std::vector<int64_t>> ModelFile::GetI64Array(const std::string& key) const {
+  absl::StatusOr<const MetaValue*> v = GetTyped(*this, key, MetaType::kI64Array);
+  if (!v.ok()) return v.status();
+  return (*v)->i64s;
+}
+
+const TensorInfo* ModelFile::Find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+absl::StatusOr<ExpertExtent> ModelFile::GetExpertExtent(int layer, int expert) const {
+  const int L = config_.num_hidden_layers, E = config_.moe_num_primary_experts;
+  if (layer < 0 || layer >= L || expert < 0 || expert >= E) {
+    return absl::OutOfRangeError(absl::StrCat("expert (", layer, ", ", expert,
+                                              ") out of range: ", L, " layers, ", E, " experts"));
+  }
+  const size_t base = (static_cast<size_t>(layer) * E + expert) * 3;
+  ExpertExtent x;
+  x.gate = &tensors_[expert_index_[base]];
+  x.up = &tensors_[expert_index_[base + 1]];
+  x.down_t = &tensors_[expert_index_[base + 2]];
+  x.offset = x.gate->offset;
+  x.size = x.down_t->offset + x.down_t->size - x.offset;
+  return x;
+}
+
+absl::Status ModelFile::VerifyTensor(const TensorInfo& t) const {
+  const uint32_t crc = Crc32c(base_ + t.offset, static_cast<size_t>(t.size));
+  if (crc != t.crc32c) {
+    return absl::DataLossError(absl::StrCat(
+        "tensor '", t.name, "' checksum mismatch (stored ", absl::Hex(t.crc32c, absl::kZeroPad8),
+        ", computed ", absl::Hex(crc, absl::kZeroPad8), "): its data at offset ", t.offset,
+        " is corrupt; re-copy or re-export the file"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::VerifyAllTensors() const {
+  for (const TensorInfo& t : tensors_) ST_RETURN_IF_ERROR(VerifyTensor(t));
+  return absl::OkStatus();
+}
+
+}  // namespace st
