@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on a fresh Debian 12 machine: install, build, prepare the KJV corpus,
-# pretrain the tiny model for a few minutes on CPU, and sample from the checkpoint.
+# pretrain the tiny model for a few minutes on CPU, sample from the checkpoint, and export it
+# to the quantized model file.
 # Re-running continues the existing run in runs/tiny instead of overwriting it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ if [[ -f runs/tiny/checkpoint.h5 ]]; then resume=(--resume); fi
 echo "== sampling from runs/tiny/checkpoint.h5"
 ./build/train/st-sample --checkpoint runs/tiny/checkpoint.h5 \
   --prompt "And God said" --max_new_tokens 300 --temperature 0.8 --top_k 40 --seed 7
+
+echo "== export to the quantized model file (q4_0 experts, q8_0 attention/embeddings)"
+./build/infer/tools/st-export --input runs/tiny/checkpoint.h5 --output runs/tiny/tiny-q4_0.stmf \
+  --recipe q4_0 --force
+./build/infer/tools/st-inspect --verify --tensors=false --config=false runs/tiny/tiny-q4_0.stmf
 
 echo "== training curves and expert load: runs/tiny/metrics.svg"
 python3 scripts/plot_metrics.py runs/tiny -o runs/tiny/metrics.svg
