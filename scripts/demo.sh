@@ -36,5 +36,9 @@ echo "== export to the quantized model file (q4_0 experts, q8_0 attention/embedd
   --recipe q4_0 --force
 ./build/infer/tools/st-inspect --verify --tensors=false --config=false runs/tiny/tiny-q4_0.stmf
 
+echo "== running the exported file with the torch-free runtime (first, scalar slice)"
+./build/infer/tools/st-run --model runs/tiny/tiny-q4_0.stmf --prompt "And God said" \
+  --max_new_tokens 100 --temperature 0.8 --top_k 40 --seed 7
+
 echo "== training curves and expert load: runs/tiny/metrics.svg"
 python3 scripts/plot_metrics.py runs/tiny -o runs/tiny/metrics.svg

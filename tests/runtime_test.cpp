@@ -1,0 +1,338 @@
+// The torch-free runtime (infer/runtime/engine.h) against a naive f32 reference written here:
+// a full recompute of the whole prefix at every step, no KV cache, dense experts.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "infer/format/model_file.h"
+#include "infer/runtime/engine.h"
+
+namespace st {
+namespace {
+
+using Mat = std::vector<float>;
+
+struct Weights {
+  ModelConfig cfg;
+  std::map<std::string, Mat> t;  // resident tensors by file name
+  // experts[l][e] = {gate [F,H], up [F,H], down_t [F,H]}
+  std::vector<std::vector<std::array<Mat, 3>>> experts;
+};
+
+ModelConfig TinyConfig(bool softmax) {
+  ModelConfig c;
+  c.num_hidden_layers = 2;
+  c.hidden_size = 64;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.vocab_size = 257;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  c.max_position_embeddings = 24;
+  c.rope_layout = {0, 1};             // layer 0 NoPE, layer 1 RoPE
+  c.sliding_window_layout = {0, 1};   // layer 0 global, layer 1 sliding
+  c.sliding_window_size = 5;
+  c.moe_num_primary_experts = 4;
+  c.moe_num_active_primary_experts = 2;
+  c.moe_ffn_hidden_size = 32;
+  c.moe_primary_router_apply_softmax = softmax;
+  c.tie_word_embeddings = true;
+  c.bos_token_id = -1;
+  c.eos_token_id = {256};
+  EXPECT_TRUE(ValidateModelConfig(c).ok());
+  return c;
+}
+
+Mat Random(std::mt19937& rng, size_t n, float stddev) {
+  std::normal_distribution<float> d(0.f, stddev);
+  Mat m(n);
+  for (float& v : m) v = d(rng);
+  return m;
+}
+
+Weights MakeWeights(const ModelConfig& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Weights w;
+  w.cfg = c;
+  const size_t H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(),
+               E = c.moe_num_primary_experts, F = c.moe_ffn_hidden_size;
+  w.t["token_embd"] = Random(rng, V * H, 0.5f);
+  Mat on = Random(rng, H, 0.1f);
+  for (float& v : on) v += 1.f;
+  w.t["output_norm"] = on;
+  w.experts.resize(c.num_hidden_layers);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    Mat n1 = Random(rng, H, 0.1f), n2 = Random(rng, H, 0.1f);
+    for (float& v : n1) v += 1.f;
+    for (float& v : n2) v += 1.f;
+    w.t[p + "attn_norm"] = n1;
+    w.t[p + "ffn_norm"] = n2;
+    w.t[p + "attn_q"] = Random(rng, Q * H, 0.25f);
+    w.t[p + "attn_k"] = Random(rng, KV * H, 0.25f);
+    w.t[p + "attn_v"] = Random(rng, KV * H, 0.2f);
+    w.t[p + "attn_output"] = Random(rng, H * Q, 0.1f);
+    w.t[p + "ffn_gate_inp"] = Random(rng, E * H, 0.3f);
+    for (size_t e = 0; e < E; ++e) {
+      w.experts[l].push_back({Random(rng, F * H, 0.15f), Random(rng, F * H, 0.15f),
+                              Random(rng, F * H, 0.15f)});
+    }
+  }
+  return w;
+}
+
+void WriteModel(const Weights& w, const std::string& path) {
+  auto wr = ModelFileWriter::Create(path);
+  ASSERT_TRUE(wr.ok()) << wr.status();
+  ModelFileWriter& f = **wr;
+  const ModelConfig& c = w.cfg;
+  f.SetConfig(c);
+  f.SetString(kMetaTokenizerName, "byte");
+  f.SetBytes(kMetaTokenizerJson, "");
+  f.SetString(kMetaChatTemplate, "");
+  f.SetI64(kMetaBosTokenId, -1);
+  f.SetI64Array(kMetaEosTokenIds, {256});
+  f.SetString(kMetaExportSource, "runtime_test");
+  f.SetString(kMetaExportRecipe, "f32");
+  const int64_t H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(),
+                E = c.moe_num_primary_experts, F = c.moe_ffn_hidden_size;
+  auto add = [&](const std::string& name, std::vector<int64_t> dims) {
+    const Mat& m = w.t.at(name);
+    ASSERT_TRUE(f.AddTensor(name, DType::kF32, dims, m.data(), m.size() * 4).ok()) << name;
+  };
+  add("token_embd", {V, H});
+  add("output_norm", {H});
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    add(p + "attn_norm", {H});
+    add(p + "attn_q", {Q, H});
+    add(p + "attn_k", {KV, H});
+    add(p + "attn_v", {KV, H});
+    add(p + "attn_output", {H, Q});
+    add(p + "ffn_norm", {H});
+    add(p + "ffn_gate_inp", {E, H});
+  }
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    for (int e = 0; e < E; ++e) {
+      const auto& ex = w.experts[l][e];
+      auto part = [&](int i) {
+        return ModelFileWriter::Part{DType::kF32, {F, H}, ex[i].data(), ex[i].size() * 4};
+      };
+      ASSERT_TRUE(f.AddExpert(l, e, part(0), part(1), part(2)).ok());
+    }
+  }
+  absl::Status s = f.Finish();
+  ASSERT_TRUE(s.ok()) << s;
+}
+
+// ---- Naive reference: whole-sequence recompute, returns the logits of the last position ----
+Mat Linear(const Mat& W, const Mat& x, int rows, int cols) {
+  Mat y(rows, 0.f);
+  for (int r = 0; r < rows; ++r) {
+    double s = 0;
+    for (int c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
+    y[r] = static_cast<float>(s);
+  }
+  return y;
+}
+
+Mat Norm(const Mat& x, const Mat& w, double eps) {
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const double inv = 1.0 / std::sqrt(ss / x.size() + eps);
+  Mat y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<float>(w[i] * x[i] * inv);
+  return y;
+}
+
+void RopeRef(Mat& v, int heads, int D, int pos, double theta) {
+  for (int n = 0; n < heads; ++n) {
+    for (int i = 0; i < D / 2; ++i) {
+      const double ang = pos * std::pow(theta, -2.0 * i / D);
+      const double a = v[n * D + i], b = v[n * D + i + D / 2];
+      v[n * D + i] = static_cast<float>(a * std::cos(ang) - b * std::sin(ang));
+      v[n * D + i + D / 2] = static_cast<float>(b * std::cos(ang) + a * std::sin(ang));
+    }
+  }
+}
+
+Mat NaiveLogits(const Weights& w, const std::vector<int32_t>& ids) {
+  const ModelConfig& c = w.cfg;
+  const int H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(),
+            D = c.head_dim, N = c.num_attention_heads, G = c.num_key_value_heads,
+            E = c.moe_num_primary_experts, K = c.moe_num_active_primary_experts,
+            F = c.moe_ffn_hidden_size;
+  const int S = ids.size();
+  std::vector<Mat> x(S);
+  for (int s = 0; s < S; ++s) {
+    x[s].assign(w.t.at("token_embd").begin() + ids[s] * H,
+                w.t.at("token_embd").begin() + (ids[s] + 1) * H);
+  }
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    std::vector<Mat> router(S), q(S), k(S), v(S);
+    for (int s = 0; s < S; ++s) {
+      router[s] = Linear(w.t.at(p + "ffn_gate_inp"), x[s], E, H);
+      Mat h = Norm(x[s], w.t.at(p + "attn_norm"), c.rms_norm_eps);
+      q[s] = Linear(w.t.at(p + "attn_q"), h, Q, H);
+      k[s] = Linear(w.t.at(p + "attn_k"), h, KV, H);
+      v[s] = Linear(w.t.at(p + "attn_v"), h, KV, H);
+      if (c.rope_layout[l]) {
+        RopeRef(q[s], N, D, s, c.rope_theta);
+        RopeRef(k[s], G, D, s, c.rope_theta);
+      }
+    }
+    const int window = c.sliding_window_layout[l] ? c.sliding_window_size : 0;
+    for (int i = 0; i < S; ++i) {
+      Mat a(Q, 0.f);
+      for (int n = 0; n < N; ++n) {
+        const int g = n / (N / G);
+        std::vector<double> sc(S, -INFINITY);
+        double mx = -INFINITY;
+        for (int j = 0; j < S; ++j) {
+          const int dist = i - j;
+          if (dist < 0 || (window > 0 && dist >= window)) continue;
+          double d = 0;
+          for (int e = 0; e < D; ++e) d += static_cast<double>(q[i][n * D + e]) * k[j][g * D + e];
+          sc[j] = d / std::sqrt(static_cast<double>(D));
+          mx = std::max(mx, sc[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < S; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
+        for (int j = 0; j < S; ++j) {
+          for (int e = 0; e < D; ++e) a[n * D + e] += static_cast<float>(sc[j] / sum * v[j][g * D + e]);
+        }
+      }
+      Mat o = Linear(w.t.at(p + "attn_output"), a, H, Q);
+      for (int e = 0; e < H; ++e) x[i][e] += o[e];
+      // MoE (dense expert evaluation) with the routing from before attention.
+      Mat h2 = Norm(x[i], w.t.at(p + "ffn_norm"), c.rms_norm_eps);
+      std::vector<int> idx(E);
+      for (int e = 0; e < E; ++e) idx[e] = e;
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](int a1, int b1) { return router[i][a1] > router[i][b1]; });
+      std::vector<double> wt(K);
+      double sum = 0;
+      for (int j = 0; j < K; ++j) {
+        const double z = router[i][idx[j]];
+        wt[j] = c.moe_primary_router_apply_softmax ? std::exp(z - router[i][idx[0]])
+                                                  : 1.0 / (1.0 + std::exp(-z));
+        sum += wt[j];
+      }
+      for (int j = 0; j < K; ++j) {
+        const auto& ex = w.experts[l][idx[j]];
+        Mat g = Linear(ex[0], h2, F, H), u = Linear(ex[1], h2, F, H);
+        for (int f = 0; f < F; ++f) {
+          const double act = std::max(0.f, g[f]) * static_cast<double>(u[f]) * wt[j] / sum;
+          for (int e = 0; e < H; ++e) x[i][e] += static_cast<float>(act * ex[2][f * H + e]);
+        }
+      }
+    }
+  }
+  Mat hN = Norm(x[S - 1], w.t.at("output_norm"), c.rms_norm_eps);
+  return Linear(w.t.at("token_embd"), hN, V, H);
+}
+
+std::string TmpPath(const std::string& name) {
+  return ::testing::TempDir() + "/" + name + "_" + std::to_string(::getpid()) + ".stmf";
+}
+
+class RuntimeTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RuntimeTest, ForwardMatchesNaiveRecomputeAcrossWindowWrap) {
+  const ModelConfig cfg = TinyConfig(GetParam());
+  const Weights w = MakeWeights(cfg, 1234);
+  const std::string path = TmpPath(GetParam() ? "rt_softmax" : "rt_sigmoid");
+  WriteModel(w, path);
+  auto eng = Engine::Load(path);
+  ASSERT_TRUE(eng.ok()) << eng.status();
+  Engine& e = **eng;
+
+  int hook_calls = 0;
+  e.set_prefetch_hook([&](int layer, absl::Span<const int> experts) {
+    EXPECT_EQ(experts.size(), static_cast<size_t>(cfg.moe_num_active_primary_experts));
+    EXPECT_LT(layer, cfg.num_hidden_layers);
+    ++hook_calls;
+  });
+
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids;
+  const int steps = 16;  // > 3 windows of 5: the ring buffer wraps
+  double max_diff = 0;
+  for (int s = 0; s < steps; ++s) {
+    ids.push_back(static_cast<int32_t>(rng() % cfg.vocab_size));
+    auto logits = e.Forward(ids.back());
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    const Mat ref = NaiveLogits(w, ids);
+    ASSERT_EQ(logits->size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR((*logits)[i], ref[i], 1e-4) << "step " << s << " logit " << i;
+      max_diff = std::max(max_diff, std::abs(static_cast<double>((*logits)[i]) - ref[i]));
+    }
+  }
+  std::printf("max |engine - naive| over %d steps: %.3g\n", steps, max_diff);
+  EXPECT_EQ(hook_calls, steps * cfg.num_hidden_layers);
+  EXPECT_EQ(e.position(), steps);
+  EXPECT_EQ(e.stats().tokens, steps);
+  EXPECT_EQ(e.stats().reglu_total,
+            int64_t{steps} * cfg.num_hidden_layers * cfg.moe_num_active_primary_experts *
+                cfg.moe_ffn_hidden_size);
+  EXPECT_GT(e.stats().reglu_skipped, 0);
+  EXPECT_LT(e.stats().reglu_skipped, e.stats().reglu_total);
+
+  // Reset then Prefill of the same tokens gives the same last logits.
+  auto last = NaiveLogits(w, ids);
+  e.Reset();
+  EXPECT_EQ(e.position(), 0);
+  auto pre = e.Prefill(ids);
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  for (size_t i = 0; i < last.size(); ++i) ASSERT_NEAR((*pre)[i], last[i], 1e-4);
+  std::remove(path.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Router, RuntimeTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("Softmax") : std::string("Sigmoid");
+                         });
+
+TEST(RuntimeErrors, ContextOverflowAndBadTokens) {
+  const ModelConfig cfg = TinyConfig(false);
+  const Weights w = MakeWeights(cfg, 99);
+  const std::string path = TmpPath("rt_errors");
+  WriteModel(w, path);
+  auto eng = Engine::Load(path);
+  ASSERT_TRUE(eng.ok()) << eng.status();
+  Engine& e = **eng;
+  EXPECT_EQ(e.Forward(-1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.Forward(cfg.vocab_size).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.Prefill({}).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> too_long(cfg.max_position_embeddings + 1, 1);
+  EXPECT_EQ(e.Prefill(too_long).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(e.position(), 0);  // nothing appended on error
+  std::vector<int32_t> full(cfg.max_position_embeddings, 2);
+  ASSERT_TRUE(e.Prefill(full).ok());
+  auto over = e.Forward(3);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(over.status().message().find("beyond the context"), std::string::npos);
+  EXPECT_EQ(e.position(), cfg.max_position_embeddings);
+  e.Reset();
+  EXPECT_TRUE(e.Forward(3).ok());
+  std::remove(path.c_str());
+}
+
+TEST(RuntimeErrors, LoadMissingFile) {
+  auto eng = Engine::Load("/nonexistent/model.stmf");
+  EXPECT_FALSE(eng.ok());
+}
+
+}  // namespace
+}  // namespace st
