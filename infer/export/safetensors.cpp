@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "infer/export/tensor_source.h"
+#include "infer/quant/codec.h"
 #include "model/check.h"
 #include "nlohmann/json.hpp"
 
@@ -24,33 +25,6 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian");
 
 using json = nlohmann::json;
-
-float BitsToFloat(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-float Bf16ToF32(uint16_t h) { return BitsToFloat(static_cast<uint32_t>(h) << 16); }
-
-float F16ToF32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {
-    if (mant == 0) return BitsToFloat(sign);  // +-0
-    // Subnormal: normalise the mantissa.
-    int32_t e = 127 - 15 + 1;
-    while ((mant & 0x400u) == 0) {
-      mant <<= 1;
-      --e;
-    }
-    mant &= 0x3ffu;
-    return BitsToFloat(sign | (static_cast<uint32_t>(e) << 23) | (mant << 13));
-  }
-  if (exp == 31) return BitsToFloat(sign | 0x7f800000u | (mant << 13));  // inf / nan
-  return BitsToFloat(sign | ((exp + 127 - 15) << 23) | (mant << 13));
-}
 
 // Reads exactly `n` bytes at `offset`.
 absl::Status PreadAll(int fd, const std::string& path, int64_t offset, void* out, size_t n) {
@@ -317,7 +291,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& n
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, raw.data() + 2 * i, 2);
-    out[static_cast<size_t>(i)] = bf16 ? Bf16ToF32(h) : F16ToF32(h);
+    out[static_cast<size_t>(i)] = bf16 ? BF16ToF32(h) : F16ToF32(h);
   }
   return out;
 }

@@ -45,21 +45,10 @@ using json = nlohmann::json;
 // the maximal invalid subpart there (at least 1), as the Unicode "maximal subpart" practice
 // (WHATWG TextDecoder, Python's errors="replace") defines it.
 int Utf8Step(const unsigned char* p, size_t n, int* bad) {
-  const unsigned char b0 = p[0];
-  if (b0 < 0x80) return 1;
-  int need;
-  unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 1;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 2;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 3;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
+  if (p[0] < 0x80) return 1;
+  unsigned char lo, hi;
+  const int need = Utf8LeadByte(p[0], &lo, &hi) - 1;
+  if (need < 1) {
     *bad = 1;
     return 0;
   }
@@ -337,6 +326,24 @@ bool ByteLevelToBytes(absl::string_view mapped, std::string* bytes) {
     i += len;
   }
   return true;
+}
+
+int Utf8LeadByte(unsigned char lead, unsigned char* lo, unsigned char* hi) {
+  *lo = 0x80;
+  *hi = 0xBF;
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) {
+    if (lead == 0xE0) *lo = 0xA0;
+    if (lead == 0xED) *hi = 0x9F;
+    return 3;
+  }
+  if (lead >= 0xF0 && lead <= 0xF4) {
+    if (lead == 0xF0) *lo = 0x90;
+    if (lead == 0xF4) *hi = 0x8F;
+    return 4;
+  }
+  return 0;
 }
 
 std::string SanitizeUtf8(absl::string_view text) {

@@ -42,6 +42,9 @@ std::string BytesToByteLevel(absl::string_view bytes);  // UTF-8 of the mapped c
 // Inverse; false if a code point is not in the mapping.
 bool ByteLevelToBytes(absl::string_view mapped, std::string* bytes);
 
+// Length (1-4) of the UTF-8 sequence `lead` starts, with the allowed range of its second byte
+// in [*lo, *hi] (Unicode table 3-7); 0 for a byte that cannot start a character.
+int Utf8LeadByte(unsigned char lead, unsigned char* lo, unsigned char* hi);
 // Replaces each maximal invalid UTF-8 subsequence by U+FFFD (as Python's errors="replace").
 std::string SanitizeUtf8(absl::string_view text);
 // NFC normalization (ICU).

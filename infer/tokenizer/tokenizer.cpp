@@ -28,19 +28,8 @@ size_t IncompleteTail(absl::string_view s) {
   for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
     const auto c = static_cast<unsigned char>(s[s.size() - back]);
     if ((c & 0xC0) == 0x80) continue;  // a continuation byte: the lead is further back
-    size_t need = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      need = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      need = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    }
+    unsigned char lo, hi;
+    const size_t need = static_cast<size_t>(Utf8LeadByte(c, &lo, &hi));
     if (need <= back) return 0;  // complete, or not a lead byte at all
     if (back >= 2) {
       const auto c1 = static_cast<unsigned char>(s[s.size() - back + 1]);
