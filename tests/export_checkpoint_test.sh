@@ -21,6 +21,9 @@ JSON
 "$build/infer/tools/st-inspect" --verify "$work/tiny.stmf" | tee "$work/inspect.txt"
 grep -q "checksums: all .* tensors verified" "$work/inspect.txt"
 grep -q "blk.3.ffn_down_t.7" "$work/inspect.txt"
+# tiny.json names no eos: the export carries the tokenizer's end-of-text id.
+eos=$("$build/data/st-data" encode --tokenizer "$work/tok.json" --text "<|endoftext|>")
+grep -qF "tokenizer.eos_token_ids = ${eos}" "$work/inspect.txt"
 if "$build/infer/tools/st-export" --input "$work/run/checkpoint.h5" --output "$work/tiny.stmf"; then
   echo "st-export replaced an existing file without --force" >&2
   exit 1

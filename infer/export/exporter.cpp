@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "infer/format/model_file.h"
 #include "infer/quant/codec.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
 
 namespace st {
@@ -128,8 +129,15 @@ absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::str
   w->SetBytes(kMetaTokenizerJson, src.tokenizer_json());
   w->SetString(kMetaChatTemplate, src.chat_template());
   w->SetI64(kMetaBosTokenId, cfg.bos_token_id);
-  w->SetI64Array(kMetaEosTokenIds,
-                 std::vector<int64_t>(cfg.eos_token_id.begin(), cfg.eos_token_id.end()));
+  // End-of-sequence ids: the config's (Hugging Face checkpoints name them), else the
+  // tokenizer's end-of-text token (our configs leave them to the tokenizer).
+  std::vector<int64_t> eos(cfg.eos_token_id.begin(), cfg.eos_token_id.end());
+  if (eos.empty()) {
+    ST_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok,
+                        MakeTokenizer(src.tokenizer_name(), src.tokenizer_json()));
+    if (tok->eos_id() >= 0) eos.push_back(tok->eos_id());
+  }
+  w->SetI64Array(kMetaEosTokenIds, eos);
   w->SetString(kMetaExportSource, src.description());
   w->SetString(kMetaExportRecipe, recipe.ToString());
 
