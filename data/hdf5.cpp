@@ -41,10 +41,28 @@ class Hid {
   }
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  void reset(hid_t id) {
+    if (id_ >= 0) H5Idec_ref(id_);
+    id_ = id;
+  }
 
  private:
   hid_t id_;
 };
+
+// Opens dataset `p` of `f` (HDF5 id `file`) into `dset`: NotFound when absent,
+// InvalidArgument when `p` is a group.
+absl::Status OpenDataset(const H5File& f, hid_t file, const std::string& p, Hid* dset) {
+  if (!f.Exists(p)) {
+    return absl::NotFoundError(absl::StrCat(f.path(), ": dataset '", p, "' not found"));
+  }
+  dset->reset(H5Dopen2(file, p.c_str(), H5P_DEFAULT));
+  if (!dset->ok()) {
+    H5Eclear2(H5E_DEFAULT);
+    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": '", p, "' is not a dataset"));
+  }
+  return absl::OkStatus();
+}
 
 // The most specific message on HDF5's error stack (for appending to our messages), cleared.
 herr_t FirstErrorWalker(unsigned n, const H5E_error2_t* err, void* data) {
@@ -299,12 +317,8 @@ absl::Status H5File::WriteChunked1D(absl::string_view path, H5Type type, int64_t
 
 absl::StatusOr<int64_t> H5File::ChunkLength(absl::string_view path) const {
   const std::string p(path);
-  if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));
-  Hid dset(H5Dopen2(id_, p.c_str(), H5P_DEFAULT));
-  if (!dset.ok()) {
-    H5Eclear2(H5E_DEFAULT);
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", p, "' is not a dataset"));
-  }
+  Hid dset;
+  ST_RETURN_IF_ERROR(OpenDataset(*this, id_, p, &dset));
   Hid dcpl(H5Dget_create_plist(dset.get()));
   if (!dcpl.ok()) {
     return absl::InternalError(
@@ -321,12 +335,8 @@ absl::StatusOr<int64_t> H5File::ChunkLength(absl::string_view path) const {
 
 absl::StatusOr<H5DatasetInfo> H5File::Info(absl::string_view path) const {
   const std::string p(path);
-  if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));
-  Hid dset(H5Dopen2(id_, p.c_str(), H5P_DEFAULT));
-  if (!dset.ok()) {
-    H5Eclear2(H5E_DEFAULT);
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", p, "' is not a dataset"));
-  }
+  Hid dset;
+  ST_RETURN_IF_ERROR(OpenDataset(*this, id_, p, &dset));
   Hid ftype(H5Dget_type(dset.get()));
   Hid space(H5Dget_space(dset.get()));
   H5DatasetInfo info;
@@ -370,12 +380,8 @@ absl::StatusOr<H5DatasetInfo> H5File::Info(absl::string_view path) const {
 absl::Status H5File::ReadDataset(absl::string_view path, H5Type type, void* out,
                                  size_t bytes) const {
   const std::string p(path);
-  if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));
-  Hid dset(H5Dopen2(id_, p.c_str(), H5P_DEFAULT));
-  if (!dset.ok()) {
-    H5Eclear2(H5E_DEFAULT);
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", p, "' is not a dataset"));
-  }
+  Hid dset;
+  ST_RETURN_IF_ERROR(OpenDataset(*this, id_, p, &dset));
   Hid space(H5Dget_space(dset.get()));
   std::vector<int64_t> shape;
   if (!space.ok() || !SpaceShape(space.get(), &shape)) {
@@ -401,12 +407,8 @@ absl::Status H5File::ReadDataset(absl::string_view path, H5Type type, void* out,
 absl::Status H5File::ReadSlab1D(absl::string_view path, H5Type type, int64_t offset, int64_t count,
                                 void* out) const {
   const std::string p(path);
-  if (!Exists(p)) return absl::NotFoundError(absl::StrCat(path_, ": dataset '", p, "' not found"));
-  Hid dset(H5Dopen2(id_, p.c_str(), H5P_DEFAULT));
-  if (!dset.ok()) {
-    H5Eclear2(H5E_DEFAULT);
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": '", p, "' is not a dataset"));
-  }
+  Hid dset;
+  ST_RETURN_IF_ERROR(OpenDataset(*this, id_, p, &dset));
   Hid fspace(H5Dget_space(dset.get()));
   std::vector<int64_t> shape;
   if (!fspace.ok() || !SpaceShape(fspace.get(), &shape)) {
