@@ -34,8 +34,6 @@ class CheckFailure {
   } else               \
     ::st::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
-#define ST_CHECK_EQ(a, b) ST_CHECK((a) == (b)) << "(" << (a) << " vs " << (b) << ") "
-
 // Returns early from a function returning absl::Status / StatusOr when `expr` is not ok.
 #define ST_RETURN_IF_ERROR(expr)             \
   do {                                       \
