@@ -374,7 +374,7 @@ TEST(LossTest, RouterStatsEntropyAndLoad) {
   r.expert_counts_E = torch::tensor({3, 1}, torch::kInt64);
   r.reglu_zero = 6;
   r.reglu_total = 8;
-  stats.Add({r}, /*apply_softmax=*/true);
+  stats.Add({r}, {RouterProbs(r.router_logits_TE, /*apply_softmax=*/true)});
   EXPECT_NEAR(stats.RouterEntropy()[0], std::log(2.0), 1e-6);
   EXPECT_NEAR(stats.ExpertLoad()[0][0], 0.75, 1e-9);
   EXPECT_NEAR(stats.ReGLUSparsity()[0], 0.75, 1e-9);

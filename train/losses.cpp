@@ -73,7 +73,9 @@ LossTerms ComputeLosses(const ForwardOutput& out, const torch::Tensor& targets_B
   torch::Tensor z = torch::zeros_like(lbl);
   for (int l = 0; l < L; ++l) {
     const torch::Tensor& logits = out.routing[l].router_logits_TE;
-    lbl = lbl + LoadBalanceLoss(RouterProbs(logits, cfg.moe_primary_router_apply_softmax), f_LE[l]);
+    torch::Tensor probs = RouterProbs(logits, cfg.moe_primary_router_apply_softmax);
+    lbl = lbl + LoadBalanceLoss(probs, f_LE[l]);
+    t.router_probs_LTE.push_back(probs.detach());
     if (opt.z_loss_coef > 0) z = z + RouterZLoss(logits);
   }
   t.lbl = lbl / L;
@@ -94,14 +96,15 @@ void RouterStats::Reset() {
   total_.assign(layers_, 0);
 }
 
-void RouterStats::Add(const std::vector<LayerRouting>& routing, bool apply_softmax) {
+void RouterStats::Add(const std::vector<LayerRouting>& routing,
+                      const std::vector<torch::Tensor>& probs) {
   torch::NoGradGuard no_grad;
-  ST_CHECK(static_cast<int>(routing.size()) == layers_);
+  ST_CHECK(static_cast<int>(routing.size()) == layers_ && probs.size() == routing.size());
   for (int l = 0; l < layers_; ++l) {
     const LayerRouting& r = routing[l];
     torch::Tensor c = r.expert_counts_E.to(torch::kCPU, torch::kInt64).contiguous();
     for (int e = 0; e < experts_; ++e) counts_[l][e] += c.data_ptr<int64_t>()[e];
-    torch::Tensor p = RouterProbs(r.router_logits_TE, apply_softmax);
+    const torch::Tensor& p = probs[l];
     entropy_sum_[l] += (-(p * p.clamp_min(1e-12).log()).sum(-1)).sum().item<double>();
     entropy_tokens_[l] += p.size(0);
     zero_[l] += r.reglu_zero;

@@ -64,6 +64,7 @@ struct LossOptions {
 struct LossTerms {
   torch::Tensor total;  // ce + lbl_coef * lbl + z_coef * z   (what backward() sees)
   torch::Tensor ce, lbl, z;
+  std::vector<torch::Tensor> router_probs_LTE;  // per layer, detached: RouterStats reuses them
 };
 
 // Cross-entropy over logits_BSV against targets_BS, plus the router losses of every layer.
@@ -76,7 +77,8 @@ LossTerms ComputeLosses(const ForwardOutput& out, const torch::Tensor& targets_B
 class RouterStats {
  public:
   RouterStats(int layers, int experts);
-  void Add(const std::vector<LayerRouting>& routing, bool apply_softmax);
+  // `probs` are the layers' router probabilities (LossTerms::router_probs_LTE).
+  void Add(const std::vector<LayerRouting>& routing, const std::vector<torch::Tensor>& probs);
   // Per-layer fractions of assignments [L][E], mean router entropy in nats [L], and fraction
   // of zero ReGLU activations inside routed experts [L]. Zero-filled when empty.
   std::vector<std::vector<double>> ExpertLoad() const;

@@ -262,7 +262,7 @@ absl::Status Trainer::Run() {
       ce_sum += terms.ce.item<double>();
       lbl_sum += terms.lbl.item<double>();
       z_sum += terms.z.item<double>();
-      stats.Add(out.routing, opts_.model.moe_primary_router_apply_softmax);
+      stats.Add(out.routing, terms.router_probs_LTE);
     }
     const double max_norm = c.grad_clip > 0 ? c.grad_clip : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
