@@ -17,7 +17,7 @@ namespace st {
 // Which type each tensor class gets. Matrices whose rows are not a multiple of the block
 // size (32) fall back to F16 for the block types, and the report says so.
 struct ExportRecipe {
-  std::string name;  // the preset it came from
+  std::string name;                // the preset it came from
   DType embedding = DType::kQ8_0;  // model.embed_tokens
   DType attention = DType::kQ8_0;  // q/k/v/o projections
   DType router = DType::kF32;      // primary_router
@@ -28,7 +28,9 @@ struct ExportRecipe {
 };
 
 // Presets: "f32" (everything F32), "f16" (matrices F16), "q8_0" (matrices Q8_0), "q4_0"
-// (experts Q4_0, other matrices Q8_0). Router and norms stay F32 in every preset.
+// (experts Q4_0, other matrices Q8_0), "q4_0_pure" (every matrix Q4_0: embedding, attention,
+// experts, LM head; what llama.cpp benchmarks with --pure). Router and norms stay F32 in every
+// preset.
 absl::StatusOr<ExportRecipe> RecipePreset(const std::string& name);
 
 // Quantization error of one tensor class, over all its elements.

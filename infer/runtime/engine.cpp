@@ -1,276 +1,353 @@
+// Engine: weights view over the mapped file, KV caches, and the forward pass
+// (route -> prefetch -> attention -> MoE) for one token (decode) or a chunk of tokens (prefill).
 #include "infer/runtime/engine.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "infer/quant/codec.h"
+#include "infer/quant/kernels.h"
+#include "infer/runtime/thread_pool.h"
+#include "model/check.h"
 
 namespace st {
 namespace {
 
-// Dequantizes a whole resident tensor to f32, checking its shape.
-absl::Status LoadResident(const ModelFile& f, const std::string& name,
-                          const std::vector<int64_t>& dims, std::vector<float>* out) {
+constexpr int kTokenBlock = 16;  // tokens whose activations stay in L1 while rows stream past
+
+// A weight matrix inside the mapping: [rows, cols] of `t`, rows contiguous.
+struct Mat {
+  DType t = DType::kF32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+  int64_t bytes() const { return rows * static_cast<int64_t>(row_bytes); }
+};
+
+Mat MatOf(const ModelFile& f, const TensorInfo& info) {
+  Mat m;
+  m.t = info.dtype;
+  m.data = f.TensorData(info);
+  m.rows = info.dims.size() == 2 ? info.dims[0] : 1;
+  m.cols = info.dims.back();
+  m.row_bytes = static_cast<size_t>(DTypeBytes(info.dtype, m.cols));
+  return m;
+}
+
+absl::StatusOr<Mat> FindMat(const ModelFile& f, const std::string& name,
+                            const std::vector<int64_t>& dims) {
   const TensorInfo* info = f.Find(name);
   if (info == nullptr) return absl::NotFoundError(absl::StrCat("tensor '", name, "' is missing"));
   if (info->dims != dims) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has an unexpected shape"));
   }
-  const int64_t n = info->num_elements();
-  out->resize(n);
-  DequantizeRow(info->dtype, f.TensorData(*info), n, out->data());
+  return MatOf(f, *info);
+}
+
+// A small resident vector (norm weights, router) dequantized to f32 once.
+absl::Status LoadF32(const ModelFile& f, const std::string& name, const std::vector<int64_t>& dims,
+                     std::vector<float>* out) {
+  ST_ASSIGN_OR_RETURN(Mat m, FindMat(f, name, dims));
+  out->resize(static_cast<size_t>(m.rows * m.cols));
+  DequantizeRow(m.t, m.data, m.rows * m.cols, out->data());
   return absl::OkStatus();
 }
 
-float Dot(const float* a, const float* b, int n) {
-  float s = 0.f;
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-// y[r] = sum_c W[r, c] x[c], W [rows, cols].
-void MatVec(const std::vector<float>& W, const float* x, int rows, int cols, float* y) {
-  for (int r = 0; r < rows; ++r) y[r] = Dot(W.data() + static_cast<size_t>(r) * cols, x, cols);
-}
-
-void RmsNorm(const float* x, const std::vector<float>& w, int n, double eps, float* out) {
+void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* out) {
   float ss = 0.f;
-  for (int i = 0; i < n; ++i) ss += x[i] * x[i];
-  const float inv = 1.0f / std::sqrt(ss / n + static_cast<float>(eps));
-  for (int i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path) {
-  auto file = ModelFile::Open(path);
-  if (!file.ok()) return file.status();
-  return FromFile(std::move(*file));
+// Activations of T tokens: f32 rows [T, n], and their Q8_0 form made on first use.
+struct Acts {
+  int T = 0;
+  int64_t n = 0;
+  std::vector<float> f;
+  std::vector<BlockQ8_0> q;
+  bool q_ready = false;
+  void Resize(int t, int64_t cols) {
+    T = t;
+    n = cols;
+    if (f.size() < static_cast<size_t>(t * cols)) f.resize(static_cast<size_t>(t * cols));
+    q_ready = false;
+  }
+  float* row(int t) { return f.data() + static_cast<size_t>(t) * n; }
+};
+
+// Per-layer KV cache. Sliding-window layers keep a ring of window + prefill_chunk slots (so a
+// chunk's own keys never overwrite keys its earlier queries still need); global layers grow.
+struct KvCache {
+  bool f16 = true;
+  int64_t width = 0;  // kv heads * head_dim
+  int window = 0;     // 0 = global
+  int64_t slots = 0;  // ring size (sliding) or positions held (global)
+  std::vector<uint16_t> k16, v16;
+  std::vector<float> k32, v32;
+
+  int64_t Slot(int64_t pos) const { return window > 0 ? pos % slots : pos; }
+  void Init(bool use_f16, int64_t w, int win, int64_t ring) {
+    f16 = use_f16;
+    width = w;
+    window = win;
+    slots = 0;
+    if (window > 0) Grow(ring);
+  }
+  void Grow(int64_t n) {
+    if (n <= slots) return;
+    slots = n;
+    const size_t sz = static_cast<size_t>(n * width);
+    if (f16) {
+      k16.resize(sz);
+      v16.resize(sz);
+    } else {
+      k32.resize(sz);
+      v32.resize(sz);
+    }
+  }
+  void Clear() {
+    if (window == 0) {
+      slots = 0;
+      k16.clear();
+      v16.clear();
+      k32.clear();
+      v32.clear();
+    }
+  }
+};
+
+struct ExpertMats {
+  Mat gate, up, down_t;  // each [F, H]
+};
+
+struct LayerW {
+  std::vector<float> attn_norm, ffn_norm;  // [H]
+  std::vector<float> router_f32;           // [E, H]
+  Mat router;                              // view of router_f32
+  Mat q, k, v, o;
+  bool rope = false;
+  int window = 0;
+  KvCache kv;
+  std::vector<ExpertMats> experts;  // [E]
+};
+
+// Per-thread scratch (only its thread touches it inside a parallel job).
+struct Scratch {
+  std::vector<uint8_t> xq;  // gathered activations of an expert group
+  std::vector<float> g, u, row, scores;
+  std::vector<int32_t> active;
+};
+
+struct Engine::Impl {
+  const Kernels* kern = nullptr;
+  std::unique_ptr<ThreadPool> pool;
+  Mat token_embd, lm_head;
+  std::vector<float> output_norm;
+  std::vector<LayerW> layers;
+  std::vector<double> inv_freq;  // [D/2]
+  std::vector<Scratch> scratch;  // [threads]
+
+  // Chunk state, [T, ...] row-major.
+  Acts x, h, att;
+  std::vector<float> q_TQ, k_TK, v_TK, o_TH, y_TH, router_TE, cos_TD, sin_TD, logits_TV;
+  std::vector<int32_t> sel_TK;  // chosen experts, [T, K]
+  std::vector<float> wts_TK;    // their weights, [T, K]
+  // Grouped MoE: assignments sorted by expert.
+  std::vector<int32_t> group_begin;    // [E + 1]
+  std::vector<int32_t> group_token;    // [T * K] token of each assignment
+  std::vector<float> group_weight;     // [T * K]
+  std::vector<int32_t> assign_of_TK;   // [T, K] -> assignment index
+  std::vector<float> out_AH;           // [T * K, H] expert outputs per assignment
+  std::vector<int64_t> group_active;   // [E] rows with any active token (stats)
+  std::vector<int64_t> group_skipped;  // [E] (token, neuron) pairs skipped
+  // Decode MoE.
+  std::vector<float> g_KF;                   // gate outputs of the k experts
+  std::vector<int32_t> act_expert, act_row;  // active (slot, neuron) pairs
+  std::vector<float> act_val;
+
+  // Quantizes acts to Q8_0 when a consumer needs it.
+  void PrepQ8(Acts& a) {
+    if (a.q_ready) return;
+    const int64_t nb = a.n / kQBlock;
+    if (a.q.size() < static_cast<size_t>(a.T * nb)) a.q.resize(static_cast<size_t>(a.T * nb));
+    pool->Run(a.T, [&](int64_t t, int) {
+      kern->quantize_q8(a.f.data() + t * a.n, a.n, a.q.data() + t * nb);
+    });
+    a.q_ready = true;
+  }
+  const uint8_t* ActData(Acts& a, DType wt) {
+    if (UsesQ8Activations(wt)) {
+      PrepQ8(a);
+      return reinterpret_cast<const uint8_t*>(a.q.data());
+    }
+    return reinterpret_cast<const uint8_t*>(a.f.data());
+  }
+
+  struct Job {
+    const Mat* w;
+    Acts* x;
+    float* y;  // y[t * ldy + r]
+    int64_t ldy;
+    int64_t r0, r1;
+  };
+  // Y = W X for several matrices in one parallel region: rows split into tasks, tokens in
+  // blocks of kTokenBlock so a block's activations stay in L1 while the rows stream past.
+  void MatMul(std::initializer_list<Job> jobs_in, int T) {
+    Job jobs[8];
+    int nj = 0;
+    int64_t total = 0;
+    for (const Job& j : jobs_in) {
+      jobs[nj] = j;
+      if (jobs[nj].r1 == 0) jobs[nj].r1 = j.w->rows;
+      total += jobs[nj].r1 - jobs[nj].r0;
+      ActData(*j.x, j.w->t);  // quantize before the parallel region
+      ++nj;
+    }
+    const int64_t chunk = std::max<int64_t>(16, total / (pool->size() * 8));
+    // Task list: (job, row begin).
+    std::vector<std::pair<int, int64_t>> tasks;
+    for (int j = 0; j < nj; ++j) {
+      for (int64_t r = jobs[j].r0; r < jobs[j].r1; r += chunk) tasks.emplace_back(j, r);
+    }
+    pool->Run(static_cast<int64_t>(tasks.size()), [&](int64_t ti, int) {
+      const Job& jb = jobs[tasks[ti].first];
+      const int64_t r0 = tasks[ti].second, r1 = std::min(jb.r1, r0 + chunk);
+      const DType wt = jb.w->t;
+      const uint8_t* X = ActData(*jb.x, wt);
+      const size_t xs = ActivationRowBytes(wt, jb.x->n);
+      for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
+        const int tb = std::min(kTokenBlock, T - t0);
+        for (int64_t r = r0; r < r1; ++r) {
+          kern->row_dots(wt, jb.w->row(r), X + t0 * xs, xs, tb, jb.w->cols, jb.y + t0 * jb.ldy + r,
+                         jb.ldy);
+        }
+      }
+    });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path,
+                                                     const EngineOptions& options) {
+  ST_ASSIGN_OR_RETURN(auto file, ModelFile::Open(path));
+  return FromFile(std::move(file), options);
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFile> file) {
+absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFile> file,
+                                                         const EngineOptions& options) {
+  if (options.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be >= 0 (0 = all cores), got ", options.threads));
+  }
+  if (options.prefill_chunk < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefill_chunk must be >= 1, got ", options.prefill_chunk));
+  }
   std::unique_ptr<Engine> e(new Engine());
   e->file_ = std::move(file);
-  absl::Status s = e->Init();
-  if (!s.ok()) return s;
+  e->opt_ = options;
+  e->cfg_ = e->file_->config();
+  e->impl_ = std::make_unique<Impl>();
+  Impl& m = *e->impl_;
+  const ModelConfig& c = e->cfg_;
+  const ModelFile& f = *e->file_;
+  const int64_t H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(),
+                E = c.moe_num_primary_experts;
+  if (c.max_position_embeddings <= 0) {
+    return absl::InvalidArgumentError("model config: max_position_embeddings must be > 0");
+  }
+  int threads = options.threads;
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  m.kern = &SelectKernels(options.simd);
+  m.pool = std::make_unique<ThreadPool>(threads);
+  m.scratch.resize(threads);
+
+  ST_ASSIGN_OR_RETURN(m.token_embd, FindMat(f, "token_embd", {V, H}));
+  ST_RETURN_IF_ERROR(LoadF32(f, "output_norm", {H}, &m.output_norm));
+  if (c.tie_word_embeddings) {
+    m.lm_head = m.token_embd;
+  } else {
+    ST_ASSIGN_OR_RETURN(m.lm_head, FindMat(f, "output", {V, H}));
+  }
+  m.layers.resize(c.num_hidden_layers);
+  const int64_t ring_extra = options.prefill_chunk;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    LayerW& L = m.layers[l];
+    const std::string p = absl::StrCat("blk.", l, ".");
+    ST_RETURN_IF_ERROR(LoadF32(f, p + "attn_norm", {H}, &L.attn_norm));
+    ST_RETURN_IF_ERROR(LoadF32(f, p + "ffn_norm", {H}, &L.ffn_norm));
+    ST_RETURN_IF_ERROR(LoadF32(f, p + "ffn_gate_inp", {E, H}, &L.router_f32));
+    L.router = Mat{DType::kF32, reinterpret_cast<const uint8_t*>(L.router_f32.data()), E, H,
+                   static_cast<size_t>(H * sizeof(float))};
+    ST_ASSIGN_OR_RETURN(L.q, FindMat(f, p + "attn_q", {Q, H}));
+    ST_ASSIGN_OR_RETURN(L.k, FindMat(f, p + "attn_k", {KV, H}));
+    ST_ASSIGN_OR_RETURN(L.v, FindMat(f, p + "attn_v", {KV, H}));
+    ST_ASSIGN_OR_RETURN(L.o, FindMat(f, p + "attn_output", {H, Q}));
+    L.rope = c.layer_uses_rope[l];
+    L.window = c.layer_uses_sliding[l] ? c.sliding_window_size : 0;
+    const int64_t ring =
+        std::min<int64_t>(static_cast<int64_t>(L.window) + ring_extra, c.max_position_embeddings);
+    L.kv.Init(options.kv_f16, KV, L.window, ring);
+    for (int x = 0; x < E; ++x) {
+      ST_ASSIGN_OR_RETURN(ExpertExtent ex, f.GetExpertExtent(l, x));
+      L.experts.push_back({MatOf(f, *ex.gate), MatOf(f, *ex.up), MatOf(f, *ex.down_t)});
+      const ExpertMats& em = L.experts.back();
+      const ExpertMats& e0 = m.layers[0].experts[0];
+      if (em.gate.t != e0.gate.t || em.up.t != e0.gate.t || em.down_t.t != e0.gate.t) {
+        return absl::UnimplementedError(
+            absl::StrCat("expert tensors of layer ", l, " expert ", x,
+                         " mix element types; the runtime needs "
+                         "one type for every expert matrix (re-export with a single --recipe)"));
+      }
+    }
+  }
+  const int D = c.head_dim;
+  m.inv_freq.resize(D / 2);
+  for (int i = 0; i < D / 2; ++i) m.inv_freq[i] = std::pow(c.rope_theta, -2.0 * i / D);
   return e;
 }
 
-absl::Status Engine::Init() {
-  cfg_ = file_->config();
-  const ModelFile& f = *file_;
-  const int64_t H = cfg_.hidden_size, V = cfg_.vocab_size, Q = cfg_.q_width(),
-                KV = cfg_.kv_width(), E = cfg_.moe_num_primary_experts;
-  if (cfg_.max_position_embeddings <= 0) {
-    return absl::InvalidArgumentError("model config: max_position_embeddings must be > 0");
+Engine::~Engine() = default;
+
+int Engine::threads() const { return impl_->pool->size(); }
+std::string Engine::KernelName() const { return impl_->kern->name; }
+
+int64_t Engine::DenseDecodeWeightBytes() const {
+  const int K = cfg_.moe_num_active_primary_experts;
+  int64_t b = impl_->token_embd.row_bytes + impl_->lm_head.bytes();
+  for (const LayerW& L : impl_->layers) {
+    b += L.router.bytes() + L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes();
+    const ExpertMats& x = L.experts[0];
+    b += K * (x.gate.bytes() + x.up.bytes() + x.down_t.bytes());
   }
-  absl::Status s;
-  if (!(s = LoadResident(f, "token_embd", {V, H}, &token_embd_)).ok()) return s;
-  if (!(s = LoadResident(f, "output_norm", {H}, &output_norm_)).ok()) return s;
-  if (!cfg_.tie_word_embeddings) {
-    if (!(s = LoadResident(f, "output", {V, H}, &output_)).ok()) return s;
-  }
-  layers_.resize(cfg_.num_hidden_layers);
-  for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
-    Layer& L = layers_[l];
-    const std::string p = absl::StrCat("blk.", l, ".");
-    if (!(s = LoadResident(f, p + "attn_norm", {H}, &L.attn_norm)).ok()) return s;
-    if (!(s = LoadResident(f, p + "ffn_norm", {H}, &L.ffn_norm)).ok()) return s;
-    if (!(s = LoadResident(f, p + "attn_q", {Q, H}, &L.wq)).ok()) return s;
-    if (!(s = LoadResident(f, p + "attn_k", {KV, H}, &L.wk)).ok()) return s;
-    if (!(s = LoadResident(f, p + "attn_v", {KV, H}, &L.wv)).ok()) return s;
-    if (!(s = LoadResident(f, p + "attn_output", {H, Q}, &L.wo)).ok()) return s;
-    if (!(s = LoadResident(f, p + "ffn_gate_inp", {E, H}, &L.router)).ok()) return s;
-    L.rope = cfg_.layer_uses_rope[l];
-    L.window = cfg_.layer_uses_sliding[l] ? cfg_.sliding_window_size : 0;
-    L.capacity = L.window > 0 ? std::min(L.window, cfg_.max_position_embeddings) : 0;
-    if (L.window > 0) {
-      L.k_cache.assign(static_cast<size_t>(L.capacity) * KV, 0.f);
-      L.v_cache.assign(static_cast<size_t>(L.capacity) * KV, 0.f);
-    }
-    for (int e = 0; e < E; ++e) {
-      auto ex = f.GetExpertExtent(l, e);
-      if (!ex.ok()) return ex.status();
-      L.experts.push_back(*ex);
-    }
-  }
-  const int F = cfg_.moe_ffn_hidden_size;
-  x_.resize(H); h_.resize(H); q_.resize(Q); k_.resize(KV); v_.resize(KV); att_.resize(Q);
-  o_.resize(H); y_.resize(H); row_.resize(H); gate_.resize(F); act_.resize(F);
-  logits_.resize(E);
-  rope_cos_.resize(cfg_.head_dim / 2);
-  rope_sin_.resize(cfg_.head_dim / 2);
-  return absl::OkStatus();
+  return b;
 }
 
 void Engine::Reset() {
   pos_ = 0;
-  for (Layer& L : layers_) {
-    if (L.window == 0) {
-      L.k_cache.clear();
-      L.v_cache.clear();
-    }
-  }
+  for (LayerW& L : impl_->layers) L.kv.Clear();
 }
 
-void Engine::Rope(float* x, int n_heads) const {
-  const int D = cfg_.head_dim, half = D / 2;
-  for (int n = 0; n < n_heads; ++n) {
-    float* v = x + static_cast<size_t>(n) * D;
-    for (int i = 0; i < half; ++i) {
-      const float a = v[i], b = v[i + half];
-      v[i] = a * rope_cos_[i] - b * rope_sin_[i];
-      v[i + half] = b * rope_cos_[i] + a * rope_sin_[i];
-    }
-  }
-}
-
-// h: normed input [H]; out: Wo a [H]. Appends this position's k, v to the cache.
-void Engine::Attention(Layer& L, const float* h, float* out) {
-  const int H = cfg_.hidden_size, Q = cfg_.q_width(), KV = cfg_.kv_width(), D = cfg_.head_dim;
-  const int N = cfg_.num_attention_heads, G = cfg_.num_key_value_heads, rep = N / G;
-  MatVec(L.wq, h, Q, H, q_.data());
-  MatVec(L.wk, h, KV, H, k_.data());
-  MatVec(L.wv, h, KV, H, v_.data());
-  if (L.rope) {
-    Rope(q_.data(), N);
-    Rope(k_.data(), G);
-  }
-  // Store k, v: ring slot pos % window on sliding layers, appended on global ones.
-  if (L.window > 0) {
-    const size_t slot = static_cast<size_t>(pos_ % L.capacity);
-    std::copy(k_.begin(), k_.end(), L.k_cache.begin() + slot * KV);
-    std::copy(v_.begin(), v_.end(), L.v_cache.begin() + slot * KV);
-  } else {
-    L.k_cache.insert(L.k_cache.end(), k_.begin(), k_.end());
-    L.v_cache.insert(L.v_cache.end(), v_.begin(), v_.end());
-  }
-  // Keys j in [first, pos_]; sliding layers keep j iff pos_ - j < window.
-  const int first = L.window > 0 ? std::max(0, pos_ - L.window + 1) : 0;
-  const int T = pos_ - first + 1;
-  scores_.resize(T);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  for (int n = 0; n < N; ++n) {
-    const int g = n / rep;
-    const float* qn = q_.data() + static_cast<size_t>(n) * D;
-    float mx = -INFINITY;
-    for (int t = 0; t < T; ++t) {
-      const int j = first + t;
-      const size_t slot = L.window > 0 ? static_cast<size_t>(j % L.capacity) : j;
-      scores_[t] = Dot(qn, L.k_cache.data() + slot * KV + static_cast<size_t>(g) * D, D) * scale;
-      mx = std::max(mx, scores_[t]);
-    }
-    float sum = 0.f;
-    for (int t = 0; t < T; ++t) sum += (scores_[t] = std::exp(scores_[t] - mx));
-    float* an = att_.data() + static_cast<size_t>(n) * D;
-    std::fill(an, an + D, 0.f);
-    for (int t = 0; t < T; ++t) {
-      const int j = first + t;
-      const size_t slot = L.window > 0 ? static_cast<size_t>(j % L.capacity) : j;
-      const float p = scores_[t] / sum;
-      const float* vj = L.v_cache.data() + slot * KV + static_cast<size_t>(g) * D;
-      for (int d = 0; d < D; ++d) an[d] += p * vj[d];
-    }
-  }
-  MatVec(L.wo, att_.data(), H, Q, out);
-}
-
-// y += w * down(relu(gate h) * up h), sparse: up and down_t rows only where relu(gate) > 0.
-void Engine::Expert(const ExpertExtent& ex, const float* h, float w, float* y) {
-  const int H = cfg_.hidden_size, F = cfg_.moe_ffn_hidden_size;
-  const uint8_t* gate = file_->TensorData(*ex.gate);
-  const uint8_t* up = file_->TensorData(*ex.up);
-  const uint8_t* down = file_->TensorData(*ex.down_t);
-  const size_t gb = DTypeBytes(ex.gate->dtype, H), ub = DTypeBytes(ex.up->dtype, H),
-               db = DTypeBytes(ex.down_t->dtype, H);
-  for (int j = 0; j < F; ++j) {
-    DequantizeRow(ex.gate->dtype, gate + j * gb, H, row_.data());
-    gate_[j] = std::max(0.f, Dot(row_.data(), h, H));
-  }
-  int64_t skipped = 0;
-  for (int j = 0; j < F; ++j) {
-    if (!(gate_[j] > 0.f)) {
-      ++skipped;
-      continue;
-    }
-    DequantizeRow(ex.up->dtype, up + j * ub, H, row_.data());
-    const float a = gate_[j] * Dot(row_.data(), h, H) * w;
-    DequantizeRow(ex.down_t->dtype, down + j * db, H, row_.data());
-    for (int i = 0; i < H; ++i) y[i] += a * row_[i];
-  }
-  stats_.reglu_total += F;
-  stats_.reglu_skipped += skipped;
-}
-
-absl::StatusOr<std::vector<float>> Engine::Forward(int32_t token) {
-  const int H = cfg_.hidden_size, V = cfg_.vocab_size, E = cfg_.moe_num_primary_experts,
-            K = cfg_.moe_num_active_primary_experts;
-  if (token < 0 || token >= V) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token id ", token, " is outside the vocabulary [0, ", V, ")"));
-  }
-  if (pos_ >= cfg_.max_position_embeddings) {
-    return absl::OutOfRangeError(absl::StrCat("position ", pos_, " is beyond the context of ",
-                                              cfg_.max_position_embeddings, " tokens"));
-  }
-  // RoPE tables for this position (angles in double, as the reference model does).
-  const int D = cfg_.head_dim;
-  for (int i = 0; i < D / 2; ++i) {
-    const double inv_freq = std::pow(cfg_.rope_theta, -2.0 * i / D);
-    const double ang = static_cast<double>(pos_) * inv_freq;
-    rope_cos_[i] = static_cast<float>(std::cos(ang));
-    rope_sin_[i] = static_cast<float>(std::sin(ang));
-  }
-  std::copy_n(token_embd_.data() + static_cast<size_t>(token) * H, H, x_.data());
-  std::vector<int> order(E), chosen(K);
-  std::vector<float> wts(K);
-  for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
-    Layer& L = layers_[l];
-    // 1. Route on the raw residual.
-    MatVec(L.router, x_.data(), E, H, logits_.data());
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
-      return logits_[a] > logits_[b] || (logits_[a] == logits_[b] && a < b);
-    });
-    std::copy_n(order.begin(), K, chosen.begin());
-    float sum = 0.f;
-    if (cfg_.moe_primary_router_apply_softmax) {
-      const float mx = logits_[chosen[0]];
-      for (int i = 0; i < K; ++i) sum += (wts[i] = std::exp(logits_[chosen[i]] - mx));
-    } else {
-      for (int i = 0; i < K; ++i) sum += (wts[i] = 1.f / (1.f + std::exp(-logits_[chosen[i]])));
-    }
-    for (int i = 0; i < K; ++i) wts[i] /= sum;
-    // 2. Prefetch hook: the experts are known before attention.
-    if (prefetch_) prefetch_(l, absl::MakeConstSpan(chosen));
-    // 3. Attention.
-    RmsNorm(x_.data(), L.attn_norm, H, cfg_.rms_norm_eps, h_.data());
-    Attention(L, h_.data(), o_.data());
-    for (int i = 0; i < H; ++i) x_[i] += o_[i];
-    // 4. MoE with the routing from step 1.
-    RmsNorm(x_.data(), L.ffn_norm, H, cfg_.rms_norm_eps, h_.data());
-    std::fill(y_.begin(), y_.end(), 0.f);
-    for (int i = 0; i < K; ++i) Expert(L.experts[chosen[i]], h_.data(), wts[i], y_.data());
-    for (int i = 0; i < H; ++i) x_[i] += y_[i];
-  }
-  RmsNorm(x_.data(), output_norm_, H, cfg_.rms_norm_eps, h_.data());
-  std::vector<float> out(V);
-  MatVec(output_.empty() ? token_embd_ : output_, h_.data(), V, H, out.data());
-  ++pos_;
-  ++stats_.tokens;
-  return out;
-}
-
-absl::StatusOr<std::vector<float>> Engine::Prefill(absl::Span<const int32_t> tokens) {
+absl::Status Engine::CheckTokens(absl::Span<const int32_t> tokens) const {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill needs at least one token");
   if (static_cast<int64_t>(pos_) + static_cast<int64_t>(tokens.size()) >
       cfg_.max_position_embeddings) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "prompt of ", tokens.size(), " tokens does not fit: ", pos_, " already in the context of ",
-        cfg_.max_position_embeddings, " tokens"));
+    if (tokens.size() == 1) {
+      return absl::OutOfRangeError(absl::StrCat("position ", pos_, " is beyond the context of ",
+                                                cfg_.max_position_embeddings, " tokens"));
+    }
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt of ", tokens.size(), " tokens does not fit: ", pos_,
+                     " already in the context of ", cfg_.max_position_embeddings, " tokens"));
   }
   for (int32_t t : tokens) {
     if (t < 0 || t >= cfg_.vocab_size) {
@@ -278,12 +355,378 @@ absl::StatusOr<std::vector<float>> Engine::Prefill(absl::Span<const int32_t> tok
           absl::StrCat("token id ", t, " is outside the vocabulary [0, ", cfg_.vocab_size, ")"));
     }
   }
-  absl::StatusOr<std::vector<float>> logits;
-  for (int32_t t : tokens) {
-    logits = Forward(t);
-    if (!logits.ok()) return logits.status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> Engine::Forward(int32_t token) {
+  ST_RETURN_IF_ERROR(CheckTokens(absl::MakeConstSpan(&token, 1)));
+  std::vector<float> out(cfg_.vocab_size);
+  ST_RETURN_IF_ERROR(Run(absl::MakeConstSpan(&token, 1), out.data(), false));
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> Engine::Prefill(absl::Span<const int32_t> tokens) {
+  ST_RETURN_IF_ERROR(CheckTokens(tokens));
+  std::vector<float> out(cfg_.vocab_size);
+  ST_RETURN_IF_ERROR(Run(tokens, out.data(), false));
+  return out;
+}
+
+absl::Status Engine::PrefillAll(absl::Span<const int32_t> tokens, std::vector<float>* logits_TV) {
+  ST_RETURN_IF_ERROR(CheckTokens(tokens));
+  logits_TV->resize(tokens.size() * static_cast<size_t>(cfg_.vocab_size));
+  return Run(tokens, logits_TV->data(), true);
+}
+
+// The forward pass over `tokens` (already checked) in chunks of prefill_chunk tokens.
+// Writes the last token's logits to `logits` [V], or every token's ([T, V]) when all_logits.
+absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits) {
+  Impl& m = *impl_;
+  const Kernels& k = *m.kern;
+  ThreadPool& pool = *m.pool;
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width();
+  const int D = c.head_dim, N = c.num_attention_heads, G = c.num_key_value_heads, rep = N / G;
+  const int E = c.moe_num_primary_experts, K = c.moe_num_active_primary_experts,
+            F = c.moe_ffn_hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+
+  for (size_t c0 = 0; c0 < tokens.size(); c0 += opt_.prefill_chunk) {
+    const int T = static_cast<int>(std::min<size_t>(opt_.prefill_chunk, tokens.size() - c0));
+    const int64_t p0 = pos_;
+    // Embedding rows and the RoPE angles of each position (in double, as the reference model).
+    m.x.Resize(T, H);
+    for (int t = 0; t < T; ++t) {
+      k.dequant_row(m.token_embd.t, m.token_embd.row(tokens[c0 + t]), H, m.x.row(t));
+    }
+    stats_.weight_bytes += T * static_cast<int64_t>(m.token_embd.row_bytes);
+    m.cos_TD.resize(static_cast<size_t>(T) * D / 2);
+    m.sin_TD.resize(static_cast<size_t>(T) * D / 2);
+    for (int t = 0; t < T; ++t) {
+      for (int i = 0; i < D / 2; ++i) {
+        const double ang = static_cast<double>(p0 + t) * m.inv_freq[i];
+        m.cos_TD[t * D / 2 + i] = static_cast<float>(std::cos(ang));
+        m.sin_TD[t * D / 2 + i] = static_cast<float>(std::sin(ang));
+      }
+    }
+    m.router_TE.resize(static_cast<size_t>(T) * E);
+    m.sel_TK.resize(static_cast<size_t>(T) * K);
+    m.wts_TK.resize(static_cast<size_t>(T) * K);
+    m.q_TQ.resize(static_cast<size_t>(T) * Q);
+    m.k_TK.resize(static_cast<size_t>(T) * KV);
+    m.v_TK.resize(static_cast<size_t>(T) * KV);
+    m.o_TH.resize(static_cast<size_t>(T) * H);
+    m.y_TH.resize(static_cast<size_t>(T) * H);
+
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+      LayerW& L = m.layers[l];
+      // ---- 1. Route on the raw residual (before any norm), top-k on the raw logits.
+      m.x.q_ready = false;
+      m.MatMul({{&L.router, &m.x, m.router_TE.data(), E, 0, 0}}, T);
+      std::vector<int> order(E);
+      std::vector<int> chosen;
+      for (int t = 0; t < T; ++t) {
+        const float* lg = m.router_TE.data() + static_cast<size_t>(t) * E;
+        std::iota(order.begin(), order.end(), 0);
+        std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                          [&](int a, int b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); });
+        int32_t* sel = m.sel_TK.data() + static_cast<size_t>(t) * K;
+        float* w = m.wts_TK.data() + static_cast<size_t>(t) * K;
+        float sum = 0.f;
+        for (int i = 0; i < K; ++i) {
+          sel[i] = order[i];
+          w[i] = c.moe_primary_router_apply_softmax ? std::exp(lg[order[i]] - lg[order[0]])
+                                                    : 1.f / (1.f + std::exp(-lg[order[i]]));
+          sum += w[i];
+        }
+        for (int i = 0; i < K; ++i) w[i] /= sum;
+      }
+      // ---- 2. Prefetch hook: the experts are known before attention starts.
+      if (prefetch_) {
+        chosen.assign(m.sel_TK.begin(), m.sel_TK.end());
+        std::sort(chosen.begin(), chosen.end());
+        chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+        prefetch_(l, absl::MakeConstSpan(chosen));
+      }
+      // ---- 3. Attention.
+      m.h.Resize(T, H);
+      for (int t = 0; t < T; ++t) RmsNorm(m.x.row(t), L.attn_norm.data(), H, eps, m.h.row(t));
+      m.MatMul({{&L.q, &m.h, m.q_TQ.data(), Q, 0, 0},
+                {&L.k, &m.h, m.k_TK.data(), KV, 0, 0},
+                {&L.v, &m.h, m.v_TK.data(), KV, 0, 0}},
+               T);
+      KvCache& kv = L.kv;
+      if (kv.window == 0) kv.Grow(p0 + T);
+      for (int t = 0; t < T; ++t) {
+        float* qt = m.q_TQ.data() + static_cast<size_t>(t) * Q;
+        float* kt = m.k_TK.data() + static_cast<size_t>(t) * KV;
+        if (L.rope) {
+          const float* cs = m.cos_TD.data() + static_cast<size_t>(t) * D / 2;
+          const float* sn = m.sin_TD.data() + static_cast<size_t>(t) * D / 2;
+          auto rot = [&](float* v, int heads) {  // NeoX "rotate half" over the full head
+            for (int n = 0; n < heads; ++n) {
+              float* hv = v + static_cast<size_t>(n) * D;
+              for (int i = 0; i < D / 2; ++i) {
+                const float a = hv[i], b = hv[i + D / 2];
+                hv[i] = a * cs[i] - b * sn[i];
+                hv[i + D / 2] = b * cs[i] + a * sn[i];
+              }
+            }
+          };
+          rot(qt, N);
+          rot(kt, G);
+        }
+        const size_t off = static_cast<size_t>(kv.Slot(p0 + t) * KV);
+        const float* vt = m.v_TK.data() + static_cast<size_t>(t) * KV;
+        if (kv.f16) {
+          k.f32_to_f16(kt, kv.k16.data() + off, KV);
+          k.f32_to_f16(vt, kv.v16.data() + off, KV);
+        } else {
+          std::copy_n(kt, KV, kv.k32.data() + off);
+          std::copy_n(vt, KV, kv.v32.data() + off);
+        }
+      }
+      m.att.Resize(T, Q);
+      const int64_t max_keys = p0 + T;
+      pool.Run(static_cast<int64_t>(T) * N, [&](int64_t task, int thread) {
+        const int t = static_cast<int>(task / N), n = static_cast<int>(task % N), g = n / rep;
+        const int64_t p = p0 + t;
+        const int64_t first = kv.window > 0 ? std::max<int64_t>(0, p - kv.window + 1) : 0;
+        std::vector<float>& sc = m.scratch[thread].scores;
+        if (sc.size() < static_cast<size_t>(max_keys)) sc.resize(static_cast<size_t>(max_keys));
+        const float* qn = m.q_TQ.data() + static_cast<size_t>(t) * Q + static_cast<size_t>(n) * D;
+        float mx = -INFINITY;
+        for (int64_t j = first; j <= p; ++j) {
+          const size_t o = static_cast<size_t>(kv.Slot(j) * KV + g * D);
+          const float s = (kv.f16 ? k.dot_f32_f16(qn, kv.k16.data() + o, D)
+                                  : k.dot_f32(qn, kv.k32.data() + o, D)) *
+                          scale;
+          sc[j - first] = s;
+          mx = std::max(mx, s);
+        }
+        float sum = 0.f;
+        for (int64_t j = first; j <= p; ++j) sum += (sc[j - first] = std::exp(sc[j - first] - mx));
+        const float inv = 1.0f / sum;
+        float* an = m.att.row(t) + static_cast<size_t>(n) * D;
+        std::fill(an, an + D, 0.f);
+        for (int64_t j = first; j <= p; ++j) {
+          const size_t o = static_cast<size_t>(kv.Slot(j) * KV + g * D);
+          if (kv.f16) {
+            k.axpy_f16(sc[j - first] * inv, kv.v16.data() + o, an, D);
+          } else {
+            k.axpy_f32(sc[j - first] * inv, kv.v32.data() + o, an, D);
+          }
+        }
+      });
+      m.MatMul({{&L.o, &m.att, m.o_TH.data(), H, 0, 0}}, T);
+      for (size_t i = 0; i < static_cast<size_t>(T) * H; ++i) m.x.f[i] += m.o_TH[i];
+      stats_.weight_bytes +=
+          L.router.bytes() + L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes();
+      // ---- 4. MoE with the routing from step 1.
+      for (int t = 0; t < T; ++t) RmsNorm(m.x.row(t), L.ffn_norm.data(), H, eps, m.h.row(t));
+      m.h.q_ready = false;
+      if (T == 1) {
+        MoeDecode(l);
+      } else {
+        MoeGrouped(l, T);
+      }
+      for (size_t i = 0; i < static_cast<size_t>(T) * H; ++i) m.x.f[i] += m.y_TH[i];
+      stats_.reglu_total += static_cast<int64_t>(T) * K * F;
+      stats_.expert_calls += static_cast<int64_t>(T) * K;
+    }
+    // ---- Final norm and LM head: every row when all_logits, else the last one only.
+    const int first_row = all_logits ? 0 : T - 1;
+    const int rows = T - first_row;
+    m.h.Resize(rows, H);
+    for (int t = 0; t < rows; ++t) {
+      RmsNorm(m.x.row(first_row + t), m.output_norm.data(), H, eps, m.h.row(t));
+    }
+    float* out = all_logits ? logits + c0 * V : logits;
+    m.MatMul({{&m.lm_head, &m.h, out, V, 0, 0}}, rows);
+    stats_.weight_bytes += m.lm_head.bytes();
+    pos_ += T;
+    stats_.tokens += T;
+    stats_.forwards += 1;
   }
-  return logits;
+  return absl::OkStatus();
+}
+
+// Decode MoE (one token): gate rows of the k experts densely, then up rows and down_t rows of
+// the active neurons only; the down projection is an AXPY over active rows, split by columns.
+void Engine::MoeDecode(int l) {
+  Impl& m = *impl_;
+  const Kernels& k = *m.kern;
+  LayerW& L = m.layers[l];
+  const int64_t H = cfg_.hidden_size;
+  const int K = cfg_.moe_num_active_primary_experts, F = cfg_.moe_ffn_hidden_size;
+  const int32_t* sel = m.sel_TK.data();
+  const float* wts = m.wts_TK.data();
+  const DType gt = L.experts[sel[0]].gate.t;
+  m.g_KF.resize(static_cast<size_t>(K) * F);
+  m.ActData(m.h, gt);  // quantized before the parallel region (experts share one type)
+  m.pool->For(static_cast<int64_t>(K) * F, 32, [&](int64_t b, int64_t e, int) {
+    for (int64_t r = b; r < e; ++r) {
+      const Mat& W = L.experts[sel[r / F]].gate;
+      k.row_dots(W.t, W.row(r % F), m.ActData(m.h, W.t), 0, 1, H, &m.g_KF[r], 0);
+    }
+  });
+  m.act_expert.clear();
+  m.act_row.clear();
+  for (int i = 0; i < K; ++i) {
+    for (int r = 0; r < F; ++r) {
+      if (m.g_KF[static_cast<size_t>(i) * F + r] > 0.f) {
+        m.act_expert.push_back(i);
+        m.act_row.push_back(r);
+      }
+    }
+  }
+  const int64_t n_act = static_cast<int64_t>(m.act_row.size());
+  m.act_val.resize(n_act);
+  m.pool->For(n_act, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = b; j < e; ++j) {
+      const int i = m.act_expert[j], r = m.act_row[j];
+      const Mat& W = L.experts[sel[i]].up;
+      float u;
+      k.row_dots(W.t, W.row(r), m.ActData(m.h, W.t), 0, 1, H, &u, 0);
+      m.act_val[j] = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
+    }
+  });
+  float* y = m.y_TH.data();
+  std::fill(y, y + H, 0.f);
+  const int64_t blk = DTypeBlockElems(L.experts[sel[0]].down_t.t);
+  m.pool->For(H / blk, 4, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = 0; j < n_act; ++j) {
+      const Mat& W = L.experts[sel[m.act_expert[j]]].down_t;
+      k.axpy_row(W.t, W.row(m.act_row[j]), b * blk, e * blk, m.act_val[j], y);
+    }
+  });
+  stats_.reglu_skipped += static_cast<int64_t>(K) * F - n_act;
+  for (int i = 0; i < K; ++i) {
+    const ExpertMats& x = L.experts[sel[i]];
+    stats_.weight_bytes += x.gate.bytes();
+  }
+  stats_.weight_bytes += n_act * static_cast<int64_t>(L.experts[sel[0]].up.row_bytes +
+                                                      L.experts[sel[0]].down_t.row_bytes);
+}
+
+// Prefill MoE (T tokens): assignments grouped by expert; each expert runs once on its group
+// (gate rows for every token, up and down_t rows where any token of the group is active; the
+// down AXPY skips tokens whose neuron is zero). Experts run in parallel; outputs are summed per
+// token in routing order afterwards.
+void Engine::MoeGrouped(int l, int T) {
+  Impl& m = *impl_;
+  const Kernels& k = *m.kern;
+  LayerW& L = m.layers[l];
+  const int64_t H = cfg_.hidden_size;
+  const int E = cfg_.moe_num_primary_experts, K = cfg_.moe_num_active_primary_experts,
+            F = cfg_.moe_ffn_hidden_size;
+  const int A = T * K;
+  m.group_begin.assign(E + 1, 0);
+  for (int a = 0; a < A; ++a) ++m.group_begin[m.sel_TK[a] + 1];
+  for (int e = 0; e < E; ++e) m.group_begin[e + 1] += m.group_begin[e];
+  m.group_token.resize(A);
+  m.group_weight.resize(A);
+  m.assign_of_TK.resize(A);
+  {
+    std::vector<int32_t> fill(m.group_begin.begin(), m.group_begin.end() - 1);
+    for (int a = 0; a < A; ++a) {  // a = t * K + i, in token order within each expert
+      const int idx = fill[m.sel_TK[a]]++;
+      m.group_token[idx] = a / K;
+      m.group_weight[idx] = m.wts_TK[a];
+      m.assign_of_TK[a] = idx;
+    }
+  }
+  m.out_AH.resize(static_cast<size_t>(A) * H);
+  m.group_active.assign(E, 0);
+  m.group_skipped.assign(E, 0);
+  const DType gt = L.experts[0].gate.t;
+  const uint8_t* hx = m.ActData(m.h, gt);  // quantized once, outside the parallel region
+  const size_t xs = ActivationRowBytes(gt, H);
+  // Larger groups first, so the dynamic schedule ends balanced.
+  std::vector<int> order(E);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    const int na = m.group_begin[a + 1] - m.group_begin[a];
+    const int nb = m.group_begin[b + 1] - m.group_begin[b];
+    return na > nb || (na == nb && a < b);
+  });
+  m.pool->Run(E, [&](int64_t task, int thread) {
+    const int e = order[task];
+    const int a0 = m.group_begin[e], n = m.group_begin[e + 1] - a0;
+    if (n == 0) return;
+    const ExpertMats& X = L.experts[e];
+    Scratch& s = m.scratch[thread];
+    // Gather the group's activations.
+    s.xq.resize(static_cast<size_t>(n) * xs);
+    for (int j = 0; j < n; ++j) {
+      std::copy_n(hx + static_cast<size_t>(m.group_token[a0 + j]) * xs, xs,
+                  s.xq.data() + static_cast<size_t>(j) * xs);
+    }
+    // Gate: g[j, r] for every row.
+    s.g.resize(static_cast<size_t>(n) * F);
+    for (int j0 = 0; j0 < n; j0 += kTokenBlock) {
+      const int tb = std::min(kTokenBlock, n - j0);
+      for (int r = 0; r < F; ++r) {
+        k.row_dots(X.gate.t, X.gate.row(r), s.xq.data() + j0 * xs, xs, tb, H,
+                   s.g.data() + static_cast<size_t>(j0) * F + r, F);
+      }
+    }
+    // Rows with any active token.
+    s.active.clear();
+    int64_t skipped = 0;
+    for (int r = 0; r < F; ++r) {
+      int live = 0;
+      for (int j = 0; j < n; ++j) live += s.g[static_cast<size_t>(j) * F + r] > 0.f;
+      skipped += n - live;
+      if (live > 0) s.active.push_back(r);
+    }
+    const int na = static_cast<int>(s.active.size());
+    // Up for the active rows: u[j, ai].
+    s.u.resize(static_cast<size_t>(n) * std::max(na, 1));
+    for (int j0 = 0; j0 < n; j0 += kTokenBlock) {
+      const int tb = std::min(kTokenBlock, n - j0);
+      for (int ai = 0; ai < na; ++ai) {
+        k.row_dots(X.up.t, X.up.row(s.active[ai]), s.xq.data() + j0 * xs, xs, tb, H,
+                   s.u.data() + static_cast<size_t>(j0) * na + ai, na);
+      }
+    }
+    // Down: out[j] = sum over active rows of act[j, r] * down_t[r], zero activations skipped.
+    float* out = m.out_AH.data() + static_cast<size_t>(a0) * H;
+    std::fill(out, out + static_cast<size_t>(n) * H, 0.f);
+    s.row.resize(static_cast<size_t>(H));
+    for (int ai = 0; ai < na; ++ai) {
+      const int r = s.active[ai];
+      k.dequant_row(X.down_t.t, X.down_t.row(r), H, s.row.data());
+      for (int j = 0; j < n; ++j) {
+        const float g = s.g[static_cast<size_t>(j) * F + r];
+        if (!(g > 0.f)) continue;
+        const float a = g * s.u[static_cast<size_t>(j) * na + ai] * m.group_weight[a0 + j];
+        k.axpy_f32(a, s.row.data(), out + static_cast<size_t>(j) * H, H);
+      }
+    }
+    m.group_active[e] = na;
+    m.group_skipped[e] = skipped;
+  });
+  // Sum each token's k expert outputs in routing order.
+  m.pool->For(T, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) {
+      float* y = m.y_TH.data() + static_cast<size_t>(t) * H;
+      std::fill(y, y + H, 0.f);
+      for (int i = 0; i < K; ++i) {
+        const float* src = m.out_AH.data() + static_cast<size_t>(m.assign_of_TK[t * K + i]) * H;
+        for (int64_t c = 0; c < H; ++c) y[c] += src[c];
+      }
+    }
+  });
+  for (int e = 0; e < E; ++e) {
+    if (m.group_begin[e + 1] == m.group_begin[e]) continue;
+    const ExpertMats& X = L.experts[e];
+    stats_.reglu_skipped += m.group_skipped[e];
+    stats_.weight_bytes +=
+        X.gate.bytes() +
+        m.group_active[e] * static_cast<int64_t>(X.up.row_bytes + X.down_t.row_bytes);
+  }
 }
 
 }  // namespace st

@@ -1,9 +1,15 @@
-// The torch-free CPU runtime, first slice: one token at a time (decode), f32 compute,
-// single-threaded. Resident weights are dequantized to f32 once at Load; expert rows are
-// dequantized on use, straight from the mapped file, and only the rows ReGLU needs.
+// The torch-free CPU runtime: maps a model file and runs SmallThinker on it, exploiting both
+// levels of sparsity (top-k experts, zero ReGLU neurons inside them).
 //
-// Per layer (smallthinker.md section 3):
-//   route (raw residual) -> prefetch hook(chosen experts) -> attention (KV cache) -> MoE.
+// Per layer (smallthinker.md section 3), in this order:
+//   route (raw residual) -> prefetch hook(chosen experts) -> RMSNorm -> attention (KV cache)
+//   -> RMSNorm -> MoE (sparse ReGLU experts) -> residual.
+// Matrices stay in the file's types (Q4_0 / Q8_0 / F16 / BF16 / F32) and are read from the
+// mapping; activations are quantized to Q8_0 for the integer dot products. Prefill groups the
+// prompt's tokens by expert and runs each expert once on its group.
+//
+// Threads: an Engine owns a persistent pool of `threads` workers (the calling thread is one of
+// them). An Engine is not thread-safe: one caller at a time.
 #pragma once
 
 #include <cstdint>
@@ -20,10 +26,20 @@
 
 namespace st {
 
+struct EngineOptions {
+  int threads = 0;          // worker threads, calling thread included; 0 = all cores
+  bool kv_f16 = true;       // KV cache in fp16 (false: f32)
+  bool simd = true;         // false forces the portable scalar kernels (tests, comparisons)
+  int prefill_chunk = 256;  // tokens per batched prefill step
+};
+
 struct EngineStats {
-  int64_t tokens = 0;         // tokens run through Forward
-  int64_t reglu_total = 0;    // expert neurons evaluated (gate rows)
+  int64_t tokens = 0;         // tokens run (decode and prefill)
+  int64_t forwards = 0;       // Forward / prefill calls (a prefill chunk counts once)
+  int64_t reglu_total = 0;    // expert neurons evaluated (gate rows x tokens)
   int64_t reglu_skipped = 0;  // of those, relu(gate) == 0: up and down_t rows skipped
+  int64_t weight_bytes = 0;   // weight bytes read by the kernels (resident + expert rows)
+  int64_t expert_calls = 0;   // (token, expert) pairs computed
   double sparsity() const {
     return reglu_total > 0 ? static_cast<double>(reglu_skipped) / reglu_total : 0.0;
   }
@@ -31,59 +47,68 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Called once per layer per token, after routing and before attention, with the experts
-  // the layer will use. A no-op by default; the place where expert reads will be started.
+  // Called once per layer per step, after routing and before attention, with the distinct
+  // experts the layer will use in this step (sorted). A no-op by default; the place where
+  // expert reads are started.
   using PrefetchHook = std::function<void(int layer, absl::Span<const int> experts)>;
 
-  static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& path,
+                                                      const EngineOptions& options);
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& path) {
+    return Load(path, EngineOptions());
+  }
   // Takes ownership of an opened file.
-  static absl::StatusOr<std::unique_ptr<Engine>> FromFile(std::unique_ptr<ModelFile> file);
+  static absl::StatusOr<std::unique_ptr<Engine>> FromFile(std::unique_ptr<ModelFile> file,
+                                                          const EngineOptions& options);
+  static absl::StatusOr<std::unique_ptr<Engine>> FromFile(std::unique_ptr<ModelFile> file) {
+    return FromFile(std::move(file), EngineOptions());
+  }
+  ~Engine();
 
   // Appends `token` at position position() and returns the logits [V] for the next token.
   // InvalidArgument for a token outside [0, V); OutOfRange when the context is full
   // (position() == max_position_embeddings). On error the state is unchanged.
   absl::StatusOr<std::vector<float>> Forward(int32_t token);
-  // Forward over every token (checked up front against the context); returns the logits after
-  // the last one. Empty `tokens` is InvalidArgument.
+  // Runs every token (checked up front against the vocabulary and the context) with the
+  // batched prefill; returns the logits after the last one. Empty `tokens` is InvalidArgument.
   absl::StatusOr<std::vector<float>> Prefill(absl::Span<const int32_t> tokens);
+  // As Prefill, but writes the logits of every position: logits_TV is resized to [T, V]
+  // (row t predicts the token after tokens[t]). For perplexity and logit dumps.
+  absl::Status PrefillAll(absl::Span<const int32_t> tokens, std::vector<float>* logits_TV);
   // Forgets the context (position back to 0). Stats are kept; see ResetStats.
   void Reset();
 
   int position() const { return pos_; }
   int max_context() const { return cfg_.max_position_embeddings; }
+  int threads() const;
   const ModelConfig& config() const { return cfg_; }
   const ModelFile& file() const { return *file_; }
+  const EngineOptions& options() const { return opt_; }
   const EngineStats& stats() const { return stats_; }
   void ResetStats() { stats_ = EngineStats(); }
   void set_prefetch_hook(PrefetchHook hook) { prefetch_ = std::move(hook); }
+  // Bytes of weights one decode step reads without sparsity: resident matrices used per token
+  // (attention, router, LM head, one embedding row) plus k experts per layer.
+  int64_t DenseDecodeWeightBytes() const;
+  // A one-line description of the kernels in use ("avx2+fma+f16c" or "scalar").
+  std::string KernelName() const;
+
+  struct Impl;  // defined in engine.cpp
 
  private:
-  struct Layer {
-    std::vector<float> attn_norm, ffn_norm;  // [H]
-    std::vector<float> wq, wk, wv, wo, router;  // row-major as in the file
-    bool rope = false;
-    int window = 0;     // 0 = global
-    int capacity = 0;   // KV slots: window for sliding layers, grows for global ones
-    std::vector<float> k_cache, v_cache;  // [slots, kv_width]
-    std::vector<ExpertExtent> experts;    // [E]
-  };
-
   Engine() = default;
-  absl::Status Init();
-  void Attention(Layer& L, const float* h, float* out);
-  void Expert(const ExpertExtent& ex, const float* h, float w, float* y);
-  void Rope(float* x, int n_heads) const;
+  absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
+  absl::Status Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits);
+  void MoeDecode(int layer);          // one token: sparse ReGLU over the k experts
+  void MoeGrouped(int layer, int T);  // a chunk: tokens grouped by expert
 
   std::unique_ptr<ModelFile> file_;
+  EngineOptions opt_;
   ModelConfig cfg_;
-  std::vector<float> token_embd_, output_norm_, output_;  // output_ empty when tied
-  std::vector<Layer> layers_;
-  std::vector<float> rope_cos_, rope_sin_;  // [D/2] for the current position
   int pos_ = 0;
   EngineStats stats_;
   PrefetchHook prefetch_;
-  // Scratch.
-  std::vector<float> x_, h_, q_, k_, v_, att_, o_, scores_, logits_, row_, gate_, act_, y_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace st

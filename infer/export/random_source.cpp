@@ -1,0 +1,126 @@
+// MakeRandomSource: random weights for any config, generated per tensor from (seed, name) by a
+// counter-based hash (see random_source.h), in parallel over element ranges.
+#include "infer/export/random_source.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "infer/export/parallel.h"
+#include "infer/tokenizer/tokenizer.h"
+#include "model/check.h"
+
+namespace st {
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+
+// The splitmix64 finaliser: a bijective 64-bit mix whose outputs for consecutive inputs pass
+// BigCrush; Mix(key + i * kGolden) is element i of the splitmix64 stream seeded with `key`.
+inline uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// The stream key of one tensor: FNV-1a of its name mixed with the seed.
+uint64_t TensorKey(uint64_t seed, const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return Mix64(Mix64(seed + kGolden) ^ h);
+}
+
+// The sum of four uniforms on {0, ..., 65535} has mean 2 * 65535 and variance
+// 4 * (65536^2 - 1) / 12.
+constexpr int32_t kSumMean = 2 * 65535;
+const double kSumStd = std::sqrt((65536.0 * 65536.0 - 1.0) / 3.0);
+
+// out[i - begin] = scale * (centred Irwin-Hall sum of element i's hash), i in [begin, end).
+void FillRange(uint64_t key, int64_t begin, int64_t end, float scale, float* out) {
+  for (int64_t i = begin; i < end; ++i) {
+    const uint64_t z = Mix64(key + static_cast<uint64_t>(i) * kGolden);
+    const int32_t s = static_cast<int32_t>((z & 0xffff) + ((z >> 16) & 0xffff) +
+                                           ((z >> 32) & 0xffff) + (z >> 48));
+    out[i - begin] = static_cast<float>(s - kSumMean) * scale;
+  }
+}
+
+// Fills x[0, n) on every core (ranges of at least 64K elements). The values do not depend on
+// the split.
+void FillParallel(uint64_t key, float stddev, std::vector<float>* x) {
+  const int64_t n = static_cast<int64_t>(x->size());
+  const float scale = static_cast<float>(stddev / kSumStd);
+  float* out = x->data();
+  ParallelFor(n, ParallelRanges(n, 1 << 16), [&](int, int64_t begin, int64_t end) {
+    FillRange(key, begin, end, scale, out + begin);
+  });
+}
+
+class RandomSource final : public TensorSource {
+ public:
+  RandomSource(ModelConfig cfg, uint64_t seed, std::string tokenizer_name,
+               std::string tokenizer_json)
+      : config_(std::move(cfg)),
+        seed_(seed),
+        tensors_(ExpectedTensors(config_)),
+        tokenizer_name_(std::move(tokenizer_name)),
+        tokenizer_json_(std::move(tokenizer_json)) {
+    std::sort(tensors_.begin(), tensors_.end(),
+              [](const SourceTensor& a, const SourceTensor& b) { return a.name < b.name; });
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  const std::vector<SourceTensor>& tensors() const override { return tensors_; }
+  absl::StatusOr<std::vector<float>> ReadF32(const std::string& hf_name) const override {
+    const SourceTensor* t = Find(hf_name);
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrCat(description(), ": no tensor '", hf_name, "'"));
+    }
+    // RMSNorm weights (the only 1-D tensors) are ones, as Hugging Face initialises them.
+    if (t->shape.size() == 1) return std::vector<float>(static_cast<size_t>(t->shape[0]), 1.0f);
+    std::vector<float> x(static_cast<size_t>(t->num_elements()));
+    FillParallel(TensorKey(seed_, hf_name), kRandomInitStd, &x);
+    return x;
+  }
+  std::string tokenizer_name() const override { return tokenizer_name_; }
+  std::string tokenizer_json() const override { return tokenizer_json_; }
+  std::string chat_template() const override { return ""; }
+  std::string description() const override {
+    return absl::StrCat("random weights (seed ", seed_, ", std ", kRandomInitStd, ", ",
+                        tokenizer_name_, " tokenizer)");
+  }
+
+ private:
+  ModelConfig config_;
+  uint64_t seed_;
+  std::vector<SourceTensor> tensors_;
+  std::string tokenizer_name_;
+  std::string tokenizer_json_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TensorSource>> MakeRandomSource(const ModelConfig& cfg,
+                                                               uint64_t seed,
+                                                               const std::string& tokenizer_name,
+                                                               const std::string& tokenizer_json) {
+  ModelConfig c = cfg;
+  ST_RETURN_IF_ERROR(ValidateModelConfig(c));
+  ST_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok,
+                      MakeTokenizer(tokenizer_name, tokenizer_json));
+  if (tok->vocab_size() > c.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", tokenizer_name, " tokenizer has ", tok->vocab_size(),
+                     " ids but the config's vocab_size is ", c.vocab_size,
+                     "; use a config with vocab_size >= ", tok->vocab_size()));
+  }
+  return std::unique_ptr<TensorSource>(
+      new RandomSource(std::move(c), seed, tokenizer_name, tokenizer_json));
+}
+
+}  // namespace st

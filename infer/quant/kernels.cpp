@@ -1,0 +1,132 @@
+// The portable scalar kernel table (the reference every SIMD table is tested against) and the
+// run-time selection between tables.
+#include "infer/quant/kernels.h"
+
+#include <cstring>
+
+#include "infer/quant/codec.h"
+
+namespace st {
+namespace {
+
+const BlockQ8_0* Q8(const uint8_t* p) { return reinterpret_cast<const BlockQ8_0*>(p); }
+const BlockQ4_0* Q4(const uint8_t* p) { return reinterpret_cast<const BlockQ4_0*>(p); }
+
+float DotQ4Q8(const BlockQ4_0* w, const BlockQ8_0* x, int64_t nb) {
+  float sum = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t isum = 0;
+    for (int j = 0; j < kQBlock / 2; ++j) {
+      isum += ((w[b].qs[j] & 0x0F) - 8) * x[b].qs[j];
+      isum += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + kQBlock / 2];
+    }
+    sum += F16ToF32(w[b].d) * F16ToF32(x[b].d) * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float DotQ8Q8(const BlockQ8_0* w, const BlockQ8_0* x, int64_t nb) {
+  float sum = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t isum = 0;
+    for (int j = 0; j < kQBlock; ++j) isum += w[b].qs[j] * x[b].qs[j];
+    sum += F16ToF32(w[b].d) * F16ToF32(x[b].d) * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+template <typename Conv>
+float DotConv(const uint16_t* w, const float* x, int64_t n, Conv conv) {
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) sum += conv(w[i]) * x[i];
+  return sum;
+}
+
+float DotF32(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+float RowDot(DType wt, const uint8_t* w, const uint8_t* x, int64_t n) {
+  switch (wt) {
+    case DType::kQ4_0:
+      return DotQ4Q8(Q4(w), Q8(x), n / kQBlock);
+    case DType::kQ8_0:
+      return DotQ8Q8(Q8(w), Q8(x), n / kQBlock);
+    case DType::kF16:
+      return DotConv(reinterpret_cast<const uint16_t*>(w), reinterpret_cast<const float*>(x), n,
+                     F16ToF32);
+    case DType::kBF16:
+      return DotConv(reinterpret_cast<const uint16_t*>(w), reinterpret_cast<const float*>(x), n,
+                     BF16ToF32);
+    case DType::kF32:
+      return DotF32(reinterpret_cast<const float*>(w), reinterpret_cast<const float*>(x), n);
+  }
+  return 0.f;
+}
+
+void ScalarRowDots(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_stride, int T,
+                   int64_t n, float* y, int64_t y_stride) {
+  for (int t = 0; t < T; ++t) y[t * y_stride] = RowDot(wt, w_row, X + t * x_stride, n);
+}
+
+void ScalarDequantRow(DType wt, const uint8_t* w_row, int64_t n, float* out) {
+  DequantizeRow(wt, w_row, n, out);
+}
+
+void ScalarAxpyRow(DType wt, const uint8_t* w_row, int64_t c0, int64_t c1, float a, float* y) {
+  float buf[kQBlock];
+  const int64_t step = kQBlock;
+  for (int64_t c = c0; c < c1; c += step) {
+    const int64_t len = c1 - c < step ? c1 - c : step;
+    const uint8_t* src = w_row + DTypeBytes(wt, c);
+    DequantizeRow(wt, src, len, buf);
+    for (int64_t i = 0; i < len; ++i) y[c + i] += a * buf[i];
+  }
+}
+
+float ScalarDotF32F16(const float* a, const uint16_t* b, int64_t n) {
+  return DotConv(b, a, n, F16ToF32);
+}
+void ScalarAxpyF32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+void ScalarAxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * F16ToF32(x[i]);
+}
+void ScalarF32ToF16(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = F32ToF16(x[i]);
+}
+
+const Kernels kScalar = {
+    "scalar", QuantizeRowQ8_0, ScalarRowDots, ScalarAxpyRow, ScalarDequantRow,
+    DotF32,   ScalarDotF32F16, ScalarAxpyF32, ScalarAxpyF16, ScalarF32ToF16,
+};
+
+}  // namespace
+
+namespace kernels_internal {
+const Kernels* Avx2Table();  // kernels_avx2.cpp; nullptr when built without the x86 path
+}  // namespace kernels_internal
+
+const Kernels& ScalarKernels() { return kScalar; }
+
+const Kernels* Avx2Kernels() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                                __builtin_cpu_supports("f16c");
+  return supported ? kernels_internal::Avx2Table() : nullptr;
+#else
+  return nullptr;
+#endif
+}
+
+const Kernels& SelectKernels(bool simd) {
+  if (simd) {
+    if (const Kernels* k = Avx2Kernels()) return *k;
+  }
+  return kScalar;
+}
+
+}  // namespace st

@@ -1,0 +1,58 @@
+// Compute kernels of the runtime: dot products of quantized weight rows with activations,
+// row AXPYs, attention helpers. One table of function pointers per instruction set, chosen at
+// run time (AVX2+FMA+F16C when the CPU has them, else the portable scalar table). The scalar
+// table follows the reference codec (codec.h) and is what every SIMD kernel is tested against.
+//
+// Activations: weights of type Q4_0 / Q8_0 are multiplied with activations quantized to Q8_0
+// (integer dot products, as GGUF engines do); F32 / F16 / BF16 weights with f32 activations.
+// Row lengths `n` are multiples of 32 for the block types. No kernel allocates or throws;
+// all are thread-safe (they write only to their outputs).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "infer/quant/types.h"
+
+namespace st {
+
+// True when weights of type `t` take Q8_0 activations (else f32 activations).
+inline bool UsesQ8Activations(DType t) { return t == DType::kQ4_0 || t == DType::kQ8_0; }
+// Bytes of one activation row of n elements for weights of type `t`.
+inline size_t ActivationRowBytes(DType t, int64_t n) {
+  return UsesQ8Activations(t) ? static_cast<size_t>(n / kQBlock) * sizeof(BlockQ8_0)
+                              : static_cast<size_t>(n) * sizeof(float);
+}
+
+struct Kernels {
+  const char* name;  // "scalar" or "avx2+fma+f16c"
+
+  // Activations -> Q8_0 blocks; byte-identical to QuantizeRowQ8_0 (the reference codec).
+  void (*quantize_q8)(const float* x, int64_t n, BlockQ8_0* y);
+
+  // Dots of one weight row with T activation rows:
+  //   y[t * y_stride] = w_row . X_t,  X_t = X + t * x_stride (bytes), t in [0, T).
+  // X is Q8_0 blocks when UsesQ8Activations(wt), else f32.
+  void (*row_dots)(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_stride, int T,
+                   int64_t n, float* y, int64_t y_stride);
+
+  // y[c] += a * w_row[c] for c in [c0, c1) (c0, c1 multiples of the block size).
+  void (*axpy_row)(DType wt, const uint8_t* w_row, int64_t c0, int64_t c1, float a, float* y);
+  // out[0, n) = dequantized w_row.
+  void (*dequant_row)(DType wt, const uint8_t* w_row, int64_t n, float* out);
+
+  // Attention and vector helpers (n any length).
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  float (*dot_f32_f16)(const float* a, const uint16_t* b, int64_t n);
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);     // y += a x
+  void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);  // y += a f32(x)
+  void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);         // round to nearest even
+};
+
+const Kernels& ScalarKernels();
+// nullptr when this CPU lacks AVX2, FMA or F16C, or the build has no x86 SIMD path.
+const Kernels* Avx2Kernels();
+// The fastest table this CPU supports (or the scalar one when simd is false).
+const Kernels& SelectKernels(bool simd);
+
+}  // namespace st

@@ -1,0 +1,296 @@
+// The AVX2+FMA+F16C kernel table. This file is compiled with -mavx2 -mfma -mf16c; nothing in it
+// runs unless kernels.cpp has checked the CPU (Avx2Kernels). It uses no std templates, so no
+// AVX-compiled copy of a shared inline function can leak into scalar code.
+#include "infer/quant/kernels.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include "infer/quant/codec.h"
+
+namespace st {
+namespace {
+
+const BlockQ8_0* Q8(const uint8_t* p) { return reinterpret_cast<const BlockQ8_0*>(p); }
+const BlockQ4_0* Q4(const uint8_t* p) { return reinterpret_cast<const BlockQ4_0*>(p); }
+
+inline float Hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float Half(uint16_t h) { return _cvtsh_ss(h); }
+
+// 16 bytes of Q4_0 nibbles -> 32 signed bytes q - 8 in element order (low nibbles are
+// elements 0..15, high nibbles 16..31).
+inline __m256i UnpackQ4(const uint8_t* qs) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+  return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+inline __m256i LoadQ8(const int8_t* qs) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+}
+
+// Sum of w[i] * y[i] over 32 signed bytes as 8 int32 lanes converted to float. |w|, |y| <= 128
+// with y from the quantizer (|y| <= 127): pairs stay below 2^15, no saturation.
+inline __m256 DotBytes(__m256i abs_w, __m256i w, __m256i y) {
+  const __m256i p16 = _mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(y, w));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+template <bool kQ4>
+inline __m256i WeightBlock(const uint8_t* base, int64_t b) {
+  if (kQ4) return UnpackQ4(Q4(base)[b].qs);
+  return LoadQ8(Q8(base)[b].qs);
+}
+template <bool kQ4>
+inline float WeightScale(const uint8_t* base, int64_t b) {
+  return kQ4 ? Half(Q4(base)[b].d) : Half(Q8(base)[b].d);
+}
+
+// Q4_0 / Q8_0 weight row . Q8_0 activations, tiled 1 row x 4 tokens so each weight block is
+// unpacked once per four tokens.
+template <bool kQ4>
+void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t nb, float* y,
+                  int64_t ys) {
+  int t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const BlockQ8_0* x0 = Q8(X + (t + 0) * xs);
+    const BlockQ8_0* x1 = Q8(X + (t + 1) * xs);
+    const BlockQ8_0* x2 = Q8(X + (t + 2) * xs);
+    const BlockQ8_0* x3 = Q8(X + (t + 3) * xs);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i q = WeightBlock<kQ4>(w, b);
+      const __m256i aq = _mm256_sign_epi8(q, q);
+      const float dw = WeightScale<kQ4>(w, b);
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x0[b].d)), DotBytes(aq, q, LoadQ8(x0[b].qs)),
+                           a0);
+      a1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x1[b].d)), DotBytes(aq, q, LoadQ8(x1[b].qs)),
+                           a1);
+      a2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x2[b].d)), DotBytes(aq, q, LoadQ8(x2[b].qs)),
+                           a2);
+      a3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x3[b].d)), DotBytes(aq, q, LoadQ8(x3[b].qs)),
+                           a3);
+    }
+    y[(t + 0) * ys] = Hsum(a0);
+    y[(t + 1) * ys] = Hsum(a1);
+    y[(t + 2) * ys] = Hsum(a2);
+    y[(t + 3) * ys] = Hsum(a3);
+  }
+  for (; t < T; ++t) {
+    // One token (decode): two blocks a step into two accumulators to hide FMA latency.
+    const BlockQ8_0* x = Q8(X + t * xs);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      const __m256i q0 = WeightBlock<kQ4>(w, b), q1 = WeightBlock<kQ4>(w, b + 1);
+      const __m256 d0 = _mm256_set1_ps(WeightScale<kQ4>(w, b) * Half(x[b].d));
+      const __m256 d1 = _mm256_set1_ps(WeightScale<kQ4>(w, b + 1) * Half(x[b + 1].d));
+      a0 = _mm256_fmadd_ps(d0, DotBytes(_mm256_sign_epi8(q0, q0), q0, LoadQ8(x[b].qs)), a0);
+      a1 = _mm256_fmadd_ps(d1, DotBytes(_mm256_sign_epi8(q1, q1), q1, LoadQ8(x[b + 1].qs)), a1);
+    }
+    for (; b < nb; ++b) {
+      const __m256i q = WeightBlock<kQ4>(w, b);
+      const __m256 d = _mm256_set1_ps(WeightScale<kQ4>(w, b) * Half(x[b].d));
+      a0 = _mm256_fmadd_ps(d, DotBytes(_mm256_sign_epi8(q, q), q, LoadQ8(x[b].qs)), a0);
+    }
+    y[t * ys] = Hsum(_mm256_add_ps(a0, a1));
+  }
+}
+
+// 8 weights of type F32 / F16 / BF16 as floats.
+enum class Wide { kF32, kF16, kBF16 };
+template <Wide kW>
+inline __m256 Load8(const uint8_t* w, int64_t i) {
+  if (kW == Wide::kF32) return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  const __m128i h =
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w) + i));
+  if (kW == Wide::kF16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+template <Wide kW>
+inline float Load1(const uint8_t* w, int64_t i) {
+  if (kW == Wide::kF32) return reinterpret_cast<const float*>(w)[i];
+  const uint16_t h = reinterpret_cast<const uint16_t*>(w)[i];
+  return kW == Wide::kF16 ? Half(h) : BF16ToF32(h);
+}
+
+template <Wide kW>
+float DotWide(const uint8_t* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(Load8<kW>(w, i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(Load8<kW>(w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(Load8<kW>(w, i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(Load8<kW>(w, i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load8<kW>(w, i), _mm256_loadu_ps(x + i), a0);
+  float s = Hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) s += Load1<kW>(w, i) * x[i];
+  return s;
+}
+
+template <Wide kW>
+void RowDotsWide(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t n, float* y,
+                 int64_t ys) {
+  for (int t = 0; t < T; ++t) {
+    y[t * ys] = DotWide<kW>(w, reinterpret_cast<const float*>(X + t * xs), n);
+  }
+}
+
+void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t n, float* y,
+             int64_t ys) {
+  switch (wt) {
+    case DType::kQ4_0:
+      return RowDotsQuant<true>(w, X, xs, T, n / kQBlock, y, ys);
+    case DType::kQ8_0:
+      return RowDotsQuant<false>(w, X, xs, T, n / kQBlock, y, ys);
+    case DType::kF32:
+      return RowDotsWide<Wide::kF32>(w, X, xs, T, n, y, ys);
+    case DType::kF16:
+      return RowDotsWide<Wide::kF16>(w, X, xs, T, n, y, ys);
+    case DType::kBF16:
+      return RowDotsWide<Wide::kBF16>(w, X, xs, T, n, y, ys);
+  }
+}
+
+// Signed bytes (8 of them, starting at byte 8 * k of q) as floats.
+inline __m256 BytesToFloat(__m256i q, int k) {
+  const __m128i half = k < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+  const __m128i part = (k & 1) ? _mm_srli_si128(half, 8) : half;
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part));
+}
+
+// y[c0, c1) += a * w[c0, c1) (kAdd) or out = w (dequantize).
+template <bool kAdd>
+void RowApply(DType wt, const uint8_t* w, int64_t c0, int64_t c1, float a, float* y) {
+  switch (wt) {
+    case DType::kQ4_0:
+    case DType::kQ8_0: {
+      const bool q4 = wt == DType::kQ4_0;
+      for (int64_t b = c0 / kQBlock; b < c1 / kQBlock; ++b) {
+        const __m256i q = q4 ? WeightBlock<true>(w, b) : WeightBlock<false>(w, b);
+        const float d = q4 ? WeightScale<true>(w, b) : WeightScale<false>(w, b);
+        const __m256 s = _mm256_set1_ps(kAdd ? a * d : d);
+        float* yb = y + b * kQBlock;
+        for (int k = 0; k < 4; ++k) {
+          const __m256 f = BytesToFloat(q, k);
+          if (kAdd) {
+            _mm256_storeu_ps(yb + 8 * k, _mm256_fmadd_ps(s, f, _mm256_loadu_ps(yb + 8 * k)));
+          } else {
+            _mm256_storeu_ps(yb + 8 * k, _mm256_mul_ps(s, f));
+          }
+        }
+      }
+      return;
+    }
+    default: {
+      const __m256 s = _mm256_set1_ps(a);
+      int64_t i = c0;
+      for (; i + 8 <= c1; i += 8) {
+        const __m256 f = wt == DType::kF32   ? Load8<Wide::kF32>(w, i)
+                         : wt == DType::kF16 ? Load8<Wide::kF16>(w, i)
+                                             : Load8<Wide::kBF16>(w, i);
+        _mm256_storeu_ps(y + i, kAdd ? _mm256_fmadd_ps(s, f, _mm256_loadu_ps(y + i)) : f);
+      }
+      for (; i < c1; ++i) {
+        const float f = wt == DType::kF32   ? Load1<Wide::kF32>(w, i)
+                        : wt == DType::kF16 ? Load1<Wide::kF16>(w, i)
+                                            : Load1<Wide::kBF16>(w, i);
+        y[i] = kAdd ? y[i] + a * f : f;
+      }
+      return;
+    }
+  }
+}
+
+void AxpyRow(DType wt, const uint8_t* w, int64_t c0, int64_t c1, float a, float* y) {
+  RowApply<true>(wt, w, c0, c1, a, y);
+}
+void DequantRow(DType wt, const uint8_t* w, int64_t n, float* out) {
+  RowApply<false>(wt, w, 0, n, 1.0f, out);
+}
+
+// Q8_0 quantization, byte-identical to QuantizeRowQ8_0: d = amax / 127 in float, id = 1/d,
+// q = roundf(x * id) (half away from zero) clamped to [-127, 127], d stored via F32ToF16.
+void QuantizeQ8(const float* x, int64_t n, BlockQ8_0* out) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+  for (int64_t b = 0; b < n / kQBlock; ++b) {
+    const float* xb = x + b * kQBlock;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = F32ToF16(d);
+    const __m256 mul = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 s = _mm256_mul_ps(v[k], mul);
+      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 frac = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(s, t));
+      const __m256 bump = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ),
+                                        _mm256_or_ps(one, _mm256_and_ps(sign_mask, s)));
+      const __m256 r = _mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_add_ps(t, bump)));
+      q[k] = _mm256_cvtps_epi32(r);
+    }
+    const __m256i p01 = _mm256_packs_epi32(q[0], q[1]);
+    const __m256i p23 = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i p = _mm256_packs_epi16(p01, p23);
+    const __m256i perm = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), perm);
+  }
+}
+
+float DotF32(const float* a, const float* b, int64_t n) {
+  return DotWide<Wide::kF32>(reinterpret_cast<const uint8_t*>(b), a, n);
+}
+float DotF32F16(const float* a, const uint16_t* b, int64_t n) {
+  return DotWide<Wide::kF16>(reinterpret_cast<const uint8_t*>(b), a, n);
+}
+void AxpyF32(float a, const float* x, float* y, int64_t n) {
+  RowApply<true>(DType::kF32, reinterpret_cast<const uint8_t*>(x), 0, n, a, y);
+}
+void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
+  RowApply<true>(DType::kF16, reinterpret_cast<const uint8_t*>(x), 0, n, a, y);
+}
+void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) y[i] = F32ToF16(x[i]);
+}
+
+const Kernels kAvx2 = {
+    "avx2+fma+f16c", QuantizeQ8, RowDots, AxpyRow, DequantRow,
+    DotF32,          DotF32F16,  AxpyF32, AxpyF16, F32ToF16Row,
+};
+
+}  // namespace
+
+namespace kernels_internal {
+const Kernels* Avx2Table() { return &kAvx2; }
+}  // namespace kernels_internal
+}  // namespace st
+
+#else
+namespace st::kernels_internal {
+const Kernels* Avx2Table() { return nullptr; }
+}  // namespace st::kernels_internal
+#endif

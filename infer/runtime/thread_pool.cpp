@@ -1,0 +1,96 @@
+// ThreadPool: job hand-off through a generation counter; spin, then sleep.
+#include "infer/runtime/thread_pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "model/check.h"
+
+namespace st {
+namespace {
+
+inline void CpuRelax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+// Spin iterations before a worker sleeps (~0.1-1 ms), and before the caller yields.
+constexpr int kSpinBeforeSleep = 1 << 14;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  ST_CHECK(threads >= 1) << "threads=" << threads;
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::RunTasks(int thread) {
+  for (;;) {
+    const int64_t t = next_task_.fetch_add(1, std::memory_order_relaxed);
+    if (t >= n_tasks_) return;
+    call_(ctx_, t, thread);
+  }
+}
+
+void ThreadPool::Dispatch(int64_t n_tasks, Call call, void* ctx) {
+  call_ = call;
+  ctx_ = ctx;
+  n_tasks_ = n_tasks;
+  next_task_.store(0, std::memory_order_relaxed);
+  pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  // Publish, then wake sleepers. Both sides use seq_cst: either a worker registered as a
+  // sleeper before we read sleepers_ (we take the lock and notify), or its predicate check
+  // comes after our increment and sees the new generation.
+  generation_.fetch_add(1);
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_.notify_all();
+  }
+  RunTasks(0);
+  int spins = 0;
+  while (pending_workers_.load(std::memory_order_acquire) != 0) {
+    if (++spins < kSpinBeforeSleep) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    // Wait for a new generation: spin, then sleep.
+    int spins = 0;
+    uint64_t g;
+    while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      if (++spins < kSpinBeforeSleep) {
+        CpuRelax();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(mu_);
+      sleepers_.fetch_add(1);
+      cv_.wait(lock, [&] { return generation_.load() != seen; });
+      sleepers_.fetch_sub(1);
+      spins = 0;
+    }
+    seen = g;
+    if (stop_.load()) return;
+    RunTasks(index);
+    pending_workers_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+}  // namespace st

@@ -1,0 +1,436 @@
+// st-bench: throughput of the torch-free runtime on a model file, with synthetic token ids (no
+// tokenizer needed). For each thread count: prefill and decode tokens/s, time to first token,
+// peak RSS, the ReGLU sparsity exploited, weight bytes read per decode token, and the achieved
+// weight-read bandwidth as a fraction of this machine's memory read bandwidth, measured in the
+// same run with the same number of threads.
+//   st-bench --model m.stmf --threads 1,2 --prompt_tokens 128 --gen_tokens 64 --reps 3 [--json]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "gflags/gflags.h"
+#include "infer/format/model_file.h"
+#include "infer/quant/types.h"
+#include "infer/runtime/engine.h"
+#include "infer/runtime/membw.h"
+#include "nlohmann/json.hpp"
+
+DEFINE_string(model, "", "model file (.stmf) written by st-export");
+DEFINE_string(threads, "0",
+              "worker threads; a comma list (e.g. 1,2) gives one result per value; 0 = all cores");
+DEFINE_int32(prompt_tokens, 128, "prompt length for the prefill measurement");
+DEFINE_int32(gen_tokens, 64, "tokens decoded (Forward calls) after the prefill");
+DEFINE_int32(reps, 3, "timed repetitions per thread count (median, min and max are reported)");
+DEFINE_int32(warmup, 1, "untimed repetitions first (pages the model in, warms the caches)");
+DEFINE_bool(json, false,
+            "print one JSON object per thread count on stdout; the report goes to stderr");
+DEFINE_bool(kv_f16, true, "fp16 KV cache (false: f32)");
+DEFINE_bool(simd, true, "false forces the portable scalar kernels");
+DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
+DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
+DEFINE_uint64(seed, 1, "seed of the synthetic prompt token ids");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+FILE* Out() { return FLAGS_json ? stderr : stdout; }
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "st-bench: %s\n", msg.c_str());
+  return 1;
+}
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Deterministic ids in [0, vocab): splitmix64 of (seed, i).
+std::vector<int32_t> SyntheticTokens(int n, int vocab, uint64_t seed) {
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; ++i) {
+    uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i) + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    ids[i] = static_cast<int32_t>(z % static_cast<uint64_t>(vocab));
+  }
+  return ids;
+}
+
+int32_t Argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+st::EngineStats Delta(const st::EngineStats& a, const st::EngineStats& b) {
+  st::EngineStats d;
+  d.tokens = b.tokens - a.tokens;
+  d.forwards = b.forwards - a.forwards;
+  d.reglu_total = b.reglu_total - a.reglu_total;
+  d.reglu_skipped = b.reglu_skipped - a.reglu_skipped;
+  d.weight_bytes = b.weight_bytes - a.weight_bytes;
+  d.expert_calls = b.expert_calls - a.expert_calls;
+  return d;
+}
+
+void Accumulate(st::EngineStats* acc, const st::EngineStats& d) {
+  acc->tokens += d.tokens;
+  acc->forwards += d.forwards;
+  acc->reglu_total += d.reglu_total;
+  acc->reglu_skipped += d.reglu_skipped;
+  acc->weight_bytes += d.weight_bytes;
+  acc->expert_calls += d.expert_calls;
+}
+
+struct Summary {
+  double median = 0, min = 0, max = 0, stddev = 0;
+};
+
+Summary Summarize(std::vector<double> v) {
+  Summary s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  s.min = v.front();
+  s.max = v.back();
+  double mean = 0;
+  for (double x : v) mean += x / n;
+  double var = 0;
+  for (double x : v) var += (x - mean) * (x - mean);
+  s.stddev = n > 1 ? std::sqrt(var / (n - 1)) : 0.0;
+  return s;
+}
+
+// One repetition: Reset, prefill the prompt, then gen_tokens greedy Forward calls.
+struct Rep {
+  double prefill_s = 0, decode_s = 0;
+  st::EngineStats prefill, decode;
+};
+
+absl::StatusOr<Rep> RunRep(st::Engine& eng, const std::vector<int32_t>& prompt, int gen) {
+  Rep r;
+  eng.Reset();
+  const st::EngineStats s0 = eng.stats();
+  const auto t0 = Clock::now();
+  auto logits = eng.Prefill(prompt);
+  if (!logits.ok()) return logits.status();
+  const auto t1 = Clock::now();
+  const st::EngineStats s1 = eng.stats();
+  int32_t next = Argmax(*logits);
+  for (int i = 0; i < gen; ++i) {
+    logits = eng.Forward(next);
+    if (!logits.ok()) return logits.status();
+    next = Argmax(*logits);
+  }
+  const auto t2 = Clock::now();
+  r.prefill_s = Seconds(t0, t1);
+  r.decode_s = Seconds(t1, t2);
+  r.prefill = Delta(s0, s1);
+  r.decode = Delta(s1, eng.stats());
+  return r;
+}
+
+// /proc/self/status fields in KiB (-1 when absent).
+int64_t StatusKiB(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.compare(0, key.size() + 1, key + ":") == 0) {
+      std::istringstream is(line.substr(key.size() + 1));
+      int64_t kib = -1;
+      is >> kib;
+      return kib;
+    }
+  }
+  return -1;
+}
+
+// Resets VmHWM to the current RSS (Linux >= 4.0); false when not permitted.
+bool ResetPeakRss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+int64_t MaxRssKiB() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;  // KiB on Linux
+}
+
+bool ParseThreads(const std::string& text, std::vector<int>* out) {
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 0 || v > 1024) return false;
+    out->push_back(v == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                          : static_cast<int>(v));
+  }
+  return !out->empty();
+}
+
+std::string Mib(double bytes) {
+  char buf[64];
+  if (bytes >= 10.0 * (1 << 30)) {
+    std::snprintf(buf, sizeof(buf), "%.1f GiB", bytes / (1 << 30));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / (1 << 20));
+  }
+  return buf;
+}
+
+// 4035000000 -> "4.04B", 2300000 -> "2.30M".
+std::string Count(int64_t n) {
+  char buf[32];
+  if (n >= 1000000000) {
+    std::snprintf(buf, sizeof(buf), "%.2fB", n / 1e9);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.2fM", n / 1e6);
+  }
+  return buf;
+}
+
+void PrintModel(const st::Engine& eng, const std::string& path) {
+  const st::ModelConfig& c = eng.config();
+  const st::ModelFile& f = eng.file();
+  FILE* o = Out();
+  std::fprintf(o, "model       %s (%s)\n", path.c_str(), Mib(f.file_size()).c_str());
+  std::fprintf(o,
+               "config      %d layers, H %d, heads %d/%d x %d, %d experts (k %d) x F %d, vocab %d, "
+               "context %d, %s params (%s active)\n",
+               c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+               c.head_dim, c.moe_num_primary_experts, c.moe_num_active_primary_experts,
+               c.moe_ffn_hidden_size, c.vocab_size, c.max_position_embeddings,
+               Count(c.NumParams()).c_str(), Count(c.NumActiveParams()).c_str());
+  // Tensor types per group: count and bytes.
+  std::map<std::pair<int, std::string>, std::pair<int64_t, uint64_t>> types;
+  for (const st::TensorInfo& t : f.tensors()) {
+    auto& e = types[{static_cast<int>(t.group), st::DTypeName(t.dtype)}];
+    e.first += 1;
+    e.second += t.size;
+  }
+  std::string line;
+  for (const auto& [key, v] : types) {
+    if (!line.empty()) line += ", ";
+    line += std::string(key.first == static_cast<int>(st::TensorGroup::kExpert) ? "expert "
+                                                                                : "resident ") +
+            key.second + " x" + std::to_string(v.first) + " (" + Mib(v.second) + ")";
+  }
+  std::fprintf(o, "types       %s\n", line.c_str());
+}
+
+struct Row {
+  int threads = 0;
+  st::MemBwResult membw;
+  Summary prefill_tps, decode_tps, ttft_ms;
+  st::EngineStats prefill, decode;  // summed over the timed repetitions
+  double bytes_per_token = 0, dense_bytes_per_token = 0;
+  int64_t vmhwm_kib = 0, maxrss_kib = 0, rss_anon_kib = 0, rss_file_kib = 0;
+  std::string kernel;
+
+  double bw() const { return membw.gb_per_s * 1e9; }                       // bytes/s
+  double achieved() const { return bytes_per_token * decode_tps.median; }  // bytes/s
+  double fraction() const { return bw() > 0 ? achieved() / bw() : 0.0; }   // of membw
+  double bound_tps() const { return bytes_per_token > 0 ? bw() / bytes_per_token : 0.0; }
+  double dense_bound_tps() const {
+    return dense_bytes_per_token > 0 ? bw() / dense_bytes_per_token : 0.0;
+  }
+};
+
+void PrintRow(const Row& r) {
+  FILE* o = Out();
+  std::fprintf(o, "\n== threads %d ==\n", r.threads);
+  std::fprintf(o, "memory read bandwidth    %.1f GB/s (%s buffer, best of %d passes, %s loads)\n",
+               r.membw.gb_per_s, Mib(r.membw.bytes).c_str(), FLAGS_membw_passes, r.membw.kernel);
+  std::fprintf(o, "prefill                  %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
+               r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max, r.prefill_tps.stddev);
+  std::fprintf(o,
+               "time to first token      %.1f ms median (min %.1f, max %.1f): prefill start to "
+               "the first generated token's logits\n",
+               r.ttft_ms.median, r.ttft_ms.min, r.ttft_ms.max);
+  std::fprintf(o, "decode                   %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
+               r.decode_tps.median, r.decode_tps.min, r.decode_tps.max, r.decode_tps.stddev);
+  std::fprintf(o,
+               "ReGLU sparsity           decode %.1f%%, prefill %.1f%% of expert neurons skipped\n",
+               100.0 * r.decode.sparsity(), 100.0 * r.prefill.sparsity());
+  std::fprintf(o, "weight bytes / token     %.2f MB read (dense %.2f MB: %.1f%% saved)\n",
+               r.bytes_per_token / 1e6, r.dense_bytes_per_token / 1e6,
+               r.dense_bytes_per_token > 0
+                   ? 100.0 * (1.0 - r.bytes_per_token / r.dense_bytes_per_token)
+                   : 0.0);
+  std::fprintf(o, "weight-read bandwidth    %.2f GB/s = %.1f%% of the measured %.1f GB/s\n",
+               r.achieved() / 1e9, 100.0 * r.fraction(), r.membw.gb_per_s);
+  std::fprintf(o,
+               "bandwidth-bound decode   %.1f tok/s at these bytes/token (dense: %.1f tok/s); "
+               "decode reaches %.1f%% of it\n",
+               r.bound_tps(), r.dense_bound_tps(), 100.0 * r.fraction());
+  std::fprintf(o,
+               "peak RSS                 %s (VmHWM for this thread count), process ru_maxrss "
+               "%s; now anon %s, file-backed %s\n",
+               Mib(r.vmhwm_kib * 1024.0).c_str(), Mib(r.maxrss_kib * 1024.0).c_str(),
+               Mib(r.rss_anon_kib * 1024.0).c_str(), Mib(r.rss_file_kib * 1024.0).c_str());
+}
+
+nlohmann::json RowJson(const Row& r, const st::Engine& eng) {
+  nlohmann::json j;
+  j["model"] = FLAGS_model;
+  j["file_bytes"] = eng.file().file_size();
+  j["kernel"] = r.kernel;
+  j["kv_f16"] = FLAGS_kv_f16;
+  j["threads"] = r.threads;
+  j["prompt_tokens"] = FLAGS_prompt_tokens;
+  j["gen_tokens"] = FLAGS_gen_tokens;
+  j["reps"] = FLAGS_reps;
+  j["membw_gb_s"] = r.membw.gb_per_s;
+  j["membw_kernel"] = r.membw.kernel;
+  auto put = [&](const std::string& name, const Summary& s) {
+    j[name + "_median"] = s.median;
+    j[name + "_min"] = s.min;
+    j[name + "_max"] = s.max;
+    j[name + "_stddev"] = s.stddev;
+  };
+  put("prefill_tok_s", r.prefill_tps);
+  put("decode_tok_s", r.decode_tps);
+  put("ttft_ms", r.ttft_ms);
+  j["sparsity_decode"] = r.decode.sparsity();
+  j["sparsity_prefill"] = r.prefill.sparsity();
+  j["weight_bytes_per_token"] = r.bytes_per_token;
+  j["dense_weight_bytes_per_token"] = r.dense_bytes_per_token;
+  j["weight_read_gb_s"] = r.achieved() / 1e9;
+  j["membw_fraction"] = r.fraction();
+  j["bw_bound_tok_s"] = r.bound_tps();
+  j["dense_bw_bound_tok_s"] = r.dense_bound_tps();
+  j["peak_rss_mib"] = r.vmhwm_kib / 1024.0;
+  j["maxrss_mib"] = r.maxrss_kib / 1024.0;
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "runtime throughput on a model file (synthetic prompt, no tokenizer needed)\n"
+      "  st-bench --model m.stmf [--threads 1,2] [--prompt_tokens 128] [--gen_tokens 64] "
+      "[--reps 3] [--json]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (FLAGS_model.empty()) return Fail("--model is required (a .stmf file written by st-export)");
+  if (argc > 1) return Fail(std::string("unexpected argument '") + argv[1] + "'");
+  std::vector<int> thread_counts;
+  if (!ParseThreads(FLAGS_threads, &thread_counts)) {
+    return Fail("--threads '" + FLAGS_threads +
+                "' is not a comma list of thread counts (e.g. 1,2; 0 = all cores)");
+  }
+  if (FLAGS_prompt_tokens < 1) return Fail("--prompt_tokens must be >= 1");
+  if (FLAGS_gen_tokens < 1) return Fail("--gen_tokens must be >= 1");
+  if (FLAGS_reps < 1) return Fail("--reps must be >= 1");
+  if (FLAGS_warmup < 0) return Fail("--warmup must be >= 0");
+  if (FLAGS_membw_mib < 256) {
+    return Fail("--membw_mib must be >= 256 (a smaller buffer measures the caches, not memory)");
+  }
+  if (FLAGS_membw_passes < 1) return Fail("--membw_passes must be >= 1");
+
+  std::vector<Row> rows;
+  bool printed_model = false;
+  for (const int threads : thread_counts) {
+    // No engine is alive here: the process is single-threaded, so the probe can fork. Its
+    // buffer lives in the child and counts in neither RSS figure below.
+    const bool hwm_reset = ResetPeakRss();
+    st::MemBwOptions mopt;
+    mopt.threads = threads;
+    mopt.bytes = static_cast<size_t>(FLAGS_membw_mib) << 20;
+    mopt.passes = FLAGS_membw_passes;
+    auto membw = st::MeasureReadBandwidthInChild(mopt);
+    if (!membw.ok()) return Fail(std::string(membw.status().message()));
+
+    st::EngineOptions eopt;
+    eopt.threads = threads;
+    eopt.kv_f16 = FLAGS_kv_f16;
+    eopt.simd = FLAGS_simd;
+    auto eng_or = st::Engine::Load(FLAGS_model, eopt);
+    if (!eng_or.ok()) return Fail(std::string(eng_or.status().message()));
+    st::Engine& eng = **eng_or;
+    const st::ModelConfig& cfg = eng.config();
+    if (static_cast<int64_t>(FLAGS_prompt_tokens) + FLAGS_gen_tokens > eng.max_context()) {
+      return Fail("--prompt_tokens + --gen_tokens = " +
+                  std::to_string(FLAGS_prompt_tokens + FLAGS_gen_tokens) +
+                  " exceeds the model's context of " + std::to_string(eng.max_context()));
+    }
+    if (!printed_model) {
+      PrintModel(eng, FLAGS_model);
+      std::fprintf(Out(),
+                   "run         kernels %s, KV cache %s, prompt %d tokens, %d generated "
+                   "(greedy), %d reps after %d warm-up\n",
+                   eng.KernelName().c_str(), FLAGS_kv_f16 ? "f16" : "f32", FLAGS_prompt_tokens,
+                   FLAGS_gen_tokens, FLAGS_reps, FLAGS_warmup);
+      if (!hwm_reset) {
+        std::fprintf(Out(), "note        cannot reset VmHWM: peak RSS covers the whole process\n");
+      }
+      printed_model = true;
+    }
+    const std::vector<int32_t> prompt =
+        SyntheticTokens(FLAGS_prompt_tokens, cfg.vocab_size, FLAGS_seed);
+
+    for (int i = 0; i < FLAGS_warmup; ++i) {
+      auto r = RunRep(eng, prompt, FLAGS_gen_tokens);
+      if (!r.ok()) return Fail(std::string(r.status().message()));
+    }
+    Row row;
+    row.threads = eng.threads();
+    row.membw = *membw;
+    row.kernel = eng.KernelName();
+    std::vector<double> prefill_tps, decode_tps, ttft_ms;
+    for (int i = 0; i < FLAGS_reps; ++i) {
+      auto r = RunRep(eng, prompt, FLAGS_gen_tokens);
+      if (!r.ok()) return Fail(std::string(r.status().message()));
+      prefill_tps.push_back(FLAGS_prompt_tokens / std::max(r->prefill_s, 1e-12));
+      decode_tps.push_back(FLAGS_gen_tokens / std::max(r->decode_s, 1e-12));
+      ttft_ms.push_back(1e3 * r->prefill_s);
+      Accumulate(&row.prefill, r->prefill);
+      Accumulate(&row.decode, r->decode);
+    }
+    row.prefill_tps = Summarize(prefill_tps);
+    row.decode_tps = Summarize(decode_tps);
+    row.ttft_ms = Summarize(ttft_ms);
+    row.bytes_per_token = row.decode.tokens > 0
+                              ? static_cast<double>(row.decode.weight_bytes) / row.decode.tokens
+                              : 0.0;
+    row.dense_bytes_per_token = static_cast<double>(eng.DenseDecodeWeightBytes());
+    row.vmhwm_kib = StatusKiB("VmHWM");
+    row.maxrss_kib = MaxRssKiB();
+    row.rss_anon_kib = StatusKiB("RssAnon");
+    row.rss_file_kib = StatusKiB("RssFile");
+    PrintRow(row);
+    if (FLAGS_json) {
+      std::printf("%s\n", RowJson(row, eng).dump().c_str());
+      std::fflush(stdout);
+    }
+    rows.push_back(row);
+  }
+
+  FILE* o = Out();
+  std::fprintf(o,
+               "\nthreads  membw GB/s  prefill tok/s  TTFT ms  decode tok/s  MB/token  "
+               "%%membw  bound tok/s  sparsity  peak RSS\n");
+  for (const Row& r : rows) {
+    std::fprintf(o, "%7d  %10.1f  %13.1f  %7.1f  %12.1f  %8.2f  %5.1f%%  %11.1f  %7.1f%%  %s\n",
+                 r.threads, r.membw.gb_per_s, r.prefill_tps.median, r.ttft_ms.median,
+                 r.decode_tps.median, r.bytes_per_token / 1e6, 100 * r.fraction(), r.bound_tps(),
+                 100 * r.decode.sparsity(), Mib(r.vmhwm_kib * 1024.0).c_str());
+  }
+  return 0;
+}

@@ -1,0 +1,65 @@
+#include "infer/tools/tool_util.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace st {
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LoadedModel m;
+  auto eng = Engine::Load(path, options);
+  if (!eng.ok()) {
+    const absl::Status& s = eng.status();
+    std::string msg(s.message());
+    if (msg.find(path) == std::string::npos) msg = absl::StrCat("'", path, "': ", msg);
+    if (s.code() == absl::StatusCode::kNotFound) {
+      absl::StrAppend(&msg, " (--model takes a .stmf model file written by st-export)");
+    }
+    return absl::Status(s.code(), msg);
+  }
+  m.engine = *std::move(eng);
+  const ModelFile& f = m.engine->file();
+  auto tok = MakeTokenizer(f.tokenizer_name(), f.tokenizer_json());
+  if (!tok.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the tokenizer in '", path, "' does not load: ", tok.status().message()));
+  }
+  m.tokenizer = *std::move(tok);
+  m.load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_view what) {
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path,
+                                            "': ", errno != 0 ? std::strerror(errno) : "error"));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", what, " '", path, "'"));
+  return ss.str();
+}
+
+std::string SparsityText(const EngineStats& s) {
+  return absl::StrFormat("ReGLU sparsity: %d of %d expert neurons skipped (%.1f%%)",
+                         s.reglu_skipped, s.reglu_total, 100.0 * s.sparsity());
+}
+
+int ToolFail(absl::string_view tool, absl::string_view message) {
+  std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(tool.size()), tool.data(),
+               static_cast<int>(message.size()), message.data());
+  return 1;
+}
+
+}  // namespace st

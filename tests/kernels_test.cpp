@@ -1,0 +1,198 @@
+// Kernel tables (scalar and AVX2) against independent computations built from the reference
+// codec, and the thread pool's fork-join contract.
+#include "infer/quant/kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "infer/quant/codec.h"
+#include "infer/runtime/thread_pool.h"
+
+namespace st {
+namespace {
+
+std::vector<const Kernels*> Tables() {
+  std::vector<const Kernels*> t = {&ScalarKernels()};
+  if (const Kernels* a = Avx2Kernels()) t.push_back(a);
+  return t;
+}
+
+std::vector<float> RandomVec(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<uint8_t> Encode(DType t, const std::vector<float>& x) {
+  std::vector<uint8_t> b(DTypeBytes(t, static_cast<int64_t>(x.size())));
+  QuantizeRow(t, x.data(), static_cast<int64_t>(x.size()), b.data());
+  return b;
+}
+
+TEST(Kernels, Q8QuantizerIsByteIdenticalToTheReference) {
+  for (const Kernels* k : Tables()) {
+    const int64_t n = 32 * 40;
+    std::vector<float> x = RandomVec(n, 7, 3.0f);
+    // Ties: blocks whose values land exactly on q + 0.5 after scaling (amax 127 -> id 1).
+    for (int j = 0; j < 32; ++j)
+      x[32 + j] = (j == 0) ? 127.0f : (j % 2 ? -1.0f : 1.0f) * (j + 0.5f);
+    for (int j = 0; j < 32; ++j) x[64 + j] = 0.0f;  // all-zero block
+    x[96] = 1e-30f;                                 // tiny amax
+    std::vector<BlockQ8_0> ref(n / 32), got(n / 32);
+    QuantizeRowQ8_0(x.data(), n, ref.data());
+    k->quantize_q8(x.data(), n, got.data());
+    for (int64_t b = 0; b < n / 32; ++b) {
+      EXPECT_EQ(ref[b].d, got[b].d) << k->name << " block " << b;
+      for (int j = 0; j < 32; ++j) {
+        ASSERT_EQ(ref[b].qs[j], got[b].qs[j]) << k->name << " block " << b << " elem " << j;
+      }
+    }
+  }
+}
+
+// y = w . x from dequantized weights and activations, in double: independent of the kernels.
+double RefDot(DType wt, const std::vector<uint8_t>& w, const std::vector<float>& x, int64_t n,
+              double* abs_sum) {
+  std::vector<float> wf(n), xf(n);
+  DequantizeRow(wt, w.data(), n, wf.data());
+  if (UsesQ8Activations(wt)) {
+    std::vector<BlockQ8_0> xq(n / 32);
+    QuantizeRowQ8_0(x.data(), n, xq.data());
+    DequantizeRowQ8_0(xq.data(), n, xf.data());
+  } else {
+    xf = x;
+  }
+  double s = 0;
+  *abs_sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    s += static_cast<double>(wf[i]) * xf[i];
+    *abs_sum += std::abs(static_cast<double>(wf[i]) * xf[i]);
+  }
+  return s;
+}
+
+TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
+  const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
+  const int64_t n = 32 * 24 + 0;
+  for (const Kernels* k : Tables()) {
+    for (DType wt : types) {
+      const std::vector<uint8_t> w = Encode(wt, RandomVec(n, 11, 0.05f));
+      for (int T : {1, 2, 3, 4, 5, 8, 9}) {
+        // T activation rows in the format the weight type takes.
+        std::vector<std::vector<float>> xs;
+        const size_t stride = ActivationRowBytes(wt, n);
+        std::vector<uint8_t> X(stride * T);
+        for (int t = 0; t < T; ++t) {
+          xs.push_back(RandomVec(n, 100 + t, 2.0f));
+          if (UsesQ8Activations(wt)) {
+            QuantizeRowQ8_0(xs[t].data(), n, reinterpret_cast<BlockQ8_0*>(X.data() + t * stride));
+          } else {
+            std::memcpy(X.data() + t * stride, xs[t].data(), n * sizeof(float));
+          }
+        }
+        std::vector<float> y(T * 3, -1.f);
+        k->row_dots(wt, w.data(), X.data(), stride, T, n, y.data(), 3);
+        for (int t = 0; t < T; ++t) {
+          double abs_sum;
+          const double ref = RefDot(wt, w, xs[t], n, &abs_sum);
+          EXPECT_NEAR(y[t * 3], ref, 1e-5 * abs_sum + 1e-6)
+              << k->name << " " << DTypeName(wt) << " T=" << T << " t=" << t;
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, AxpyAndDequantMatchTheReferenceCodec) {
+  const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
+  const int64_t n = 32 * 10;
+  for (const Kernels* k : Tables()) {
+    for (DType wt : types) {
+      const std::vector<uint8_t> w = Encode(wt, RandomVec(n, 5, 0.3f));
+      std::vector<float> ref(n), got(n, 123.f);
+      DequantizeRow(wt, w.data(), n, ref.data());
+      k->dequant_row(wt, w.data(), n, got.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(ref[i], got[i]) << k->name << DTypeName(wt) << i;
+      // AXPY over a block-aligned column range only touches that range.
+      const std::vector<float> y0 = RandomVec(n, 9);
+      std::vector<float> y = y0;
+      const float a = -0.75f;
+      k->axpy_row(wt, w.data(), 64, 224, a, y.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float want = (i >= 64 && i < 224) ? y0[i] + a * ref[i] : y0[i];
+        ASSERT_NEAR(y[i], want, 1e-6f * (1 + std::abs(want))) << k->name << DTypeName(wt) << i;
+      }
+    }
+  }
+}
+
+TEST(Kernels, AttentionHelpersMatchScalarMath) {
+  for (const Kernels* k : Tables()) {
+    for (int64_t n : {1, 7, 8, 31, 128, 133}) {
+      const std::vector<float> a = RandomVec(n, 1), b = RandomVec(n, 2);
+      std::vector<uint16_t> bh(n), bh2(n);
+      for (int64_t i = 0; i < n; ++i) bh[i] = F32ToF16(b[i]);
+      k->f32_to_f16(b.data(), bh2.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(bh[i], bh2[i]) << k->name << " f16 " << i;
+      double dot = 0, dot_h = 0, abs = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        dot += static_cast<double>(a[i]) * b[i];
+        dot_h += static_cast<double>(a[i]) * F16ToF32(bh[i]);
+        abs += std::abs(static_cast<double>(a[i]) * b[i]);
+      }
+      EXPECT_NEAR(k->dot_f32(a.data(), b.data(), n), dot, 1e-5 * abs + 1e-6) << k->name;
+      EXPECT_NEAR(k->dot_f32_f16(a.data(), bh.data(), n), dot_h, 1e-5 * abs + 1e-6) << k->name;
+      std::vector<float> y(n, 1.f), yh(n, 1.f);
+      k->axpy_f32(0.5f, a.data(), y.data(), n);
+      k->axpy_f16(0.5f, bh.data(), yh.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_NEAR(y[i], 1.f + 0.5f * a[i], 1e-6f * (1 + std::abs(a[i])));
+        ASSERT_NEAR(yh[i], 1.f + 0.5f * F16ToF32(bh[i]), 1e-6f * (1 + std::abs(b[i])));
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, EveryTaskRunsExactlyOnceAcrossManyJobs) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    std::vector<std::atomic<int>> hits(257);
+    for (int job = 0; job < 2000; ++job) {
+      const int n = 1 + job % 257;
+      for (int i = 0; i < n; ++i) hits[i].store(0);
+      std::atomic<bool> bad_thread{false};
+      pool.Run(n, [&](int64_t t, int thread) {
+        if (thread < 0 || thread >= threads) bad_thread = true;
+        hits[t].fetch_add(1);
+      });
+      ASSERT_FALSE(bad_thread.load());
+      for (int i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "job " << job << " task " << i;
+    }
+  }
+}
+
+TEST(ThreadPool, WakesSleepingWorkersAndSplitsRanges) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // workers go to sleep
+    std::vector<int> seen(1000, 0);
+    pool.For(1000, 7, [&](int64_t b, int64_t e, int) {
+      ASSERT_GE(e - b, 1);
+      for (int64_t i = b; i < e; ++i) seen[i]++;
+    });
+    for (int i = 0; i < 1000; ++i) ASSERT_EQ(seen[i], 1) << i;
+  }
+}
+
+}  // namespace
+}  // namespace st
