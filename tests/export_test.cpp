@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "infer/export/exporter.h"
+#include "infer/export/random_source.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/model_file.h"
 #include "infer/quant/codec.h"
@@ -62,7 +63,8 @@ void WriteSafetensors(const std::string& path, const std::vector<SourceTensor>& 
       const uint16_t b = F32ToBF16(x);
       data.append(reinterpret_cast<const char*>(&b), 2);
     }
-    header[t.name] = {{"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+    header[t.name] = {
+        {"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
   }
   header["__metadata__"] = {{"format", "pt"}};
   std::string h = header.dump();
@@ -152,7 +154,8 @@ void ExpectFileMatchesSource(const ModelFile& m, const Fixture& f, bool exact) {
     const int64_t block = t->dtype == DType::kQ8_0 || t->dtype == DType::kQ4_0 ? kQBlock : 1;
     for (size_t i = 0; i < want.size(); ++i) {
       const size_t row = i / cols, in_row = i % cols;
-      const float a = block == 1 ? std::abs(want[i]) : amax[row * (cols / kQBlock) + in_row / kQBlock];
+      const float a =
+          block == 1 ? std::abs(want[i]) : amax[row * (cols / kQBlock) + in_row / kQBlock];
       const double bound = exact ? 0.0 : QuantErrorBound(t->dtype, a);
       ASSERT_LE(std::abs(static_cast<double>(got[i]) - want[i]), bound)
           << name << " element " << i << " (" << DTypeName(t->dtype) << ")";
@@ -185,7 +188,7 @@ TEST(ExportTest, HfCheckpointExportsAndMatchesWithinTheCodecBound) {
       EXPECT_EQ((*m)->eos_token_ids(), (std::vector<int64_t>{297}));
       const TensorInfo* up = (*m)->Find(ExpertTensorName(1, 3, ExpertPart::kUp));
       ASSERT_NE(up, nullptr);
-      EXPECT_EQ(up->dtype, std::string(preset) == "q4_0" ? DType::kQ4_0
+      EXPECT_EQ(up->dtype, std::string(preset) == "q4_0"   ? DType::kQ4_0
                            : std::string(preset) == "q8_0" ? DType::kQ8_0
                                                            : DType::kF32);
       EXPECT_EQ((*m)->Find("blk.0.ffn_gate_inp")->dtype, DType::kF32);  // router stays f32
@@ -218,11 +221,65 @@ TEST(ExportTest, IncompleteCheckpointFailsAndWritesNothing) {
   opt.recipe = *RecipePreset("q4_0");
   auto report = ExportModel(**src, f.dir + "/out.stmf", opt);
   ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.status().message().find(all.back().name), std::string::npos)
-      << report.status();
+  EXPECT_NE(report.status().message().find(all.back().name), std::string::npos) << report.status();
   EXPECT_FALSE(fs::exists(f.dir + "/out.stmf"));
   EXPECT_FALSE(fs::exists(f.dir + "/out.stmf.tmp"));
   EXPECT_FALSE(RecipePreset("q3_k").ok());
+}
+
+TEST(ExportTest, RecipePresets) {
+  auto pure = RecipePreset("q4_0_pure");
+  ASSERT_TRUE(pure.ok()) << pure.status();
+  EXPECT_EQ(pure->ToString(),
+            "q4_0_pure: embedding=q4_0 attention=q4_0 router=f32 norms=f32 experts=q4_0 "
+            "lm_head=q4_0");
+  EXPECT_EQ(RecipePreset("q4_0")->ToString(),
+            "q4_0: embedding=q8_0 attention=q8_0 router=f32 norms=f32 experts=q4_0 lm_head=q8_0");
+  EXPECT_EQ(RecipePreset("q8_0")->ToString(),
+            "q8_0: embedding=q8_0 attention=q8_0 router=f32 norms=f32 experts=q8_0 lm_head=q8_0");
+  EXPECT_NE(RecipePreset("q3_k").status().message().find("q4_0_pure"), std::string::npos);
+}
+
+// A random-init export (st-export --random-init) of tiny, tied and untied, with q4_0_pure:
+// the file verifies, has the preset's types, matches the source within the codec's bound, and
+// the same seed gives the same bytes.
+TEST(ExportTest, RandomInitExportsQ4_0Pure) {
+  for (bool tied : {true, false}) {
+    absl::StatusOr<ModelConfig> cfg = LoadModelConfig(ST_SOURCE_DIR "/configs/model/tiny.json");
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    cfg->tie_word_embeddings = tied;
+    Fixture f{FreshDir(tied ? "export_random_tied" : "export_random_untied"), *cfg, {}};
+    ExportOptions opt;
+    opt.recipe = *RecipePreset("q4_0_pure");
+    std::string bytes[3];
+    for (int run = 0; run < 3; ++run) {
+      auto src = MakeRandomSource(f.cfg, run < 2 ? 11 : 12);  // runs 0 and 1: the same seed
+      ASSERT_TRUE(src.ok()) << src.status();
+      const std::string out = absl::StrCat(f.dir, "/random-", run, ".stmf");
+      auto report = ExportModel(**src, out, opt);
+      ASSERT_TRUE(report.ok()) << report.status();
+      EXPECT_EQ(report->classes.at("expert").tensors, 4 * 8 * 3);
+      std::ifstream in(out, std::ios::binary);
+      bytes[run].assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (run > 0) continue;
+      ModelFile::Options ropt;
+      ropt.verify_checksums = true;
+      auto m = ModelFile::Open(out, ropt);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ((*m)->config().ToJson(), f.cfg.ToJson());
+      EXPECT_EQ((*m)->tokenizer_name(), "byte");
+      EXPECT_EQ((*m)->eos_token_ids(), (std::vector<int64_t>{256}));  // the byte tokenizer's
+      for (const TensorInfo& t : (*m)->tensors()) {
+        const bool f32 = t.dims.size() == 1 || t.name.find("ffn_gate_inp") != std::string::npos;
+        EXPECT_EQ(t.dtype, f32 ? DType::kF32 : DType::kQ4_0) << t.name;
+      }
+      EXPECT_EQ((*m)->Find("output") != nullptr, !tied);
+      for (const SourceTensor& t : (*src)->tensors()) f.values[t.name] = *(*src)->ReadF32(t.name);
+      ExpectFileMatchesSource(**m, f, false);
+    }
+    EXPECT_EQ(bytes[0], bytes[1]);
+    EXPECT_NE(bytes[0], bytes[2]);
+  }
 }
 
 }  // namespace

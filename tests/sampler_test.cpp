@@ -109,7 +109,8 @@ TEST(Sampler, SameSeedSameTokens) {
 
 // Pearson chi-square of `n` draws against the probabilities `p`; with df = p.size() - 1 = 9 the
 // 0.999 quantile is 27.9, so a correct sampler fails a bound of 40 with a fixed seed never.
-double ChiSquare(Sampler& s, const std::vector<float>& logits, const std::vector<double>& p, int n) {
+double ChiSquare(Sampler& s, const std::vector<float>& logits, const std::vector<double>& p,
+                 int n) {
   std::vector<int> count(p.size(), 0);
   for (int i = 0; i < n; ++i) {
     const int32_t t = s.Sample(logits);
@@ -313,7 +314,8 @@ TEST(Sampler, SpeedOnTheQwenVocabulary) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) s.Sample(l);
     const double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / n;
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+        n;
     std::printf("top_k %d, top_p 0.95, min_p 0.05: %.0f us per token over %d logits\n", top_k, us,
                 kQwenVocab);
   }

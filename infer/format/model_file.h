@@ -182,6 +182,7 @@ class ModelFile {
  public:
   struct Options {
     bool verify_checksums = false;  // CRC32C of every tensor (reads the whole file)
+    bool populate = false;          // map with MAP_POPULATE (prefault the whole file)
   };
   // Maps `path` read-only and validates everything (FORMAT.md, "Reader checks").
   static absl::StatusOr<std::unique_ptr<ModelFile>> Open(const std::string& path,

@@ -58,6 +58,12 @@ absl::Status LoadF32(const ModelFile& f, const std::string& name, const std::vec
   return absl::OkStatus();
 }
 
+// Asks for [p, p + n) to be brought into cache (scattered expert rows the hardware prefetcher
+// cannot predict).
+inline void PrefetchBytes(const uint8_t* p, size_t n) {
+  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* out) {
   float ss = 0.f;
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
@@ -238,7 +244,9 @@ struct Engine::Impl {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path,
                                                      const EngineOptions& options) {
-  ST_ASSIGN_OR_RETURN(auto file, ModelFile::Open(path));
+  ModelFile::Options fo;
+  fo.populate = options.populate;
+  ST_ASSIGN_OR_RETURN(auto file, ModelFile::Open(path, fo));
   return FromFile(std::move(file), options);
 }
 
@@ -587,6 +595,11 @@ void Engine::MoeDecode(int l) {
     for (int64_t j = b; j < e; ++j) {
       const int i = m.act_expert[j], r = m.act_row[j];
       const Mat& W = L.experts[sel[i]].up;
+      // Active rows are scattered: fetch the row after next while this one computes.
+      if (j + 2 < e) {
+        const Mat& Wn = L.experts[sel[m.act_expert[j + 2]]].up;
+        PrefetchBytes(Wn.row(m.act_row[j + 2]), Wn.row_bytes);
+      }
       float u;
       k.row_dots(W.t, W.row(r), m.ActData(m.h, W.t), 0, 1, H, &u, 0);
       m.act_val[j] = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
@@ -596,8 +609,15 @@ void Engine::MoeDecode(int l) {
   std::fill(y, y + H, 0.f);
   const int64_t blk = DTypeBlockElems(L.experts[sel[0]].down_t.t);
   m.pool->For(H / blk, 4, [&](int64_t b, int64_t e, int) {
+    const DType dt = L.experts[sel[0]].down_t.t;
+    const size_t off = static_cast<size_t>(DTypeBytes(dt, b * blk)),
+                 len = static_cast<size_t>(DTypeBytes(dt, (e - b) * blk));
     for (int64_t j = 0; j < n_act; ++j) {
       const Mat& W = L.experts[sel[m.act_expert[j]]].down_t;
+      if (j + 2 < n_act) {
+        const Mat& Wn = L.experts[sel[m.act_expert[j + 2]]].down_t;
+        PrefetchBytes(Wn.row(m.act_row[j + 2]) + off, len);
+      }
       k.axpy_row(W.t, W.row(m.act_row[j]), b * blk, e * blk, m.act_val[j], y);
     }
   });

@@ -31,6 +31,7 @@ struct EngineOptions {
   bool kv_f16 = true;       // KV cache in fp16 (false: f32)
   bool simd = true;         // false forces the portable scalar kernels (tests, comparisons)
   int prefill_chunk = 256;  // tokens per batched prefill step
+  bool populate = true;     // prefault the whole mapping at Load (no page faults later)
 };
 
 struct EngineStats {

@@ -159,12 +159,13 @@ std::vector<Sampler::Candidate> Sampler::Filter(absl::Span<const float> logits) 
   const size_t n = FilterInPlace(clean);
   std::sort(cand_.begin(), cand_.begin() + n, Better);
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(cand_[i].first) - cand_[0].first);
   std::vector<Candidate> out(n);
   for (size_t i = 0; i < n; ++i) {
     out[i] = {cand_[i].second, cand_[i].first,
-              std::exp(static_cast<double>(cand_[i].first) - cand_[0].first) / sum};
+              std::exp(static_cast<double>(cand_[i].first) - cand_[0].first)};
+    sum += out[i].p;
   }
+  for (Candidate& c : out) c.p /= sum;
   return out;
 }
 
@@ -211,7 +212,9 @@ std::vector<int32_t> StopCondition::EndOfTextIds(absl::Span<const int64_t> file_
                                                  const Tokenizer& tok) {
   std::vector<int32_t> ids;
   for (int64_t id : file_eos_ids) {
-    if (id >= 0 && id <= std::numeric_limits<int32_t>::max()) ids.push_back(static_cast<int32_t>(id));
+    if (id >= 0 && id <= std::numeric_limits<int32_t>::max()) {
+      ids.push_back(static_cast<int32_t>(id));
+    }
   }
   for (const char* name : {"<|im_end|>", "<|endoftext|>"}) {
     const int id = tok.TokenId(name);
@@ -278,12 +281,15 @@ std::vector<std::string> ParseStopStrings(absl::string_view flag) {
     const char c = flag[i];
     if (c == '\\' && i + 1 < flag.size()) {
       const char e = flag[++i];
-      switch (e) {
-        case 'n': cur += '\n'; break;
-        case 't': cur += '\t'; break;
-        case ',': cur += ','; break;
-        case '\\': cur += '\\'; break;
-        default: cur += '\\'; cur += e; break;
+      if (e == 'n') {
+        cur += '\n';
+      } else if (e == 't') {
+        cur += '\t';
+      } else if (e == ',' || e == '\\') {
+        cur += e;
+      } else {  // not an escape: kept as written
+        cur += '\\';
+        cur += e;
       }
     } else if (c == ',') {
       if (!cur.empty()) out.push_back(std::move(cur));

@@ -86,10 +86,10 @@ class Sampler {
 
   SamplerOptions opt_;
   std::mt19937_64 rng_;
-  std::deque<int32_t> history_;  // at most repeat_last_n (all when -1)
-  std::vector<float> scratch_;                  // penalised logits
+  std::deque<int32_t> history_;                  // at most repeat_last_n (all when -1)
+  std::vector<float> scratch_;                   // penalised logits
   std::vector<std::pair<float, int32_t>> cand_;  // (logit, id) work array
-  std::vector<double> weight_;                  // sampling weights of cand_
+  std::vector<double> weight_;                   // sampling weights of cand_
 };
 
 // When generation stops: on an end-of-text id, or when the generated text contains one of the

@@ -1,120 +1,442 @@
-// st-run: generate text from a model file with the torch-free runtime.
-//   st-run --model m.stmf --prompt "..." --max_new_tokens 64 --temperature 0.8 --top_k 40 --seed 1
+// st-run: text generation and interactive chat with the torch-free runtime.
+//   st-run --model m.stmf --prompt "And God said" --max_new_tokens 100
+//   st-run --model m.stmf --chat --system "You answer in one sentence."
+// Sampling is llama.cpp's chain (infer/runtime/sampler.h): repetition penalty -> top-k ->
+// top-p -> min-p -> temperature. Generated text goes to stdout; notes, statistics and
+// --top_logits rows go to stderr (or --logits_out).
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <random>
+#include <cstdlib>
+#include <iostream>
+#include <numeric>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gflags/gflags.h"
 #include "infer/runtime/engine.h"
+#include "infer/runtime/sampler.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/tool_util.h"
+#include "nlohmann/json.hpp"
 
 DEFINE_string(model, "", "model file (.stmf) written by st-export");
-DEFINE_string(prompt, "", "prompt text");
-DEFINE_int32(max_new_tokens, 64, "tokens to generate at most");
-DEFINE_double(temperature, 0.8, "sampling temperature; <= 0 means greedy");
-DEFINE_int32(top_k, 40, "sample among the k most likely tokens; <= 0 means all");
-DEFINE_uint64(seed, 1, "sampling seed");
+DEFINE_string(prompt, "", "prompt text (with --chat: the first user message)");
+DEFINE_string(prompt_file, "", "read the prompt from this file instead of --prompt");
+DEFINE_int32(max_new_tokens, 128,
+             "tokens to generate at most (per reply with --chat); -1 = until an end-of-text "
+             "token, a stop string or a full context");
+DEFINE_double(temperature, 0.8, "sampling temperature; 0 = greedy");
+DEFINE_int32(top_k, 40, "sample among the k most likely tokens; 0 = all");
+DEFINE_double(top_p, 0.95,
+              "sample among the smallest set of tokens whose probability reaches p; 1 = off");
+DEFINE_double(min_p, 0.05, "drop tokens less likely than min_p times the most likely; 0 = off");
+DEFINE_double(repeat_penalty, 1.0,
+              "divide positive (multiply negative) logits of tokens among the last "
+              "--repeat_last_n by this; 1 = off");
+DEFINE_int32(repeat_last_n, 64,
+             "tokens (prompt included) the repeat penalty looks back on; 0 = off, -1 = all");
+DEFINE_uint64(seed, 1, "sampling seed: the same seed, flags and model give the same text");
+DEFINE_string(stop, "",
+              "stop strings, comma-separated (\\, is a comma, \\n a newline): the output ends "
+              "before the first one and never shows it");
+DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all cores");
+DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
+DEFINE_bool(chat, false,
+            "interactive chat: one user message a line on stdin; /reset clears the "
+            "conversation, /exit or the end of input quits");
+DEFINE_string(system, "", "system prompt for --chat");
+DEFINE_bool(raw, false, "with --chat: send each line as it is, without the ChatML template");
+DEFINE_bool(echo, true, "print the prompt before the generated text (without --chat)");
+DEFINE_int32(top_logits, 0,
+             "print the N largest logits after every prompt token and generated token, as "
+             "JSON lines, to stderr or --logits_out (for comparisons with other engines)");
+DEFINE_string(logits_out, "", "file for the --top_logits lines (default: stderr)");
 
+namespace st {
 namespace {
 
-int Fail(const std::string& msg) {
-  std::fprintf(stderr, "st-run: %s\n", msg.c_str());
-  return 1;
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-int32_t Sample(const std::vector<float>& logits, std::mt19937_64& rng) {
-  const int V = static_cast<int>(logits.size());
-  if (FLAGS_temperature <= 0) {
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+int Fail(absl::string_view msg) { return ToolFail("st-run", msg); }
+
+void Note(const std::string& msg) { std::fprintf(stderr, "[st-run] %s\n", msg.c_str()); }
+
+void Emit(const std::string& text) {
+  if (text.empty()) return;
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+SamplerOptions SamplerFlags() {
+  SamplerOptions o;
+  o.temperature = FLAGS_temperature;
+  o.top_k = FLAGS_top_k;
+  o.top_p = FLAGS_top_p;
+  o.min_p = FLAGS_min_p;
+  o.repeat_penalty = FLAGS_repeat_penalty;
+  o.repeat_last_n = FLAGS_repeat_last_n;
+  o.seed = FLAGS_seed;
+  return o;
+}
+
+// Every check that needs no model file.
+absl::Status CheckFlags() {
+  auto bad = [](const std::string& m) { return absl::InvalidArgumentError(m); };
+  if (FLAGS_model.empty()) return bad("--model is required");
+  if (!FLAGS_prompt.empty() && !FLAGS_prompt_file.empty()) {
+    return bad("give --prompt or --prompt_file, not both");
   }
-  std::vector<int> idx(V);
-  for (int i = 0; i < V; ++i) idx[i] = i;
-  const int k = FLAGS_top_k > 0 ? std::min(FLAGS_top_k, V) : V;
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int a, int b) { return logits[a] > logits[b]; });
-  std::vector<double> p(k);
-  const double mx = logits[idx[0]];
-  for (int i = 0; i < k; ++i) p[i] = std::exp((logits[idx[i]] - mx) / FLAGS_temperature);
-  std::discrete_distribution<int> dist(p.begin(), p.end());
-  return idx[dist(rng)];
+  if (!FLAGS_chat && FLAGS_prompt.empty() && FLAGS_prompt_file.empty()) {
+    return bad("--prompt is required (or --prompt_file, or --chat for a conversation)");
+  }
+  if (!FLAGS_chat && (FLAGS_raw || !FLAGS_system.empty())) {
+    return bad("--raw and --system go with --chat (without --chat the prompt is always raw)");
+  }
+  if (FLAGS_max_new_tokens < -1) {
+    return bad(
+        absl::StrCat("--max_new_tokens must be >= -1 (-1 = no limit), got ", FLAGS_max_new_tokens));
+  }
+  if (FLAGS_threads < 0) {
+    return bad(absl::StrCat("--threads must be >= 0 (0 = all cores), got ", FLAGS_threads));
+  }
+  if (FLAGS_top_logits < 0) {
+    return bad(absl::StrCat("--top_logits must be >= 0, got ", FLAGS_top_logits));
+  }
+  if (!FLAGS_logits_out.empty() && FLAGS_top_logits == 0) {
+    return bad("--logits_out needs --top_logits N");
+  }
+  absl::Status s = ValidateSamplerOptions(SamplerFlags());
+  if (!s.ok()) return bad(absl::StrCat("--", s.message()));
+  return absl::OkStatus();
+}
+
+// Writes one JSON line per position: the input token and the N largest logits after it.
+//   {"pos":3,"token":1234,"text":" God","top":[[553,12.25," said"],...]}
+class LogitDump {
+ public:
+  // 7 significant digits: what a float holds, without the noise of printing it as a double.
+  static double Round7(float x) { return std::strtod(absl::StrFormat("%.7g", x).c_str(), nullptr); }
+
+  LogitDump(const Tokenizer& tok, int n, FILE* out) : tok_(tok), n_(n), out_(out) {}
+  bool on() const { return n_ > 0; }
+
+  void Row(int pos, int32_t token, const float* logits, int V) {
+    const int n = std::min(n_, V);
+    idx_.resize(V);
+    std::iota(idx_.begin(), idx_.end(), 0);
+    auto better = [&](int a, int b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    std::partial_sort(idx_.begin(), idx_.begin() + n, idx_.end(), better);
+    nlohmann::ordered_json top = nlohmann::ordered_json::array();
+    for (int i = 0; i < n; ++i) {
+      top.push_back({idx_[i], Round7(logits[idx_[i]]), tok_.Decode({idx_[i]})});
+    }
+    nlohmann::ordered_json row = {
+        {"pos", pos}, {"token", token}, {"text", tok_.Decode({token})}, {"top", top}};
+    const std::string line =
+        row.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    std::fprintf(out_, "%s\n", line.c_str());
+    std::fflush(out_);
+  }
+
+ private:
+  const Tokenizer& tok_;
+  int n_;
+  FILE* out_;
+  std::vector<int> idx_;
+};
+
+struct Totals {
+  int64_t prefill_tokens = 0;
+  double prefill_s = 0;
+  int64_t decode_forwards = 0;
+  int64_t generated = 0;
+  double decode_s = 0;
+  double ttft_s = 0;  // summed over replies
+  int replies = 0;
+  std::string last_stop;
+};
+
+// The model, sampler and stop conditions of one run; Feed + Generate is one turn.
+class Runner {
+ public:
+  Runner(Engine& eng, const Tokenizer& tok, Sampler sampler, StopCondition stop, LogitDump* dump)
+      : eng_(eng), tok_(tok), sampler_(std::move(sampler)), stop_(std::move(stop)), dump_(dump) {}
+
+  // Appends `tokens` to the context; returns the logits after the last one.
+  absl::StatusOr<std::vector<float>> Feed(const std::vector<int32_t>& tokens) {
+    turn_start_ = Clock::now();
+    const int start = eng_.position();
+    std::vector<float> last;
+    if (dump_->on()) {
+      std::vector<float> all;
+      absl::Status s = eng_.PrefillAll(tokens, &all);
+      if (!s.ok()) return s;
+      const int V = eng_.config().vocab_size;
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        dump_->Row(start + static_cast<int>(t), tokens[t], all.data() + t * V, V);
+      }
+      last.assign(all.end() - V, all.end());
+    } else {
+      auto r = eng_.Prefill(tokens);
+      if (!r.ok()) return r.status();
+      last = *std::move(r);
+    }
+    totals_.prefill_s += Since(turn_start_);
+    totals_.prefill_tokens += static_cast<int64_t>(tokens.size());
+    sampler_.Accept(tokens);
+    return last;
+  }
+
+  // Samples up to `max_new` tokens (-1: no limit) after `logits`, streaming the text to stdout.
+  // Returns why it stopped.
+  absl::StatusOr<std::string> Generate(std::vector<float> logits, int max_new) {
+    stop_.Reset();
+    StreamDecoder dec(&tok_);
+    const auto t0 = Clock::now();
+    std::string reason;
+    int sampled = 0;
+    for (;;) {
+      if (max_new >= 0 && sampled >= max_new) {
+        reason = "max_new_tokens";
+        break;
+      }
+      const int32_t next = sampler_.Sample(logits);
+      if (sampled++ == 0) totals_.ttft_s += Since(turn_start_);
+      if (stop_.IsEndOfText(next)) {
+        reason = absl::StrCat("end of text (id ", next, ")");
+        break;
+      }
+      ++totals_.generated;
+      sampler_.Accept(next);
+      Emit(stop_.Push(dec.Push(next)));
+      if (stop_.stopped()) {
+        reason = absl::StrCat("stop string \"", stop_.matched(), "\"");
+        break;
+      }
+      if (max_new >= 0 && sampled >= max_new) {
+        reason = "max_new_tokens";
+        break;
+      }
+      if (eng_.position() >= eng_.max_context()) {
+        reason = "context full";
+        break;
+      }
+      const int pos = eng_.position();
+      auto r = eng_.Forward(next);
+      if (!r.ok()) return r.status();
+      logits = *std::move(r);
+      ++totals_.decode_forwards;
+      if (dump_->on()) dump_->Row(pos, next, logits.data(), static_cast<int>(logits.size()));
+    }
+    if (!stop_.stopped()) {
+      Emit(stop_.Push(dec.Flush()));
+      Emit(stop_.Flush());
+    }
+    totals_.decode_s += Since(t0);
+    ++totals_.replies;
+    totals_.last_stop = reason;
+    return reason;
+  }
+
+  void Reset() {
+    eng_.Reset();
+    sampler_.ClearHistory();
+  }
+  const Totals& totals() const { return totals_; }
+
+ private:
+  Engine& eng_;
+  const Tokenizer& tok_;
+  Sampler sampler_;
+  StopCondition stop_;
+  LogitDump* dump_;
+  Totals totals_;
+  Clock::time_point turn_start_;
+};
+
+void PrintStats(const LoadedModel& m, const Totals& t) {
+  const Engine& e = *m.engine;
+  const double decode_tps = t.decode_forwards / std::max(t.decode_s, 1e-9);
+  std::string ttft = absl::StrFormat("%.3f s", t.ttft_s / std::max(t.replies, 1));
+  if (t.replies > 1) absl::StrAppend(&ttft, " (mean of ", t.replies, " replies)");
+  std::fprintf(stderr,
+               "[st-run] load %.2f s | prefill %lld tokens in %.3f s (%.1f tok/s) | time to first "
+               "token %s | generated %lld tokens, decode %.3f s (%.1f tok/s) | stop: %s\n"
+               "[st-run] %s | %d threads, %s kernels\n",
+               m.load_seconds, static_cast<long long>(t.prefill_tokens), t.prefill_s,
+               t.prefill_tokens / std::max(t.prefill_s, 1e-9), ttft.c_str(),
+               static_cast<long long>(t.generated), t.decode_s, decode_tps,
+               t.last_stop.empty() ? "-" : t.last_stop.c_str(), SparsityText(e.stats()).c_str(),
+               e.threads(), e.KernelName().c_str());
+}
+
+std::string ContextFullNote(const Engine& e) {
+  return absl::StrCat("the context is full (", e.position(), " of ", e.max_context(),
+                      " tokens): the reply was cut off");
+}
+
+int RunPrompt(const LoadedModel& m, Runner& run, const std::string& prompt) {
+  Engine& e = *m.engine;
+  std::vector<int32_t> tokens = m.tokenizer->Encode(prompt);
+  if (e.file().bos_token_id() >= 0) {
+    tokens.insert(tokens.begin(), static_cast<int32_t>(e.file().bos_token_id()));
+  }
+  if (tokens.empty()) return Fail("the prompt encodes to no tokens");
+  if (static_cast<int64_t>(tokens.size()) > e.max_context()) {
+    return Fail(absl::StrCat("the prompt is ", tokens.size(),
+                             " tokens, longer than the model's context of ", e.max_context(),
+                             " tokens: shorten it"));
+  }
+  if (FLAGS_echo) Emit(prompt);
+  auto logits = run.Feed(tokens);
+  if (!logits.ok()) return Fail(logits.status().message());
+  auto reason = run.Generate(*std::move(logits), FLAGS_max_new_tokens);
+  if (!reason.ok()) return Fail(reason.status().message());
+  Emit("\n");
+  if (*reason == "context full") Note(ContextFullNote(e));
+  PrintStats(m, run.totals());
+  return 0;
+}
+
+int RunChat(const LoadedModel& m, Runner& run) {
+  Engine& e = *m.engine;
+  const Tokenizer& tok = *m.tokenizer;
+  const std::string& tmpl = e.file().chat_template();
+  if (FLAGS_raw) {
+    Note("chat: --raw, each line goes to the model as it is (no chat template)");
+  } else if (tmpl.empty()) {
+    Note(
+        "chat: the model file has no chat template; turns use ChatML (<|im_start|>role ... "
+        "<|im_end|>)");
+  } else if (tmpl.find("<|im_start|>") != std::string::npos &&
+             tmpl.find("<|im_end|>") != std::string::npos) {
+    Note(
+        "chat: turns use ChatML, as the model file's chat template does (<|im_start|>/<|im_end|>)");
+  } else {
+    return Fail(
+        "the model file's chat template does not use ChatML markers (<|im_start|>/<|im_end|>), "
+        "the only format st-run writes; use --raw to send lines as they are");
+  }
+  if (!FLAGS_raw && (tok.TokenId("<|im_start|>") < 0 || tok.TokenId("<|im_end|>") < 0)) {
+    Note(
+        "chat: the tokenizer has no <|im_start|>/<|im_end|> tokens; the markers go in as plain "
+        "text");
+  }
+  const bool tty = ::isatty(0);
+  bool close_reply = false;  // the last reply's <|im_end|> is not in the context yet
+
+  auto turn = [&](const std::string& line) -> absl::Status {
+    std::string text;
+    if (FLAGS_raw) {
+      text = line + "\n";
+    } else {
+      if (close_reply) text += "<|im_end|>\n";
+      if (e.position() == 0 && !FLAGS_system.empty()) {
+        absl::StrAppend(&text, "<|im_start|>system\n", FLAGS_system, "<|im_end|>\n");
+      }
+      absl::StrAppend(&text, "<|im_start|>user\n", line, "<|im_end|>\n<|im_start|>assistant\n");
+    }
+    std::vector<int32_t> tokens = tok.Encode(text);
+    if (e.position() == 0 && e.file().bos_token_id() >= 0) {
+      tokens.insert(tokens.begin(), static_cast<int32_t>(e.file().bos_token_id()));
+    }
+    if (e.position() + static_cast<int64_t>(tokens.size()) > e.max_context()) {
+      Note(absl::StrCat("the context is full: ", e.position(), " of ", e.max_context(),
+                        " tokens used and this message needs ", tokens.size(),
+                        "; type /reset to start a new conversation"));
+      return absl::OkStatus();
+    }
+    auto logits = run.Feed(tokens);
+    if (!logits.ok()) return logits.status();
+    auto reason = run.Generate(*std::move(logits), FLAGS_max_new_tokens);
+    if (!reason.ok()) return reason.status();
+    Emit("\n");
+    close_reply = !FLAGS_raw;
+    if (*reason == "context full") Note(ContextFullNote(e) + "; type /reset to start over");
+    return absl::OkStatus();
+  };
+
+  if (!FLAGS_prompt.empty()) {
+    absl::Status s = turn(FLAGS_prompt);
+    if (!s.ok()) return Fail(s.message());
+  }
+  std::string line;
+  for (;;) {
+    if (tty) std::fputs("> ", stderr);
+    if (!std::getline(std::cin, line)) break;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line == "/exit") break;
+    if (line == "/reset") {
+      run.Reset();
+      close_reply = false;
+      Note("context cleared");
+      continue;
+    }
+    if (line.empty()) continue;
+    absl::Status s = turn(line);
+    if (!s.ok()) return Fail(s.message());
+  }
+  PrintStats(m, run.totals());
+  return 0;
+}
+
+int Main() {
+  absl::Status s = CheckFlags();
+  if (!s.ok()) return Fail(s.message());
+  std::string prompt = FLAGS_prompt;
+  if (!FLAGS_prompt_file.empty()) {
+    auto text = ReadTextFile(FLAGS_prompt_file, "--prompt_file");
+    if (!text.ok()) return Fail(text.status().message());
+    prompt = *std::move(text);
+    if (prompt.empty() && !FLAGS_chat)
+      return Fail("--prompt_file '" + FLAGS_prompt_file + "' is empty");
+  }
+
+  EngineOptions opt;
+  opt.threads = FLAGS_threads;
+  opt.kv_f16 = FLAGS_kv_f16;
+  auto loaded = LoadModel(FLAGS_model, opt);
+  if (!loaded.ok()) return Fail(loaded.status().message());
+  LoadedModel& m = *loaded;
+
+  FILE* logits_out = stderr;
+  if (!FLAGS_logits_out.empty()) {
+    logits_out = std::fopen(FLAGS_logits_out.c_str(), "w");
+    if (logits_out == nullptr) return Fail("cannot write --logits_out '" + FLAGS_logits_out + "'");
+  }
+  LogitDump dump(*m.tokenizer, FLAGS_top_logits, logits_out);
+  auto sampler = Sampler::Create(SamplerFlags());
+  if (!sampler.ok()) return Fail(sampler.status().message());
+  StopCondition stop(StopCondition::EndOfTextIds(m.engine->file().eos_token_ids(), *m.tokenizer),
+                     ParseStopStrings(FLAGS_stop));
+  Runner run(*m.engine, *m.tokenizer, *std::move(sampler), std::move(stop), &dump);
+  FLAGS_prompt = prompt;
+  const int rc = FLAGS_chat ? RunChat(m, run) : RunPrompt(m, run, prompt);
+  if (logits_out != stderr) std::fclose(logits_out);
+  return rc;
 }
 
 }  // namespace
+}  // namespace st
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("st-run --model m.stmf --prompt TEXT [--max_new_tokens N] ...");
+  gflags::SetUsageMessage(
+      "st-run --model m.stmf --prompt TEXT [--max_new_tokens N] [sampling flags]\n"
+      "       st-run --model m.stmf --chat [--system TEXT]   (one message a line on stdin)");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_model.empty()) return Fail("--model is required");
-  if (FLAGS_prompt.empty()) return Fail("--prompt is required");
-  if (FLAGS_max_new_tokens < 0) return Fail("--max_new_tokens must be >= 0");
-
-  using Clock = std::chrono::steady_clock;
-  auto t0 = Clock::now();
-  auto eng_or = st::Engine::Load(FLAGS_model);
-  if (!eng_or.ok()) return Fail(std::string(eng_or.status().message()));
-  st::Engine& eng = **eng_or;
-  const st::ModelFile& file = eng.file();
-  auto tok_or = st::MakeTokenizer(file.tokenizer_name(), file.tokenizer_json());
-  if (!tok_or.ok()) return Fail(std::string(tok_or.status().message()));
-  const st::Tokenizer& tok = **tok_or;
-  const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
-
-  std::vector<int32_t> prompt = tok.Encode(FLAGS_prompt);
-  if (file.bos_token_id() >= 0) prompt.insert(prompt.begin(), file.bos_token_id());
-  if (prompt.empty()) return Fail("the prompt encodes to no tokens");
-  if (static_cast<int64_t>(prompt.size()) > eng.max_context()) {
-    return Fail("the prompt is " + std::to_string(prompt.size()) +
-                " tokens, longer than the model's context of " +
-                std::to_string(eng.max_context()) + " tokens");
-  }
-  std::vector<int64_t> eos = file.eos_token_ids();
-
-  auto t1 = Clock::now();
-  auto logits = eng.Prefill(prompt);
-  if (!logits.ok()) return Fail(std::string(logits.status().message()));
-  const double prefill_s = std::chrono::duration<double>(Clock::now() - t1).count();
-
-  std::mt19937_64 rng(FLAGS_seed);
-  st::StreamDecoder dec(&tok);
-  std::fputs(FLAGS_prompt.c_str(), stdout);
-  std::fflush(stdout);
-  int generated = 0;
-  std::string stop = "max_new_tokens";
-  auto t2 = Clock::now();
-  const st::EngineStats before = eng.stats();
-  while (generated < FLAGS_max_new_tokens) {
-    const int32_t next = Sample(*logits, rng);
-    ++generated;
-    if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
-      stop = "eos";
-      break;
-    }
-    std::fputs(dec.Push(next).c_str(), stdout);
-    std::fflush(stdout);
-    if (generated == FLAGS_max_new_tokens) break;
-    if (eng.position() >= eng.max_context()) {
-      stop = "context full";
-      break;
-    }
-    logits = eng.Forward(next);
-    if (!logits.ok()) return Fail(std::string(logits.status().message()));
-  }
-  std::fputs(dec.Flush().c_str(), stdout);
-  const double decode_s = std::chrono::duration<double>(Clock::now() - t2).count();
-  const int64_t decode_forwards = eng.stats().tokens - before.tokens;
-  const st::EngineStats& s = eng.stats();
-  std::fprintf(stderr,
-               "\n[st-run] load %.2f s | prefill %zu tokens %.2f s (%.1f tok/s) | decode %d tokens, "
-               "%lld forwards %.2f s (%.1f tok/s) | stop: %s\n"
-               "[st-run] ReGLU sparsity exploited: %lld of %lld expert neurons skipped (%.1f%%)\n",
-               load_s, prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9),
-               generated, static_cast<long long>(decode_forwards), decode_s,
-               decode_forwards / std::max(decode_s, 1e-9), stop.c_str(),
-               static_cast<long long>(s.reglu_skipped), static_cast<long long>(s.reglu_total),
-               100.0 * s.sparsity());
-  return 0;
+  if (argc > 1) return st::Fail(absl::StrCat("unexpected argument '", argv[1], "'"));
+  return st::Main();
 }

@@ -1,7 +1,9 @@
 #include "infer/tools/tool_util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -33,8 +35,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptio
         absl::StrCat("the tokenizer in '", path, "' does not load: ", tok.status().message()));
   }
   m.tokenizer = *std::move(tok);
-  m.load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;
 }
 
@@ -54,6 +55,27 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_v
 std::string SparsityText(const EngineStats& s) {
   return absl::StrFormat("ReGLU sparsity: %d of %d expert neurons skipped (%.1f%%)",
                          s.reglu_skipped, s.reglu_total, 100.0 * s.sparsity());
+}
+
+double PerplexityStats::Add(const float* logits, int V, int32_t target) {
+  double mx = logits[0];
+  for (int i = 1; i < V; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (int i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double nll = std::log(sum) - (static_cast<double>(logits[target]) - mx);
+  nll_ += nll;
+  nll2_ += nll * nll;
+  ++count_;
+  return nll;
+}
+
+double PerplexityStats::ppl() const { return std::exp(mean_nll()); }
+
+double PerplexityStats::ppl_stderr() const {
+  if (count_ < 2) return 0.0;
+  const double mean = mean_nll();
+  const double var = nll2_ / count_ - mean * mean;
+  return var > 0 ? std::sqrt(var / (count_ - 1)) * ppl() : 0.0;
 }
 
 int ToolFail(absl::string_view tool, absl::string_view message) {

@@ -2,6 +2,7 @@
 // its tokenizer, reading text files, and error reporting with what to do about it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,22 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_v
 
 // "ReGLU sparsity: S of T expert neurons skipped (P%)".
 std::string SparsityText(const EngineStats& s);
+
+// Negative log-likelihood statistics of predicted tokens, as llama-perplexity computes them
+// (log-softmax in double; the error is the standard error of the mean NLL, times the PPL).
+class PerplexityStats {
+ public:
+  // Scores `target` under softmax(logits[0, V)); returns its NLL (natural log).
+  double Add(const float* logits, int V, int32_t target);
+  int64_t count() const { return count_; }
+  double mean_nll() const { return count_ > 0 ? nll_ / count_ : 0.0; }
+  double ppl() const;
+  double ppl_stderr() const;  // 0 with fewer than two tokens
+
+ private:
+  double nll_ = 0, nll2_ = 0;
+  int64_t count_ = 0;
+};
 
 // Prints "tool: message" to stderr and returns 1 (the exit code).
 int ToolFail(absl::string_view tool, absl::string_view message);

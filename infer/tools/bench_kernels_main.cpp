@@ -1,0 +1,118 @@
+// st-bench-kernels: Google Benchmark micro-benchmarks of the kernel tables on the 4B's shapes
+// (H = 1536, F = 768): streaming GEMV over a matrix larger than the caches (decode), scattered
+// row dots and AXPYs (sparse ReGLU), and blocked row dots over 16 tokens (prefill). Bytes/s
+// counters read as weight bandwidth.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "infer/quant/codec.h"
+#include "infer/quant/kernels.h"
+
+namespace st {
+namespace {
+
+constexpr int64_t kH = 1536;
+
+struct Matrix {
+  DType t;
+  int64_t rows;
+  size_t row_bytes;
+  std::vector<uint8_t> data;
+};
+
+Matrix MakeMatrix(DType t, int64_t rows) {
+  Matrix m{t, rows, static_cast<size_t>(DTypeBytes(t, kH)), {}};
+  m.data.resize(m.row_bytes * rows);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> row(kH);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& v : row) v = nd(rng);
+    QuantizeRow(t, row.data(), kH, m.data.data() + r * m.row_bytes);
+  }
+  return m;
+}
+
+std::vector<uint8_t> Acts(DType wt, int T) {
+  const size_t rb = ActivationRowBytes(wt, kH);
+  std::vector<uint8_t> x(rb * T);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> row(kH);
+  for (int t = 0; t < T; ++t) {
+    for (float& v : row) v = nd(rng);
+    if (UsesQ8Activations(wt)) {
+      QuantizeRowQ8_0(row.data(), kH, reinterpret_cast<BlockQ8_0*>(x.data() + t * rb));
+    } else {
+      std::copy(row.begin(), row.end(), reinterpret_cast<float*>(x.data() + t * rb));
+    }
+  }
+  return x;
+}
+
+const Kernels& Table(int64_t simd) { return SelectKernels(simd != 0); }
+
+// Decode GEMV over 64K rows (~56 MB at Q4_0): memory streaming, like the LM head.
+void BM_GemvStream(benchmark::State& state, DType t) {
+  static Matrix m = MakeMatrix(t, 65536);
+  if (m.t != t) m = MakeMatrix(t, 65536);
+  const Kernels& k = Table(state.range(0));
+  const std::vector<uint8_t> x = Acts(t, 1);
+  std::vector<float> y(m.rows);
+  for (auto _ : state) {
+    for (int64_t r = 0; r < m.rows; ++r) {
+      k.row_dots(t, m.data.data() + r * m.row_bytes, x.data(), 0, 1, kH, &y[r], 0);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * m.data.size());
+  state.SetLabel(k.name);
+}
+
+// Sparse ReGLU down projection: AXPY of half the rows of 4 experts' down_t, scattered.
+void BM_AxpyScattered(benchmark::State& state) {
+  static Matrix m = MakeMatrix(DType::kQ4_0, 32 * 768);
+  const Kernels& k = Table(state.range(0));
+  std::vector<int64_t> rows;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 4 * 384; ++i) rows.push_back(rng() % m.rows);
+  std::vector<float> y(kH, 0.f);
+  for (auto _ : state) {
+    for (int64_t r : rows) k.axpy_row(m.t, m.data.data() + r * m.row_bytes, 0, kH, 0.01f, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * rows.size() * m.row_bytes);
+  state.SetLabel(k.name);
+}
+
+// Prefill: one expert's gate (768 rows) against a group of 16 tokens.
+void BM_RowDots16(benchmark::State& state) {
+  static Matrix m = MakeMatrix(DType::kQ4_0, 768);
+  const Kernels& k = Table(state.range(0));
+  const int T = 16;
+  const std::vector<uint8_t> x = Acts(m.t, T);
+  const size_t xs = ActivationRowBytes(m.t, kH);
+  std::vector<float> y(m.rows * T);
+  for (auto _ : state) {
+    for (int64_t r = 0; r < m.rows; ++r) {
+      k.row_dots(m.t, m.data.data() + r * m.row_bytes, x.data(), xs, T, kH, &y[r], m.rows);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GMAC/s"] = benchmark::Counter(static_cast<double>(m.rows) * T * kH / 1e9 *
+                                                    state.iterations(),
+                                                benchmark::Counter::kIsRate);
+  state.SetLabel(k.name);
+}
+
+BENCHMARK_CAPTURE(BM_GemvStream, q4_0, DType::kQ4_0)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvStream, q8_0, DType::kQ8_0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AxpyScattered)->Arg(1)->Arg(0)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RowDots16)->Arg(1)->Arg(0)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace st
+
+BENCHMARK_MAIN();
