@@ -50,6 +50,13 @@ TEST(Kernels, Q8QuantizerIsByteIdenticalToTheReference) {
     std::vector<BlockQ8_0> ref(n / 32), got(n / 32);
     QuantizeRowQ8_0(x.data(), n, ref.data());
     k->quantize_q8(x.data(), n, got.data());
+    // The prepared activation row holds the same blocks and their scales as f32.
+    std::vector<uint8_t> row(Q8ActRowBytes(n));
+    k->prepare_q8_row(x.data(), n, row.data());
+    for (int64_t b = 0; b < n / 32; ++b) {
+      ASSERT_EQ(0, std::memcmp(&ref[b], Q8ActBlocks(row.data(), n / 32) + b, sizeof(BlockQ8_0)));
+      ASSERT_EQ(Q8ActScales(row.data())[b], F16ToF32(ref[b].d));
+    }
     for (int64_t b = 0; b < n / 32; ++b) {
       EXPECT_EQ(ref[b].d, got[b].d) << k->name << " block " << b;
       for (int j = 0; j < 32; ++j) {
@@ -94,7 +101,7 @@ TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
         for (int t = 0; t < T; ++t) {
           xs.push_back(RandomVec(n, 100 + t, 2.0f));
           if (UsesQ8Activations(wt)) {
-            QuantizeRowQ8_0(xs[t].data(), n, reinterpret_cast<BlockQ8_0*>(X.data() + t * stride));
+            k->prepare_q8_row(xs[t].data(), n, X.data() + t * stride);
           } else {
             std::memcpy(X.data() + t * stride, xs[t].data(), n * sizeof(float));
           }

@@ -51,9 +51,9 @@ float DotF32(const float* a, const float* b, int64_t n) {
 float RowDot(DType wt, const uint8_t* w, const uint8_t* x, int64_t n) {
   switch (wt) {
     case DType::kQ4_0:
-      return DotQ4Q8(Q4(w), Q8(x), n / kQBlock);
+      return DotQ4Q8(Q4(w), Q8ActBlocks(x, n / kQBlock), n / kQBlock);
     case DType::kQ8_0:
-      return DotQ8Q8(Q8(w), Q8(x), n / kQBlock);
+      return DotQ8Q8(Q8(w), Q8ActBlocks(x, n / kQBlock), n / kQBlock);
     case DType::kF16:
       return DotConv(reinterpret_cast<const uint16_t*>(w), reinterpret_cast<const float*>(x), n,
                      F16ToF32);
@@ -69,6 +69,14 @@ float RowDot(DType wt, const uint8_t* w, const uint8_t* x, int64_t n) {
 void ScalarRowDots(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_stride, int T,
                    int64_t n, float* y, int64_t y_stride) {
   for (int t = 0; t < T; ++t) y[t * y_stride] = RowDot(wt, w_row, X + t * x_stride, n);
+}
+
+void ScalarPrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
+  const int64_t nb = n / kQBlock;
+  BlockQ8_0* q = const_cast<BlockQ8_0*>(Q8ActBlocks(row, nb));
+  QuantizeRowQ8_0(x, n, q);
+  float* d = reinterpret_cast<float*>(row);
+  for (int64_t b = 0; b < nb; ++b) d[b] = F16ToF32(q[b].d);
 }
 
 void ScalarDequantRow(DType wt, const uint8_t* w_row, int64_t n, float* out) {
@@ -100,8 +108,8 @@ void ScalarF32ToF16(const float* x, uint16_t* y, int64_t n) {
 }
 
 const Kernels kScalar = {
-    "scalar", QuantizeRowQ8_0, ScalarRowDots, ScalarAxpyRow, ScalarDequantRow,
-    DotF32,   ScalarDotF32F16, ScalarAxpyF32, ScalarAxpyF16, ScalarF32ToF16,
+    "scalar", QuantizeRowQ8_0, ScalarPrepareQ8Row, ScalarRowDots, ScalarAxpyRow,  ScalarDequantRow,
+    DotF32,   ScalarDotF32F16, ScalarAxpyF32,      ScalarAxpyF16, ScalarF32ToF16,
 };
 
 }  // namespace

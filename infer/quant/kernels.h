@@ -18,10 +18,22 @@ namespace st {
 
 // True when weights of type `t` take Q8_0 activations (else f32 activations).
 inline bool UsesQ8Activations(DType t) { return t == DType::kQ4_0 || t == DType::kQ8_0; }
-// Bytes of one activation row of n elements for weights of type `t`.
+
+// A prepared Q8_0 activation row of n elements (nb = n / 32 blocks), made once and read by
+// every weight row: the block scales as f32 first (so no kernel converts them again), then
+// the blocks; padded to 4 bytes.  Layout: float d[nb]; BlockQ8_0 q[nb]; pad.
+inline size_t Q8ActRowBytes(int64_t n) {
+  const size_t nb = static_cast<size_t>(n / kQBlock);
+  return (nb * sizeof(float) + nb * sizeof(BlockQ8_0) + 3) & ~size_t{3};
+}
+inline const float* Q8ActScales(const uint8_t* row) { return reinterpret_cast<const float*>(row); }
+inline const BlockQ8_0* Q8ActBlocks(const uint8_t* row, int64_t nb) {
+  return reinterpret_cast<const BlockQ8_0*>(row + static_cast<size_t>(nb) * sizeof(float));
+}
+// Bytes of one activation row of n elements for weights of type `t`: a prepared Q8_0 row, or
+// n floats.
 inline size_t ActivationRowBytes(DType t, int64_t n) {
-  return UsesQ8Activations(t) ? static_cast<size_t>(n / kQBlock) * sizeof(BlockQ8_0)
-                              : static_cast<size_t>(n) * sizeof(float);
+  return UsesQ8Activations(t) ? Q8ActRowBytes(n) : static_cast<size_t>(n) * sizeof(float);
 }
 
 struct Kernels {
@@ -29,10 +41,12 @@ struct Kernels {
 
   // Activations -> Q8_0 blocks; byte-identical to QuantizeRowQ8_0 (the reference codec).
   void (*quantize_q8)(const float* x, int64_t n, BlockQ8_0* y);
+  // Activations -> a prepared Q8_0 activation row (Q8ActRowBytes(n) bytes at `row`).
+  void (*prepare_q8_row)(const float* x, int64_t n, uint8_t* row);
 
   // Dots of one weight row with T activation rows:
   //   y[t * y_stride] = w_row . X_t,  X_t = X + t * x_stride (bytes), t in [0, T).
-  // X is Q8_0 blocks when UsesQ8Activations(wt), else f32.
+  // X rows are prepared Q8_0 activation rows when UsesQ8Activations(wt), else f32 rows.
   void (*row_dots)(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_stride, int T,
                    int64_t n, float* y, int64_t y_stride);
 

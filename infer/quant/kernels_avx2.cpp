@@ -54,30 +54,34 @@ inline float WeightScale(const uint8_t* base, int64_t b) {
   return kQ4 ? Half(Q4(base)[b].d) : Half(Q8(base)[b].d);
 }
 
-// Q4_0 / Q8_0 weight row . Q8_0 activations, tiled 1 row x 4 tokens so each weight block is
-// unpacked once per four tokens.
+// Q4_0 / Q8_0 weight row . prepared Q8_0 activation rows, tiled 1 row x 4 tokens so each
+// weight block is unpacked once per four tokens; activation scales come pre-converted.
 template <bool kQ4>
 void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t nb, float* y,
                   int64_t ys) {
   int t = 0;
   for (; t + 4 <= T; t += 4) {
-    const BlockQ8_0* x0 = Q8(X + (t + 0) * xs);
-    const BlockQ8_0* x1 = Q8(X + (t + 1) * xs);
-    const BlockQ8_0* x2 = Q8(X + (t + 2) * xs);
-    const BlockQ8_0* x3 = Q8(X + (t + 3) * xs);
+    const uint8_t* r0 = X + (t + 0) * xs;
+    const uint8_t* r1 = X + (t + 1) * xs;
+    const uint8_t* r2 = X + (t + 2) * xs;
+    const uint8_t* r3 = X + (t + 3) * xs;
+    const BlockQ8_0 *x0 = Q8ActBlocks(r0, nb), *x1 = Q8ActBlocks(r1, nb), *x2 = Q8ActBlocks(r2, nb),
+                    *x3 = Q8ActBlocks(r3, nb);
+    const float *d0 = Q8ActScales(r0), *d1 = Q8ActScales(r1), *d2 = Q8ActScales(r2),
+                *d3 = Q8ActScales(r3);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i q = WeightBlock<kQ4>(w, b);
       const __m256i aq = _mm256_sign_epi8(q, q);
-      const float dw = WeightScale<kQ4>(w, b);
-      a0 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x0[b].d)), DotBytes(aq, q, LoadQ8(x0[b].qs)),
-                           a0);
-      a1 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x1[b].d)), DotBytes(aq, q, LoadQ8(x1[b].qs)),
-                           a1);
-      a2 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x2[b].d)), DotBytes(aq, q, LoadQ8(x2[b].qs)),
-                           a2);
-      a3 = _mm256_fmadd_ps(_mm256_set1_ps(dw * Half(x3[b].d)), DotBytes(aq, q, LoadQ8(x3[b].qs)),
-                           a3);
+      const __m256 dw = _mm256_set1_ps(WeightScale<kQ4>(w, b));
+      a0 = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d0 + b)),
+                           DotBytes(aq, q, LoadQ8(x0[b].qs)), a0);
+      a1 = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d1 + b)),
+                           DotBytes(aq, q, LoadQ8(x1[b].qs)), a1);
+      a2 = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d2 + b)),
+                           DotBytes(aq, q, LoadQ8(x2[b].qs)), a2);
+      a3 = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(d3 + b)),
+                           DotBytes(aq, q, LoadQ8(x3[b].qs)), a3);
     }
     y[(t + 0) * ys] = Hsum(a0);
     y[(t + 1) * ys] = Hsum(a1);
@@ -86,7 +90,8 @@ void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t 
   }
   for (; t < T; ++t) {
     // One token (decode): two blocks a step into two accumulators to hide FMA latency.
-    const BlockQ8_0* x = Q8(X + t * xs);
+    const BlockQ8_0* x = Q8ActBlocks(X + t * xs, nb);
+    const float* xd = Q8ActScales(X + t * xs);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     int64_t b = 0;
     // Decode streams each weight once: prefetch ~1 KiB ahead (into the next row when rows are
@@ -97,15 +102,15 @@ void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t 
       _mm_prefetch(pf + b * block_bytes, _MM_HINT_T0);
       _mm_prefetch(pf + b * block_bytes + 32, _MM_HINT_T0);
       const __m256i q0 = WeightBlock<kQ4>(w, b), q1 = WeightBlock<kQ4>(w, b + 1);
-      const __m256 d0 = _mm256_set1_ps(WeightScale<kQ4>(w, b) * Half(x[b].d));
-      const __m256 d1 = _mm256_set1_ps(WeightScale<kQ4>(w, b + 1) * Half(x[b + 1].d));
-      a0 = _mm256_fmadd_ps(d0, DotBytes(_mm256_sign_epi8(q0, q0), q0, LoadQ8(x[b].qs)), a0);
-      a1 = _mm256_fmadd_ps(d1, DotBytes(_mm256_sign_epi8(q1, q1), q1, LoadQ8(x[b + 1].qs)), a1);
+      const __m256 s0 = _mm256_set1_ps(WeightScale<kQ4>(w, b) * xd[b]);
+      const __m256 s1 = _mm256_set1_ps(WeightScale<kQ4>(w, b + 1) * xd[b + 1]);
+      a0 = _mm256_fmadd_ps(s0, DotBytes(_mm256_sign_epi8(q0, q0), q0, LoadQ8(x[b].qs)), a0);
+      a1 = _mm256_fmadd_ps(s1, DotBytes(_mm256_sign_epi8(q1, q1), q1, LoadQ8(x[b + 1].qs)), a1);
     }
     for (; b < nb; ++b) {
       const __m256i q = WeightBlock<kQ4>(w, b);
-      const __m256 d = _mm256_set1_ps(WeightScale<kQ4>(w, b) * Half(x[b].d));
-      a0 = _mm256_fmadd_ps(d, DotBytes(_mm256_sign_epi8(q, q), q, LoadQ8(x[b].qs)), a0);
+      const __m256 s = _mm256_set1_ps(WeightScale<kQ4>(w, b) * xd[b]);
+      a0 = _mm256_fmadd_ps(s, DotBytes(_mm256_sign_epi8(q, q), q, LoadQ8(x[b].qs)), a0);
     }
     y[t * ys] = Hsum(_mm256_add_ps(a0, a1));
   }
@@ -264,6 +269,14 @@ void QuantizeQ8(const float* x, int64_t n, BlockQ8_0* out) {
   }
 }
 
+void PrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
+  const int64_t nb = n / kQBlock;
+  BlockQ8_0* q = const_cast<BlockQ8_0*>(Q8ActBlocks(row, nb));
+  QuantizeQ8(x, n, q);
+  float* d = reinterpret_cast<float*>(row);
+  for (int64_t b = 0; b < nb; ++b) d[b] = Half(q[b].d);
+}
+
 float DotF32(const float* a, const float* b, int64_t n) {
   return DotWide<Wide::kF32>(reinterpret_cast<const uint8_t*>(b), a, n);
 }
@@ -286,8 +299,8 @@ void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
 }
 
 const Kernels kAvx2 = {
-    "avx2+fma+f16c", QuantizeQ8, RowDots, AxpyRow, DequantRow,
-    DotF32,          DotF32F16,  AxpyF32, AxpyF16, F32ToF16Row,
+    "avx2+fma+f16c", QuantizeQ8, PrepareQ8Row, RowDots, AxpyRow,     DequantRow,
+    DotF32,          DotF32F16,  AxpyF32,      AxpyF16, F32ToF16Row,
 };
 
 }  // namespace

@@ -78,7 +78,7 @@ struct Acts {
   int T = 0;
   int64_t n = 0;
   std::vector<float> f;
-  std::vector<BlockQ8_0> q;
+  std::vector<uint8_t> q;  // prepared Q8_0 activation rows, Q8ActRowBytes(n) each
   bool q_ready = false;
   void Resize(int t, int64_t cols) {
     T = t;
@@ -177,22 +177,22 @@ struct Engine::Impl {
   // Decode MoE.
   std::vector<float> g_KF;                   // gate outputs of the k experts
   std::vector<int32_t> act_expert, act_row;  // active (slot, neuron) pairs
-  std::vector<float> act_val;
+  std::vector<float> y_part;                 // [threads, H] partial down projections
 
   // Quantizes acts to Q8_0 when a consumer needs it.
   void PrepQ8(Acts& a) {
     if (a.q_ready) return;
-    const int64_t nb = a.n / kQBlock;
-    if (a.q.size() < static_cast<size_t>(a.T * nb)) a.q.resize(static_cast<size_t>(a.T * nb));
+    const size_t rb = Q8ActRowBytes(a.n);
+    if (a.q.size() < a.T * rb) a.q.resize(a.T * rb);
     pool->Run(a.T, [&](int64_t t, int) {
-      kern->quantize_q8(a.f.data() + t * a.n, a.n, a.q.data() + t * nb);
+      kern->prepare_q8_row(a.f.data() + t * a.n, a.n, a.q.data() + t * rb);
     });
     a.q_ready = true;
   }
   const uint8_t* ActData(Acts& a, DType wt) {
     if (UsesQ8Activations(wt)) {
       PrepQ8(a);
-      return reinterpret_cast<const uint8_t*>(a.q.data());
+      return a.q.data();
     }
     return reinterpret_cast<const uint8_t*>(a.f.data());
   }
@@ -590,37 +590,33 @@ void Engine::MoeDecode(int l) {
     }
   }
   const int64_t n_act = static_cast<int64_t>(m.act_row.size());
-  m.act_val.resize(n_act);
-  m.pool->For(n_act, 16, [&](int64_t b, int64_t e, int) {
+  // Up and down of the active neurons, fused: the active rows are split among the threads; each
+  // accumulates its rows' down_t AXPYs into its own partial y, summed afterwards.
+  const int nt = m.pool->size();
+  m.y_part.assign(static_cast<size_t>(nt) * H, 0.f);
+  m.pool->For(n_act, 16, [&](int64_t b, int64_t e, int thread) {
+    float* yp = m.y_part.data() + static_cast<size_t>(thread) * H;
     for (int64_t j = b; j < e; ++j) {
       const int i = m.act_expert[j], r = m.act_row[j];
-      const Mat& W = L.experts[sel[i]].up;
-      // Active rows are scattered: fetch the row after next while this one computes.
+      const ExpertMats& X = L.experts[sel[i]];
+      // Active rows are scattered: fetch the rows after next while these compute.
       if (j + 2 < e) {
-        const Mat& Wn = L.experts[sel[m.act_expert[j + 2]]].up;
-        PrefetchBytes(Wn.row(m.act_row[j + 2]), Wn.row_bytes);
+        const ExpertMats& Xn = L.experts[sel[m.act_expert[j + 2]]];
+        PrefetchBytes(Xn.up.row(m.act_row[j + 2]), Xn.up.row_bytes);
+        PrefetchBytes(Xn.down_t.row(m.act_row[j + 2]), Xn.down_t.row_bytes);
       }
       float u;
-      k.row_dots(W.t, W.row(r), m.ActData(m.h, W.t), 0, 1, H, &u, 0);
-      m.act_val[j] = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
+      k.row_dots(X.up.t, X.up.row(r), m.ActData(m.h, X.up.t), 0, 1, H, &u, 0);
+      const float a = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
+      k.axpy_row(X.down_t.t, X.down_t.row(r), 0, H, a, yp);
     }
   });
   float* y = m.y_TH.data();
-  std::fill(y, y + H, 0.f);
-  const int64_t blk = DTypeBlockElems(L.experts[sel[0]].down_t.t);
-  m.pool->For(H / blk, 4, [&](int64_t b, int64_t e, int) {
-    const DType dt = L.experts[sel[0]].down_t.t;
-    const size_t off = static_cast<size_t>(DTypeBytes(dt, b * blk)),
-                 len = static_cast<size_t>(DTypeBytes(dt, (e - b) * blk));
-    for (int64_t j = 0; j < n_act; ++j) {
-      const Mat& W = L.experts[sel[m.act_expert[j]]].down_t;
-      if (j + 2 < n_act) {
-        const Mat& Wn = L.experts[sel[m.act_expert[j + 2]]].down_t;
-        PrefetchBytes(Wn.row(m.act_row[j + 2]) + off, len);
-      }
-      k.axpy_row(W.t, W.row(m.act_row[j]), b * blk, e * blk, m.act_val[j], y);
-    }
-  });
+  std::copy_n(m.y_part.data(), H, y);
+  for (int t = 1; t < nt; ++t) {
+    const float* yp = m.y_part.data() + static_cast<size_t>(t) * H;
+    for (int64_t c = 0; c < H; ++c) y[c] += yp[c];
+  }
   stats_.reglu_skipped += static_cast<int64_t>(K) * F - n_act;
   for (int i = 0; i < K; ++i) {
     const ExpertMats& x = L.experts[sel[i]];

@@ -37,19 +37,28 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunTasks(int thread) {
+  uint64_t c = claim_.load();
+  const uint64_t job = c >> 32;
   for (;;) {
-    const int64_t t = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (t >= n_tasks_) return;
-    call_(ctx_, t, thread);
+    if ((c >> 32) != job) return;  // a newer job: the one we joined is complete
+    if (!claim_.compare_exchange_weak(c, c + 1)) continue;  // c reloaded
+    // We own task (c & 0xffffffff) of `job`, which cannot complete before we do: its
+    // call_, ctx_ and n_tasks_ are stable.
+    const int64_t task = static_cast<int64_t>(c & 0xffffffffu);
+    if (task >= n_tasks_) return;
+    call_(ctx_, task, thread);
+    done_.fetch_add(1, std::memory_order_release);
+    c = claim_.load();
   }
 }
 
 void ThreadPool::Dispatch(int64_t n_tasks, Call call, void* ctx) {
+  ST_CHECK(n_tasks < (int64_t{1} << 32)) << "too many tasks: " << n_tasks;
   call_ = call;
   ctx_ = ctx;
   n_tasks_ = n_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  done_.store(0);
+  claim_.store(static_cast<uint64_t>(++job_) << 32);
   // Publish, then wake sleepers. Both sides use seq_cst: either a worker registered as a
   // sleeper before we read sleepers_ (we take the lock and notify), or its predicate check
   // comes after our increment and sees the new generation.
@@ -60,7 +69,7 @@ void ThreadPool::Dispatch(int64_t n_tasks, Call call, void* ctx) {
   }
   RunTasks(0);
   int spins = 0;
-  while (pending_workers_.load(std::memory_order_acquire) != 0) {
+  while (done_.load(std::memory_order_acquire) < n_tasks) {
     if (++spins < kSpinBeforeSleep) {
       CpuRelax();
     } else {
@@ -89,7 +98,6 @@ void ThreadPool::WorkerLoop(int index) {
     seen = g;
     if (stop_.load()) return;
     RunTasks(index);
-    pending_workers_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

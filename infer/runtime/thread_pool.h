@@ -3,7 +3,8 @@
 // sleep on a condition variable, so an idle engine costs no CPU.
 //
 // Contract: one caller at a time (the engine's thread); the caller runs tasks too, so a pool
-// of size 1 has no worker threads. Run() returns after every task has finished.
+// of size 1 has no worker threads. Run() returns after every task has finished; tasks are
+// claimed dynamically, so a worker the OS has descheduled costs the job nothing.
 #pragma once
 
 #include <atomic>
@@ -59,13 +60,17 @@ class ThreadPool {
   void RunTasks(int thread);
 
   std::vector<std::thread> workers_;
-  // The current job.
+  // The current job. Tasks are claimed with a CAS on claim_ = (job << 32) | next task, so a
+  // worker that wakes late can never take a task of a finished job, and the caller waits for
+  // tasks to complete, not for every worker to check in (a descheduled worker on a busy
+  // machine does not stall the job).
   Call call_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> pending_workers_{0};  // workers still inside the current job
-  std::atomic<uint64_t> generation_{0};  // bumped once per job
+  uint32_t job_ = 0;
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped once per job (wakes workers)
   std::atomic<bool> stop_{false};
   // Sleeping.
   std::mutex mu_;

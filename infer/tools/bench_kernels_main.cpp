@@ -44,7 +44,7 @@ std::vector<uint8_t> Acts(DType wt, int T) {
   for (int t = 0; t < T; ++t) {
     for (float& v : row) v = nd(rng);
     if (UsesQ8Activations(wt)) {
-      QuantizeRowQ8_0(row.data(), kH, reinterpret_cast<BlockQ8_0*>(x.data() + t * rb));
+      ScalarKernels().prepare_q8_row(row.data(), kH, x.data() + t * rb);
     } else {
       std::copy(row.begin(), row.end(), reinterpret_cast<float*>(x.data() + t * rb));
     }
@@ -101,9 +101,8 @@ void BM_RowDots16(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GMAC/s"] = benchmark::Counter(static_cast<double>(m.rows) * T * kH / 1e9 *
-                                                    state.iterations(),
-                                                benchmark::Counter::kIsRate);
+  state.counters["GMAC/s"] = benchmark::Counter(
+      static_cast<double>(m.rows) * T * kH / 1e9 * state.iterations(), benchmark::Counter::kIsRate);
   state.SetLabel(k.name);
 }
 
