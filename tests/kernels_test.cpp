@@ -119,6 +119,57 @@ TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
   }
 }
 
+TEST(Kernels, GemvAndAxpyRowsMatchTheRowKernels) {
+  const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
+  const int64_t n = 32 * 20;
+  for (const Kernels* k : Tables()) {
+    for (DType wt : types) {
+      const int64_t rows = 7;  // odd: the two-row GEMV's tail
+      std::vector<uint8_t> W;
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<uint8_t> row = Encode(wt, RandomVec(n, 40 + r, 0.1f));
+        W.insert(W.end(), row.begin(), row.end());
+      }
+      const size_t rb = W.size() / rows;
+      const std::vector<float> xf = RandomVec(n, 77, 1.5f);
+      std::vector<uint8_t> x(ActivationRowBytes(wt, n));
+      if (UsesQ8Activations(wt)) {
+        k->prepare_q8_row(xf.data(), n, x.data());
+      } else {
+        std::memcpy(x.data(), xf.data(), n * sizeof(float));
+      }
+      std::vector<float> y(rows);
+      k->gemv(wt, W.data(), rb, rows, x.data(), n, y.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<uint8_t> row(W.begin() + r * rb, W.begin() + (r + 1) * rb);
+        double abs_sum;
+        const double ref = RefDot(wt, row, xf, n, &abs_sum);
+        EXPECT_NEAR(y[r], ref, 1e-5 * abs_sum + 1e-6) << k->name << " " << DTypeName(wt) << r;
+      }
+      // y += sum_j a_j row_j over 7 rows (a group of four and a tail), in any order.
+      std::vector<const uint8_t*> ptrs;
+      std::vector<float> a;
+      for (int64_t r = rows - 1; r >= 0; --r) {
+        ptrs.push_back(W.data() + r * rb);
+        a.push_back(0.1f * (r + 1) * (r % 2 ? -1.f : 1.f));
+      }
+      const std::vector<float> y0 = RandomVec(n, 3);
+      std::vector<float> got = y0;
+      k->axpy_rows(wt, ptrs.data(), a.data(), rows, n, got.data());
+      std::vector<float> deq(n);
+      std::vector<double> want(y0.begin(), y0.end());
+      for (size_t j = 0; j < ptrs.size(); ++j) {
+        DequantizeRow(wt, ptrs[j], n, deq.data());
+        for (int64_t i = 0; i < n; ++i) want[i] += static_cast<double>(a[j]) * deq[i];
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::abs(want[i])))
+            << k->name << " " << DTypeName(wt) << " " << i;
+      }
+    }
+  }
+}
+
 TEST(Kernels, AxpyAndDequantMatchTheReferenceCodec) {
   const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
   const int64_t n = 32 * 10;

@@ -2,6 +2,8 @@
 // counter-based hash (see random_source.h), in parallel over element ranges.
 #include "infer/export/random_source.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -43,7 +45,7 @@ const double kSumStd = std::sqrt((65536.0 * 65536.0 - 1.0) / 3.0);
 // Compiled three times, picked at load time for the CPU: the 64-bit multiplies vectorise only
 // with AVX-512 (0.28 ns an element, against 1.45 with AVX2 and 2.3 scalar). Integer arithmetic
 // and one float multiply, so every version gives the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define ST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define ST_CPU_CLONES
@@ -70,6 +72,24 @@ void FillParallel(uint64_t key, float stddev, std::vector<float>* x) {
   });
 }
 
+// A zeroed vector of n floats. Above 64 MB (embeddings, LM heads) its pages are asked to be
+// transparent huge pages before the first touch: an embedding of the 21B is 1.6 GB, 380,000
+// page faults in 4 KB pages, which took seconds of system time on virtual machines.
+std::vector<float> AllocateLarge(size_t n) {
+  std::vector<float> x;
+  x.reserve(n);
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = 2 << 20;
+  if (n * sizeof(float) >= (64u << 20)) {
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(x.data()) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(x.data() + n)) & ~(kHuge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#endif
+  x.resize(n);
+  return x;
+}
+
 class RandomSource final : public TensorSource {
  public:
   RandomSource(ModelConfig cfg, uint64_t seed, std::string tokenizer_name,
@@ -92,7 +112,7 @@ class RandomSource final : public TensorSource {
     }
     // RMSNorm weights (the only 1-D tensors) are ones, as Hugging Face initialises them.
     if (t->shape.size() == 1) return std::vector<float>(static_cast<size_t>(t->shape[0]), 1.0f);
-    std::vector<float> x(static_cast<size_t>(t->num_elements()));
+    std::vector<float> x = AllocateLarge(static_cast<size_t>(t->num_elements()));
     FillParallel(TensorKey(seed_, hf_name), kRandomInitStd, &x);
     return x;
   }

@@ -71,6 +71,14 @@ void ScalarRowDots(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_st
   for (int t = 0; t < T; ++t) y[t * y_stride] = RowDot(wt, w_row, X + t * x_stride, n);
 }
 
+void ScalarGemv(DType wt, const uint8_t* W, size_t row_bytes, int64_t rows, const uint8_t* x,
+                int64_t n, float* y) {
+  for (int64_t r = 0; r < rows; ++r) y[r] = RowDot(wt, W + r * row_bytes, x, n);
+}
+
+void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m,
+                        int64_t n, float* y);
+
 void ScalarPrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
   const int64_t nb = n / kQBlock;
   BlockQ8_0* q = const_cast<BlockQ8_0*>(Q8ActBlocks(row, nb));
@@ -94,6 +102,11 @@ void ScalarAxpyRow(DType wt, const uint8_t* w_row, int64_t c0, int64_t c1, float
   }
 }
 
+void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m,
+                        int64_t n, float* y) {
+  for (int64_t j = 0; j < m; ++j) ScalarAxpyRow(wt, rows[j], 0, n, a[j], y);
+}
+
 float ScalarDotF32F16(const float* a, const uint16_t* b, int64_t n) {
   return DotConv(b, a, n, F16ToF32);
 }
@@ -107,10 +120,23 @@ void ScalarF32ToF16(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+// clang-format off
 const Kernels kScalar = {
-    "scalar", QuantizeRowQ8_0, ScalarPrepareQ8Row, ScalarRowDots, ScalarAxpyRow,  ScalarDequantRow,
-    DotF32,   ScalarDotF32F16, ScalarAxpyF32,      ScalarAxpyF16, ScalarF32ToF16,
+    "scalar",
+    QuantizeRowQ8_0,
+    ScalarPrepareQ8Row,
+    ScalarRowDots,
+    ScalarGemv,
+    ScalarAxpyRowsImpl,
+    ScalarAxpyRow,
+    ScalarDequantRow,
+    DotF32,
+    ScalarDotF32F16,
+    ScalarAxpyF32,
+    ScalarAxpyF16,
+    ScalarF32ToF16,
 };
+// clang-format on
 
 }  // namespace
 

@@ -50,6 +50,13 @@ struct Kernels {
   void (*row_dots)(DType wt, const uint8_t* w_row, const uint8_t* X, size_t x_stride, int T,
                    int64_t n, float* y, int64_t y_stride);
 
+  // Decode GEMV: y[r] = W[r] . x for r in [0, rows), W rows `row_bytes` apart, x one
+  // activation row as for row_dots (T = 1).
+  void (*gemv)(DType wt, const uint8_t* W, size_t row_bytes, int64_t rows, const uint8_t* x,
+               int64_t n, float* y);
+  // Sparse down projection: y[0, n) += sum_j a[j] * rows[j][0, n) for j in [0, m).
+  void (*axpy_rows)(DType wt, const uint8_t* const* rows, const float* a, int64_t m, int64_t n,
+                    float* y);
   // y[c] += a * w_row[c] for c in [c0, c1) (c0, c1 multiples of the block size).
   void (*axpy_row)(DType wt, const uint8_t* w_row, int64_t c0, int64_t c1, float a, float* y);
   // out[0, n) = dequantized w_row.

@@ -116,6 +116,92 @@ void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t 
   }
 }
 
+// 16 bytes of Q4_0 nibbles -> 32 unsigned bytes q in [0, 15], element order.
+inline __m256i NibblesU(const uint8_t* qs) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
+}
+
+constexpr int64_t kMaxGemvBlocks = 512;  // rows up to 16384 elements take the fast path
+
+// Q4_0 decode GEMV, two rows at a time sharing the activation loads. Unsigned nibbles go
+// straight into maddubs: w . x = sum_b dw dx (q_u . x_b - 8 sum(x_b)), the second term from a
+// per-call table xc[b] = 8 dx sum(x_b), so no per-block sign fix-ups are needed.
+void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int64_t nb,
+            float* y) {
+  if (nb > kMaxGemvBlocks) {
+    for (int64_t r = 0; r < rows; ++r) RowDotsQuant<true>(W + r * rb, xrow, 0, 1, nb, y + r, 0);
+    return;
+  }
+  const BlockQ8_0* x = Q8ActBlocks(xrow, nb);
+  const float* xd = Q8ActScales(xrow);
+  float xc[kMaxGemvBlocks];
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), LoadQ8(x[b].qs));
+    const __m256i s32 = _mm256_madd_epi16(s16, ones);
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    xc[b] = 8.0f * static_cast<float>(_mm_cvtsi128_si32(t)) * xd[b];
+  }
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    const uint8_t* p0 = W + r * rb;
+    const uint8_t* p1 = p0 + rb;
+    const BlockQ4_0* w0 = Q4(p0);
+    const BlockQ4_0* w1 = Q4(p1);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    float c0 = 0.f, c1 = 0.f, e0 = 0.f, e1 = 0.f;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      // The next pair of rows, same offset (rows are contiguous).
+      _mm_prefetch(reinterpret_cast<const char*>(w0 + b) + 2 * rb, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w1 + b) + 2 * rb, _MM_HINT_T0);
+      const __m256i y0 = LoadQ8(x[b].qs), y1 = LoadQ8(x[b + 1].qs);
+      const float d00 = Half(w0[b].d), d01 = Half(w0[b + 1].d);
+      const float d10 = Half(w1[b].d), d11 = Half(w1[b + 1].d);
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(d00 * xd[b]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
+                           a0);
+      b0 = _mm256_fmadd_ps(_mm256_set1_ps(d01 * xd[b + 1]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w0[b + 1].qs), y1), ones)),
+                           b0);
+      a1 = _mm256_fmadd_ps(_mm256_set1_ps(d10 * xd[b]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
+                           a1);
+      b1 = _mm256_fmadd_ps(_mm256_set1_ps(d11 * xd[b + 1]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w1[b + 1].qs), y1), ones)),
+                           b1);
+      c0 += d00 * xc[b];
+      e0 += d01 * xc[b + 1];
+      c1 += d10 * xc[b];
+      e1 += d11 * xc[b + 1];
+    }
+    for (; b < nb; ++b) {
+      const __m256i y0 = LoadQ8(x[b].qs);
+      const float d00 = Half(w0[b].d), d10 = Half(w1[b].d);
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(d00 * xd[b]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
+                           a0);
+      a1 = _mm256_fmadd_ps(_mm256_set1_ps(d10 * xd[b]),
+                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                               _mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
+                           a1);
+      c0 += d00 * xc[b];
+      c1 += d10 * xc[b];
+    }
+    y[r] = Hsum(_mm256_add_ps(a0, b0)) - (c0 + e0);
+    y[r + 1] = Hsum(_mm256_add_ps(a1, b1)) - (c1 + e1);
+  }
+  if (r < rows) RowDotsQuant<true>(W + r * rb, xrow, 0, 1, nb, y + r, 0);
+}
+
 // 8 weights of type F32 / F16 / BF16 as floats.
 enum class Wide { kF32, kF16, kBF16 };
 template <Wide kW>
@@ -223,6 +309,48 @@ void RowApply(DType wt, const uint8_t* w, int64_t c0, int64_t c1, float a, float
   }
 }
 
+void Gemv(DType wt, const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, int64_t n,
+          float* y) {
+  if (wt == DType::kQ4_0) return GemvQ4(W, rb, rows, x, n / kQBlock, y);
+  for (int64_t r = 0; r < rows; ++r) RowDots(wt, W + r * rb, x, 0, 1, n, y + r, 0);
+}
+
+// Sparse down projection, four rows at a time so y is loaded and stored once per four rows.
+template <bool kQ4>
+void AxpyRowsQuant(const uint8_t* const* rows, const float* a, int64_t m, int64_t nb, float* y) {
+  int64_t j = 0;
+  for (; j + 4 <= m; j += 4) {
+    const uint8_t *r0 = rows[j], *r1 = rows[j + 1], *r2 = rows[j + 2], *r3 = rows[j + 3];
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i q0 = WeightBlock<kQ4>(r0, b), q1 = WeightBlock<kQ4>(r1, b),
+                    q2 = WeightBlock<kQ4>(r2, b), q3 = WeightBlock<kQ4>(r3, b);
+      const __m256 s0 = _mm256_set1_ps(a[j] * WeightScale<kQ4>(r0, b));
+      const __m256 s1 = _mm256_set1_ps(a[j + 1] * WeightScale<kQ4>(r1, b));
+      const __m256 s2 = _mm256_set1_ps(a[j + 2] * WeightScale<kQ4>(r2, b));
+      const __m256 s3 = _mm256_set1_ps(a[j + 3] * WeightScale<kQ4>(r3, b));
+      float* yb = y + b * kQBlock;
+      for (int k = 0; k < 4; ++k) {
+        __m256 acc = _mm256_loadu_ps(yb + 8 * k);
+        acc = _mm256_fmadd_ps(s0, BytesToFloat(q0, k), acc);
+        acc = _mm256_fmadd_ps(s1, BytesToFloat(q1, k), acc);
+        acc = _mm256_fmadd_ps(s2, BytesToFloat(q2, k), acc);
+        acc = _mm256_fmadd_ps(s3, BytesToFloat(q3, k), acc);
+        _mm256_storeu_ps(yb + 8 * k, acc);
+      }
+    }
+  }
+  for (; j < m; ++j) {
+    RowApply<true>(kQ4 ? DType::kQ4_0 : DType::kQ8_0, rows[j], 0, nb * kQBlock, a[j], y);
+  }
+}
+
+void AxpyRows(DType wt, const uint8_t* const* rows, const float* a, int64_t m, int64_t n,
+              float* y) {
+  if (wt == DType::kQ4_0) return AxpyRowsQuant<true>(rows, a, m, n / kQBlock, y);
+  if (wt == DType::kQ8_0) return AxpyRowsQuant<false>(rows, a, m, n / kQBlock, y);
+  for (int64_t j = 0; j < m; ++j) RowApply<true>(wt, rows[j], 0, n, a[j], y);
+}
+
 void AxpyRow(DType wt, const uint8_t* w, int64_t c0, int64_t c1, float a, float* y) {
   RowApply<true>(wt, w, c0, c1, a, y);
 }
@@ -298,10 +426,23 @@ void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+// clang-format off
 const Kernels kAvx2 = {
-    "avx2+fma+f16c", QuantizeQ8, PrepareQ8Row, RowDots, AxpyRow,     DequantRow,
-    DotF32,          DotF32F16,  AxpyF32,      AxpyF16, F32ToF16Row,
+    "avx2+fma+f16c",
+    QuantizeQ8,
+    PrepareQ8Row,
+    RowDots,
+    Gemv,
+    AxpyRows,
+    AxpyRow,
+    DequantRow,
+    DotF32,
+    DotF32F16,
+    AxpyF32,
+    AxpyF16,
+    F32ToF16Row,
 };
+// clang-format on
 
 }  // namespace
 

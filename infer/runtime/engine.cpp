@@ -3,6 +3,7 @@
 #include "infer/runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <thread>
@@ -63,6 +64,21 @@ absl::Status LoadF32(const ModelFile& f, const std::string& name, const std::vec
 inline void PrefetchBytes(const uint8_t* p, size_t n) {
   for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
+
+// Adds the wall time since the last lap to one of the stats' phase counters.
+class PhaseClock {
+ public:
+  explicit PhaseClock(EngineStats* s) : s_(s), t_(std::chrono::steady_clock::now()) {}
+  void Lap(double EngineStats::*field) {
+    const auto now = std::chrono::steady_clock::now();
+    s_->*field += std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+  }
+
+ private:
+  EngineStats* s_;
+  std::chrono::steady_clock::time_point t_;
+};
 
 void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* out) {
   float ss = 0.f;
@@ -229,6 +245,10 @@ struct Engine::Impl {
       const DType wt = jb.w->t;
       const uint8_t* X = ActData(*jb.x, wt);
       const size_t xs = ActivationRowBytes(wt, jb.x->n);
+      if (T == 1) {  // decode: the GEMV kernel (activation tables built once per call)
+        kern->gemv(wt, jb.w->row(r0), jb.w->row_bytes, r1 - r0, X, jb.w->cols, jb.y + r0);
+        return;
+      }
       for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
         const int tb = std::min(kTokenBlock, T - t0);
         for (int64_t r = r0; r < r1; ++r) {
@@ -430,6 +450,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       LayerW& L = m.layers[l];
       // ---- 1. Route on the raw residual (before any norm), top-k on the raw logits.
+      PhaseClock clock(&stats_);
       m.x.q_ready = false;
       m.MatMul({{&L.router, &m.x, m.router_TE.data(), E, 0, 0}}, T);
       std::vector<int> order(E);
@@ -457,6 +478,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
         chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
         prefetch_(l, absl::MakeConstSpan(chosen));
       }
+      clock.Lap(&EngineStats::seconds_route);
       // ---- 3. Attention.
       m.h.Resize(T, H);
       for (int t = 0; t < T; ++t) RmsNorm(m.x.row(t), L.attn_norm.data(), H, eps, m.h.row(t));
@@ -531,6 +553,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
       for (size_t i = 0; i < static_cast<size_t>(T) * H; ++i) m.x.f[i] += m.o_TH[i];
       stats_.weight_bytes +=
           L.router.bytes() + L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes();
+      clock.Lap(&EngineStats::seconds_attention);
       // ---- 4. MoE with the routing from step 1.
       for (int t = 0; t < T; ++t) RmsNorm(m.x.row(t), L.ffn_norm.data(), H, eps, m.h.row(t));
       m.h.q_ready = false;
@@ -542,8 +565,10 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
       for (size_t i = 0; i < static_cast<size_t>(T) * H; ++i) m.x.f[i] += m.y_TH[i];
       stats_.reglu_total += static_cast<int64_t>(T) * K * F;
       stats_.expert_calls += static_cast<int64_t>(T) * K;
+      clock.Lap(&EngineStats::seconds_moe);
     }
     // ---- Final norm and LM head: every row when all_logits, else the last one only.
+    PhaseClock clock(&stats_);
     const int first_row = all_logits ? 0 : T - 1;
     const int rows = T - first_row;
     m.h.Resize(rows, H);
@@ -553,6 +578,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
     float* out = all_logits ? logits + c0 * V : logits;
     m.MatMul({{&m.lm_head, &m.h, out, V, 0, 0}}, rows);
     stats_.weight_bytes += m.lm_head.bytes();
+    clock.Lap(&EngineStats::seconds_head);
     pos_ += T;
     stats_.tokens += T;
     stats_.forwards += 1;
@@ -574,9 +600,12 @@ void Engine::MoeDecode(int l) {
   m.g_KF.resize(static_cast<size_t>(K) * F);
   m.ActData(m.h, gt);  // quantized before the parallel region (experts share one type)
   m.pool->For(static_cast<int64_t>(K) * F, 32, [&](int64_t b, int64_t e, int) {
-    for (int64_t r = b; r < e; ++r) {
-      const Mat& W = L.experts[sel[r / F]].gate;
-      k.row_dots(W.t, W.row(r % F), m.ActData(m.h, W.t), 0, 1, H, &m.g_KF[r], 0);
+    while (b < e) {  // [b, e) may span experts: one GEMV per expert segment
+      const int i = static_cast<int>(b / F);
+      const int64_t r0 = b % F, n = std::min<int64_t>(e - b, F - r0);
+      const Mat& W = L.experts[sel[i]].gate;
+      k.gemv(W.t, W.row(r0), W.row_bytes, n, m.ActData(m.h, W.t), H, &m.g_KF[b]);
+      b += n;
     }
   });
   m.act_expert.clear();
@@ -596,19 +625,27 @@ void Engine::MoeDecode(int l) {
   m.y_part.assign(static_cast<size_t>(nt) * H, 0.f);
   m.pool->For(n_act, 16, [&](int64_t b, int64_t e, int thread) {
     float* yp = m.y_part.data() + static_cast<size_t>(thread) * H;
-    for (int64_t j = b; j < e; ++j) {
-      const int i = m.act_expert[j], r = m.act_row[j];
-      const ExpertMats& X = L.experts[sel[i]];
-      // Active rows are scattered: fetch the rows after next while these compute.
-      if (j + 2 < e) {
-        const ExpertMats& Xn = L.experts[sel[m.act_expert[j + 2]]];
-        PrefetchBytes(Xn.up.row(m.act_row[j + 2]), Xn.up.row_bytes);
-        PrefetchBytes(Xn.down_t.row(m.act_row[j + 2]), Xn.down_t.row_bytes);
+    constexpr int kBatch = 16;  // rows whose down AXPYs go to the kernel together
+    const uint8_t* down_rows[kBatch];
+    float a[kBatch];
+    for (int64_t j0 = b; j0 < e; j0 += kBatch) {
+      const int64_t nb = std::min<int64_t>(kBatch, e - j0);
+      for (int64_t j = j0; j < j0 + nb; ++j) {
+        const int i = m.act_expert[j], r = m.act_row[j];
+        const ExpertMats& X = L.experts[sel[i]];
+        // Active rows are scattered: fetch the row after next while this one computes, and
+        // this row's down_t for the AXPY below.
+        if (j + 2 < e) {
+          const ExpertMats& Xn = L.experts[sel[m.act_expert[j + 2]]];
+          PrefetchBytes(Xn.up.row(m.act_row[j + 2]), Xn.up.row_bytes);
+        }
+        PrefetchBytes(X.down_t.row(r), X.down_t.row_bytes);
+        float u;
+        k.row_dots(X.up.t, X.up.row(r), m.ActData(m.h, X.up.t), 0, 1, H, &u, 0);
+        a[j - j0] = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
+        down_rows[j - j0] = X.down_t.row(r);
       }
-      float u;
-      k.row_dots(X.up.t, X.up.row(r), m.ActData(m.h, X.up.t), 0, 1, H, &u, 0);
-      const float a = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
-      k.axpy_row(X.down_t.t, X.down_t.row(r), 0, H, a, yp);
+      k.axpy_rows(L.experts[sel[0]].down_t.t, down_rows, a, nb, H, yp);
     }
   });
   float* y = m.y_TH.data();

@@ -41,6 +41,9 @@ struct EngineStats {
   int64_t reglu_skipped = 0;  // of those, relu(gate) == 0: up and down_t rows skipped
   int64_t weight_bytes = 0;   // weight bytes read by the kernels (resident + expert rows)
   int64_t expert_calls = 0;   // (token, expert) pairs computed
+  // Wall time by phase (seconds): routing + prefetch hook, attention (norm, QKV, cache,
+  // scores, output projection), MoE (norm, experts, residual), final norm + LM head.
+  double seconds_route = 0, seconds_attention = 0, seconds_moe = 0, seconds_head = 0;
   double sparsity() const {
     return reglu_total > 0 ? static_cast<double>(reglu_skipped) / reglu_total : 0.0;
   }

@@ -62,9 +62,7 @@ void BM_GemvStream(benchmark::State& state, DType t) {
   const std::vector<uint8_t> x = Acts(t, 1);
   std::vector<float> y(m.rows);
   for (auto _ : state) {
-    for (int64_t r = 0; r < m.rows; ++r) {
-      k.row_dots(t, m.data.data() + r * m.row_bytes, x.data(), 0, 1, kH, &y[r], 0);
-    }
+    k.gemv(t, m.data.data(), m.row_bytes, m.rows, x.data(), kH, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * m.data.size());
@@ -79,8 +77,11 @@ void BM_AxpyScattered(benchmark::State& state) {
   std::mt19937 rng(3);
   for (int i = 0; i < 4 * 384; ++i) rows.push_back(rng() % m.rows);
   std::vector<float> y(kH, 0.f);
+  std::vector<const uint8_t*> ptrs;
+  for (int64_t r : rows) ptrs.push_back(m.data.data() + r * m.row_bytes);
+  const std::vector<float> a(ptrs.size(), 0.01f);
   for (auto _ : state) {
-    for (int64_t r : rows) k.axpy_row(m.t, m.data.data() + r * m.row_bytes, 0, kH, 0.01f, y.data());
+    k.axpy_rows(m.t, ptrs.data(), a.data(), static_cast<int64_t>(ptrs.size()), kH, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * rows.size() * m.row_bytes);

@@ -81,6 +81,10 @@ st::EngineStats Delta(const st::EngineStats& a, const st::EngineStats& b) {
   d.reglu_skipped = b.reglu_skipped - a.reglu_skipped;
   d.weight_bytes = b.weight_bytes - a.weight_bytes;
   d.expert_calls = b.expert_calls - a.expert_calls;
+  d.seconds_route = b.seconds_route - a.seconds_route;
+  d.seconds_attention = b.seconds_attention - a.seconds_attention;
+  d.seconds_moe = b.seconds_moe - a.seconds_moe;
+  d.seconds_head = b.seconds_head - a.seconds_head;
   return d;
 }
 
@@ -91,6 +95,25 @@ void Accumulate(st::EngineStats* acc, const st::EngineStats& d) {
   acc->reglu_skipped += d.reglu_skipped;
   acc->weight_bytes += d.weight_bytes;
   acc->expert_calls += d.expert_calls;
+  acc->seconds_route += d.seconds_route;
+  acc->seconds_attention += d.seconds_attention;
+  acc->seconds_moe += d.seconds_moe;
+  acc->seconds_head += d.seconds_head;
+}
+
+// "route 3% | attention 30% | MoE 40% | LM head 27%" (ms per token).
+std::string PhaseSplit(const st::EngineStats& s) {
+  const double total = s.seconds_route + s.seconds_attention + s.seconds_moe + s.seconds_head;
+  if (total <= 0 || s.tokens <= 0) return "n/a";
+  char buf[256];
+  const double per = 1e3 / static_cast<double>(s.tokens);
+  std::snprintf(buf, sizeof(buf),
+                "route %.2f ms (%.0f%%) | attention %.2f ms (%.0f%%) | MoE %.2f ms (%.0f%%) | "
+                "LM head %.2f ms (%.0f%%) per token",
+                s.seconds_route * per, 100 * s.seconds_route / total, s.seconds_attention * per,
+                100 * s.seconds_attention / total, s.seconds_moe * per,
+                100 * s.seconds_moe / total, s.seconds_head * per, 100 * s.seconds_head / total);
+  return buf;
 }
 
 struct Summary {
@@ -265,6 +288,8 @@ void PrintRow(const Row& r) {
                r.ttft_ms.median, r.ttft_ms.min, r.ttft_ms.max);
   std::fprintf(o, "decode                   %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
                r.decode_tps.median, r.decode_tps.min, r.decode_tps.max, r.decode_tps.stddev);
+  std::fprintf(o, "decode time by phase     %s\n", PhaseSplit(r.decode).c_str());
+  std::fprintf(o, "prefill time by phase    %s\n", PhaseSplit(r.prefill).c_str());
   std::fprintf(o,
                "ReGLU sparsity           decode %.1f%%, prefill %.1f%% of expert neurons skipped\n",
                100.0 * r.decode.sparsity(), 100.0 * r.prefill.sparsity());

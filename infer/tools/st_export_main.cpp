@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   // 32 MB (an expert matrix of the 21B is 7.9 MB) in the heap instead of mmap + munmap each
   // time: fresh pages fault and are zeroed by the kernel, which was half of a random-init
   // export's time.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   if (FLAGS_random_init) {
     if (!FLAGS_input.empty()) {
