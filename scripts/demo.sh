@@ -36,9 +36,22 @@ echo "== export to the quantized model file (q4_0 experts, q8_0 attention/embedd
   --recipe q4_0 --force
 ./build/infer/tools/st-inspect --verify --tensors=false --config=false runs/tiny/tiny-q4_0.stmf
 
-echo "== running the exported file with the torch-free runtime (first, scalar slice)"
+echo "== generating with the torch-free runtime (st-run, streaming)"
 ./build/infer/tools/st-run --model runs/tiny/tiny-q4_0.stmf --prompt "And God said" \
   --max_new_tokens 100 --temperature 0.8 --top_k 40 --seed 7
+
+echo "== chatting with st-run --chat (ChatML template from the file; one message a line on stdin)"
+printf '%s\n' "Who made the heaven and the earth?" "And what did he say?" |
+  ./build/infer/tools/st-run --model runs/tiny/tiny-q4_0.stmf --chat \
+    --system "You are a preacher." --max_new_tokens 60 --temperature 0.7 --top_k 40 --seed 7
+
+echo "== perplexity of the last 20 kB of the corpus under the q4_0 file (st-perplexity)"
+tail -c 20000 runs/data/kjv.txt > runs/tiny/heldout.txt
+./build/infer/tools/st-perplexity --model runs/tiny/tiny-q4_0.stmf --file runs/tiny/heldout.txt \
+  --ctx 256
+
+echo "== decode and prefill speed (st-bench)"
+./build/infer/tools/st-bench --model runs/tiny/tiny-q4_0.stmf --prompt_tokens 64 --gen_tokens 64
 
 echo "== training curves and expert load: runs/tiny/metrics.svg"
 python3 scripts/plot_metrics.py runs/tiny -o runs/tiny/metrics.svg

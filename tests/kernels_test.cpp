@@ -21,6 +21,7 @@ namespace {
 std::vector<const Kernels*> Tables() {
   std::vector<const Kernels*> t = {&ScalarKernels()};
   if (const Kernels* a = Avx2Kernels()) t.push_back(a);
+  if (const Kernels* a = Avx512Kernels()) t.push_back(a);
   return t;
 }
 
@@ -57,6 +58,23 @@ TEST(Kernels, Q8QuantizerIsByteIdenticalToTheReference) {
       ASSERT_EQ(0, std::memcmp(&ref[b], Q8ActBlocks(row.data(), n / 32) + b, sizeof(BlockQ8_0)));
       ASSERT_EQ(Q8ActScales(row.data())[b], F16ToF32(ref[b].d));
     }
+    // The four-block groups (kernels.h): halves of each block, its scale and 2 d sum(q) per lane.
+    const uint8_t* groups = Q8ActGroups(row.data(), n / 32);
+    for (int64_t b = 0; b < (n / 32) / 4 * 4; ++b) {
+      const uint8_t* g = groups + (b / 4) * kQ8GroupBytes;
+      const int k4 = static_cast<int>(b % 4);
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        sum += ref[b].qs[j];
+        const int8_t* half = reinterpret_cast<const int8_t*>(g) + (j < 16 ? 0 : 64);
+        ASSERT_EQ(ref[b].qs[j], half[16 * k4 + j % 16]) << k->name << " group block " << b;
+      }
+      const float* dx = reinterpret_cast<const float*>(g + 128);
+      for (int l = 0; l < 4; ++l) {
+        ASSERT_EQ(dx[4 * k4 + l], F16ToF32(ref[b].d));
+        ASSERT_EQ(dx[16 + 4 * k4 + l], 2.0f * F16ToF32(ref[b].d) * static_cast<float>(sum));
+      }
+    }
     for (int64_t b = 0; b < n / 32; ++b) {
       EXPECT_EQ(ref[b].d, got[b].d) << k->name << " block " << b;
       for (int j = 0; j < 32; ++j) {
@@ -89,7 +107,7 @@ double RefDot(DType wt, const std::vector<uint8_t>& w, const std::vector<float>&
 
 TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
   const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
-  const int64_t n = 32 * 24 + 0;
+  const int64_t n = 32 * 26;  // 26 blocks: six groups of four and a tail of two
   for (const Kernels* k : Tables()) {
     for (DType wt : types) {
       const std::vector<uint8_t> w = Encode(wt, RandomVec(n, 11, 0.05f));
@@ -121,7 +139,7 @@ TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
 
 TEST(Kernels, GemvAndAxpyRowsMatchTheRowKernels) {
   const DType types[] = {DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32};
-  const int64_t n = 32 * 20;
+  const int64_t n = 32 * 21;  // five four-block groups and a one-block tail
   for (const Kernels* k : Tables()) {
     for (DType wt : types) {
       const int64_t rows = 7;  // odd: the two-row GEMV's tail
@@ -145,6 +163,18 @@ TEST(Kernels, GemvAndAxpyRowsMatchTheRowKernels) {
         double abs_sum;
         const double ref = RefDot(wt, row, xf, n, &abs_sum);
         EXPECT_NEAR(y[r], ref, 1e-5 * abs_sum + 1e-6) << k->name << " " << DTypeName(wt) << r;
+      }
+      // The same rows scattered (reversed) through gemv_rows.
+      std::vector<const uint8_t*> up;
+      for (int64_t r = rows - 1; r >= 0; --r) up.push_back(W.data() + r * rb);
+      std::vector<float> ys(rows, -7.f);
+      k->gemv_rows(wt, up.data(), rows, x.data(), n, ys.data());
+      for (int64_t j = 0; j < rows; ++j) {
+        const int64_t r = rows - 1 - j;
+        const std::vector<uint8_t> row(W.begin() + r * rb, W.begin() + (r + 1) * rb);
+        double abs_sum;
+        const double ref = RefDot(wt, row, xf, n, &abs_sum);
+        EXPECT_NEAR(ys[j], ref, 1e-5 * abs_sum + 1e-6) << k->name << " rows " << DTypeName(wt) << r;
       }
       // y += sum_j a_j row_j over 7 rows (a group of four and a tail), in any order.
       std::vector<const uint8_t*> ptrs;

@@ -247,12 +247,15 @@ TEST(ModelFileNamesTest, HfNamesMapBothWays) {
 // ------------------------------------------------------------------ round trips
 
 void CheckRoundTrip(const std::string& path, const ModelConfig& cfg,
-                    const std::map<std::string, Written>& written) {
+                    const std::map<std::string, Written>& written, bool huge_pages = false) {
   ModelFile::Options o;
   o.verify_checksums = true;
+  o.huge_pages = huge_pages;
   absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::Open(path, o);
   ASSERT_TRUE(f.ok()) << f.status();
   const ModelFile& m = **f;
+  // Read into memory: the copy starts on a 2 MiB boundary (where huge pages can back it).
+  if (huge_pages) EXPECT_EQ(reinterpret_cast<uintptr_t>(m.data()) % (uintptr_t{2} << 20), 0u);
   EXPECT_EQ(m.version(), kModelFileVersion);
   EXPECT_EQ(m.config().ToJson(), cfg.ToJson());
   EXPECT_EQ(m.tensors().size(), written.size());
@@ -304,6 +307,7 @@ TEST(ModelFileRoundTripTest, EveryDType) {
     const std::string path = TestDir() + "/every_" + DTypeName(t) + ".stmf";
     std::map<std::string, Written> w = WriteModel(path, cfg, Recipe::All(t));
     CheckRoundTrip(path, cfg, w);
+    CheckRoundTrip(path, cfg, w, /*huge_pages=*/true);
     EXPECT_FALSE(fs::exists(path + ".tmp"));
   }
 }
@@ -472,6 +476,11 @@ TEST(ModelFileRejectTest, EveryTruncation) {
   absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::Open(path);
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find(path), std::string::npos);
+  EXPECT_NE(f.status().message().find("truncated"), std::string::npos) << f.status();
+  ModelFile::Options huge;
+  huge.huge_pages = true;  // read into memory instead of mapped: the same checks
+  f = ModelFile::Open(path, huge);
+  ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find("truncated"), std::string::npos) << f.status();
   EXPECT_FALSE(ModelFile::Open(TestDir() + "/absent.stmf").ok());
 }

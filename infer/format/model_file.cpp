@@ -848,7 +848,7 @@ absl::Status ModelFileWriter::Finish() {
 // ================================================================ reader
 
 ModelFile::~ModelFile() {
-  if (map_ != nullptr) ::munmap(map_, static_cast<size_t>(size_));
+  if (map_ != nullptr) ::munmap(map_, map_size_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -870,18 +870,53 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::Open(const std::string& pa
         absl::StrCat("'", path, "': file is ", f->size_, " bytes, smaller than the ",
                      kModelFileHeaderSize, "-byte header (truncated or not a model file)"));
   }
-  // MAP_POPULATE on request: page-table entries for the whole file up front (reads it into
-  // the page cache), so the first forward passes take no page faults.
-  const int flags = MAP_SHARED | (options.populate ? MAP_POPULATE : 0);
-  void* m = ::mmap(nullptr, static_cast<size_t>(f->size_), PROT_READ, flags, f->fd_, 0);
-  if (m == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat("mmap of '", path, "' failed: ", ErrnoText(errno)));
+  if (options.huge_pages) {
+    ST_RETURN_IF_ERROR(f->ReadIntoHugePages(path));
+  } else {
+    // MAP_POPULATE on request: page-table entries for the whole file up front (reads it into
+    // the page cache), so the first forward passes take no page faults.
+    const int flags = MAP_SHARED | (options.populate ? MAP_POPULATE : 0);
+    void* m = ::mmap(nullptr, static_cast<size_t>(f->size_), PROT_READ, flags, f->fd_, 0);
+    if (m == MAP_FAILED) {
+      return absl::InternalError(absl::StrCat("mmap of '", path, "' failed: ", ErrnoText(errno)));
+    }
+    f->map_ = m;
+    f->map_size_ = static_cast<size_t>(f->size_);
+    f->base_ = static_cast<const uint8_t*>(m);
   }
-  f->map_ = m;
-  f->base_ = static_cast<const uint8_t*>(m);
   absl::Status s = f->Parse(options);
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat("'", path, "': ", s.message()));
   return f;
+}
+
+absl::Status ModelFile::ReadIntoHugePages(const std::string& path) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t n = static_cast<size_t>(size_);
+  map_size_ = (n + kHuge - 1) / kHuge * kHuge + kHuge;  // room to align the start to 2 MiB
+  void* m = ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", n >> 20, " MiB to hold '", path, "' in memory: ", ErrnoText(errno),
+        " (free memory, or run without huge pages to map the file instead)"));
+  }
+  map_ = m;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(m) + kHuge - 1) & ~uintptr_t{kHuge - 1};
+  uint8_t* dst = reinterpret_cast<uint8_t*>(a);
+  ::madvise(dst, map_size_ - (a - reinterpret_cast<uintptr_t>(m)), MADV_HUGEPAGE);  // a hint
+  constexpr size_t kChunk = size_t{64} << 20;
+  for (size_t off = 0; off < n;) {
+    const ssize_t got = ::pread(fd_, dst + off, std::min(kChunk, n - off), static_cast<off_t>(off));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      return absl::DataLossError(absl::StrCat("reading '", path, "' at byte ", off, " failed: ",
+                                              got < 0 ? ErrnoText(errno) : "unexpected end of file",
+                                              " (is the file being rewritten?)"));
+    }
+    off += static_cast<size_t>(got);
+  }
+  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);  // the copy is all we use: free the cache
+  base_ = dst;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::OpenFromMemory(absl::string_view bytes,

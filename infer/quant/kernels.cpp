@@ -76,8 +76,13 @@ void ScalarGemv(DType wt, const uint8_t* W, size_t row_bytes, int64_t rows, cons
   for (int64_t r = 0; r < rows; ++r) y[r] = RowDot(wt, W + r * row_bytes, x, n);
 }
 
-void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m,
-                        int64_t n, float* y);
+void ScalarGemvRows(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x, int64_t n,
+                    float* y) {
+  for (int64_t j = 0; j < m; ++j) y[j] = RowDot(wt, rows[j], x, n);
+}
+
+void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m, int64_t n,
+                        float* y);
 
 void ScalarPrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
   const int64_t nb = n / kQBlock;
@@ -85,6 +90,7 @@ void ScalarPrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
   QuantizeRowQ8_0(x, n, q);
   float* d = reinterpret_cast<float*>(row);
   for (int64_t b = 0; b < nb; ++b) d[b] = F16ToF32(q[b].d);
+  FillQ8ActGroups(row, nb);
 }
 
 void ScalarDequantRow(DType wt, const uint8_t* w_row, int64_t n, float* out) {
@@ -102,8 +108,8 @@ void ScalarAxpyRow(DType wt, const uint8_t* w_row, int64_t c0, int64_t c1, float
   }
 }
 
-void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m,
-                        int64_t n, float* y) {
+void ScalarAxpyRowsImpl(DType wt, const uint8_t* const* rows, const float* a, int64_t m, int64_t n,
+                        float* y) {
   for (int64_t j = 0; j < m; ++j) ScalarAxpyRow(wt, rows[j], 0, n, a[j], y);
 }
 
@@ -127,6 +133,7 @@ const Kernels kScalar = {
     ScalarPrepareQ8Row,
     ScalarRowDots,
     ScalarGemv,
+    ScalarGemvRows,
     ScalarAxpyRowsImpl,
     ScalarAxpyRow,
     ScalarDequantRow,
@@ -142,7 +149,32 @@ const Kernels kScalar = {
 
 namespace kernels_internal {
 const Kernels* Avx2Table();  // kernels_avx2.cpp; nullptr when built without the x86 path
+// kernels_avx512.cpp: `base` with the AVX-512 entries swapped in; nullptr without that path.
+const Kernels* Avx512Table(const Kernels* base);
 }  // namespace kernels_internal
+
+void FillQ8ActGroups(uint8_t* row, int64_t nb) {
+  const float* d = Q8ActScales(row);
+  const BlockQ8_0* q = Q8ActBlocks(row, nb);
+  uint8_t* g = row + Q8ActBaseBytes(nb);
+  for (int64_t b0 = 0; b0 + 4 <= nb; b0 += 4, g += kQ8GroupBytes) {
+    int8_t* lo = reinterpret_cast<int8_t*>(g);
+    int8_t* hi = lo + 64;
+    float* dx = reinterpret_cast<float*>(g + 128);
+    float* cx = dx + 16;
+    for (int k = 0; k < 4; ++k) {
+      const BlockQ8_0& x = q[b0 + k];
+      std::memcpy(lo + 16 * k, x.qs, 16);
+      std::memcpy(hi + 16 * k, x.qs + 16, 16);
+      int32_t sum = 0;
+      for (int i = 0; i < kQBlock; ++i) sum += x.qs[i];
+      for (int j = 0; j < 4; ++j) {
+        dx[4 * k + j] = d[b0 + k];
+        cx[4 * k + j] = 2.0f * d[b0 + k] * static_cast<float>(sum);
+      }
+    }
+  }
+}
 
 const Kernels& ScalarKernels() { return kScalar; }
 
@@ -156,8 +188,24 @@ const Kernels* Avx2Kernels() {
 #endif
 }
 
+const Kernels* Avx512Kernels() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const Kernels* table = [] {
+    const Kernels* base = Avx2Kernels();
+    const bool ok = base != nullptr && __builtin_cpu_supports("avx512f") &&
+                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                    __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+    return ok ? kernels_internal::Avx512Table(base) : nullptr;
+  }();
+  return table;
+#else
+  return nullptr;
+#endif
+}
+
 const Kernels& SelectKernels(bool simd) {
   if (simd) {
+    if (const Kernels* k = Avx512Kernels()) return *k;
     if (const Kernels* k = Avx2Kernels()) return *k;
   }
   return kScalar;

@@ -1,6 +1,6 @@
 // Compute kernels of the runtime: dot products of quantized weight rows with activations,
 // row AXPYs, attention helpers. One table of function pointers per instruction set, chosen at
-// run time (AVX2+FMA+F16C when the CPU has them, else the portable scalar table). The scalar
+// run time (AVX-512 VNNI, else AVX2+FMA+F16C, else the portable scalar table). The scalar
 // table follows the reference codec (codec.h) and is what every SIMD kernel is tested against.
 //
 // Activations: weights of type Q4_0 / Q8_0 are multiplied with activations quantized to Q8_0
@@ -20,16 +20,36 @@ namespace st {
 inline bool UsesQ8Activations(DType t) { return t == DType::kQ4_0 || t == DType::kQ8_0; }
 
 // A prepared Q8_0 activation row of n elements (nb = n / 32 blocks), made once and read by
-// every weight row: the block scales as f32 first (so no kernel converts them again), then
-// the blocks; padded to 4 bytes.  Layout: float d[nb]; BlockQ8_0 q[nb]; pad.
+// every weight row. Two parts:
+//  1. base: the block scales as f32 (so no kernel converts them again), then the blocks;
+//     padded to 64 bytes.  Layout: float d[nb]; BlockQ8_0 q[nb]; pad.
+//  2. groups: the same values regrouped for kernels that take four weight blocks per step
+//     (AVX-512 VNNI), one kQ8GroupBytes record per four blocks (the nb % 4 tail blocks have
+//     none). Record g, blocks b = 4g + k, k in [0, 4):
+//       int8  lo[64]  lo[16k + i] = q[b].qs[i]       (elements 0..15 of each block)
+//       int8  hi[64]  hi[16k + i] = q[b].qs[16 + i]  (elements 16..31)
+//       float dx[16]  dx[4k + j]  = d[b]              (j in [0, 4): one per int32 lane)
+//       float cx[16]  cx[4k + j]  = 2 * d[b] * sum_i q[b].qs[i]
+//     so that for Q4_0 weights with unsigned nibbles u, sum over the 16 lanes of
+//     dw * (dot_lanes(u, lo|hi) * dx - cx) is the row's dot product (the -8 offset folded in).
+// Every table's prepare_q8_row fills both parts.
+constexpr size_t kQ8GroupBytes = 256;
+inline size_t Q8ActBaseBytes(int64_t nb) {
+  return (static_cast<size_t>(nb) * (sizeof(float) + sizeof(BlockQ8_0)) + 63) & ~size_t{63};
+}
 inline size_t Q8ActRowBytes(int64_t n) {
-  const size_t nb = static_cast<size_t>(n / kQBlock);
-  return (nb * sizeof(float) + nb * sizeof(BlockQ8_0) + 3) & ~size_t{3};
+  const int64_t nb = n / kQBlock;
+  return Q8ActBaseBytes(nb) + static_cast<size_t>(nb / 4) * kQ8GroupBytes;
 }
 inline const float* Q8ActScales(const uint8_t* row) { return reinterpret_cast<const float*>(row); }
 inline const BlockQ8_0* Q8ActBlocks(const uint8_t* row, int64_t nb) {
   return reinterpret_cast<const BlockQ8_0*>(row + static_cast<size_t>(nb) * sizeof(float));
 }
+inline const uint8_t* Q8ActGroups(const uint8_t* row, int64_t nb) {
+  return row + Q8ActBaseBytes(nb);
+}
+// Fills the groups part of a prepared row from its base part (portable; every table uses it).
+void FillQ8ActGroups(uint8_t* row, int64_t nb);
 // Bytes of one activation row of n elements for weights of type `t`: a prepared Q8_0 row, or
 // n floats.
 inline size_t ActivationRowBytes(DType t, int64_t n) {
@@ -37,7 +57,7 @@ inline size_t ActivationRowBytes(DType t, int64_t n) {
 }
 
 struct Kernels {
-  const char* name;  // "scalar" or "avx2+fma+f16c"
+  const char* name;  // "scalar", "avx2+fma+f16c" or "avx512+vnni"
 
   // Activations -> Q8_0 blocks; byte-identical to QuantizeRowQ8_0 (the reference codec).
   void (*quantize_q8)(const float* x, int64_t n, BlockQ8_0* y);
@@ -54,6 +74,9 @@ struct Kernels {
   // activation row as for row_dots (T = 1).
   void (*gemv)(DType wt, const uint8_t* W, size_t row_bytes, int64_t rows, const uint8_t* x,
                int64_t n, float* y);
+  // Sparse up projection: y[j] = rows[j] . x for j in [0, m), rows scattered (x as for gemv).
+  void (*gemv_rows)(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x, int64_t n,
+                    float* y);
   // Sparse down projection: y[0, n) += sum_j a[j] * rows[j][0, n) for j in [0, m).
   void (*axpy_rows)(DType wt, const uint8_t* const* rows, const float* a, int64_t m, int64_t n,
                     float* y);
@@ -73,6 +96,9 @@ struct Kernels {
 const Kernels& ScalarKernels();
 // nullptr when this CPU lacks AVX2, FMA or F16C, or the build has no x86 SIMD path.
 const Kernels* Avx2Kernels();
+// nullptr when this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI (or AVX2), or the build has no such
+// path. Q4_0 GEMVs, row dots and AXPYs in 512-bit VNNI; every other entry is the AVX2 one.
+const Kernels* Avx512Kernels();
 // The fastest table this CPU supports (or the scalar one when simd is false).
 const Kernels& SelectKernels(bool simd);
 

@@ -127,8 +127,7 @@ constexpr int64_t kMaxGemvBlocks = 512;  // rows up to 16384 elements take the f
 // Q4_0 decode GEMV, two rows at a time sharing the activation loads. Unsigned nibbles go
 // straight into maddubs: w . x = sum_b dw dx (q_u . x_b - 8 sum(x_b)), the second term from a
 // per-call table xc[b] = 8 dx sum(x_b), so no per-block sign fix-ups are needed.
-void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int64_t nb,
-            float* y) {
+void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int64_t nb, float* y) {
   if (nb > kMaxGemvBlocks) {
     for (int64_t r = 0; r < rows; ++r) RowDotsQuant<true>(W + r * rb, xrow, 0, 1, nb, y + r, 0);
     return;
@@ -161,18 +160,18 @@ void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int6
       const __m256i y0 = LoadQ8(x[b].qs), y1 = LoadQ8(x[b + 1].qs);
       const float d00 = Half(w0[b].d), d01 = Half(w0[b + 1].d);
       const float d10 = Half(w1[b].d), d11 = Half(w1[b + 1].d);
-      a0 = _mm256_fmadd_ps(_mm256_set1_ps(d00 * xd[b]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
-                           a0);
+      a0 = _mm256_fmadd_ps(
+          _mm256_set1_ps(d00 * xd[b]),
+          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
+          a0);
       b0 = _mm256_fmadd_ps(_mm256_set1_ps(d01 * xd[b + 1]),
                            _mm256_cvtepi32_ps(_mm256_madd_epi16(
                                _mm256_maddubs_epi16(NibblesU(w0[b + 1].qs), y1), ones)),
                            b0);
-      a1 = _mm256_fmadd_ps(_mm256_set1_ps(d10 * xd[b]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
-                           a1);
+      a1 = _mm256_fmadd_ps(
+          _mm256_set1_ps(d10 * xd[b]),
+          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
+          a1);
       b1 = _mm256_fmadd_ps(_mm256_set1_ps(d11 * xd[b + 1]),
                            _mm256_cvtepi32_ps(_mm256_madd_epi16(
                                _mm256_maddubs_epi16(NibblesU(w1[b + 1].qs), y1), ones)),
@@ -185,14 +184,14 @@ void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int6
     for (; b < nb; ++b) {
       const __m256i y0 = LoadQ8(x[b].qs);
       const float d00 = Half(w0[b].d), d10 = Half(w1[b].d);
-      a0 = _mm256_fmadd_ps(_mm256_set1_ps(d00 * xd[b]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
-                           a0);
-      a1 = _mm256_fmadd_ps(_mm256_set1_ps(d10 * xd[b]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
-                           a1);
+      a0 = _mm256_fmadd_ps(
+          _mm256_set1_ps(d00 * xd[b]),
+          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
+          a0);
+      a1 = _mm256_fmadd_ps(
+          _mm256_set1_ps(d10 * xd[b]),
+          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
+          a1);
       c0 += d00 * xc[b];
       c1 += d10 * xc[b];
     }
@@ -315,13 +314,35 @@ void Gemv(DType wt, const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x,
   for (int64_t r = 0; r < rows; ++r) RowDots(wt, W + r * rb, x, 0, 1, n, y + r, 0);
 }
 
+// Scattered rows: the row after next is prefetched whole while this one computes.
+void GemvRows(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x, int64_t n,
+              float* y) {
+  const int64_t rb = DTypeBytes(wt, n);
+  for (int64_t j = 0; j < m; ++j) {
+    if (j + 2 < m) {
+      for (int64_t o = 0; o < rb; o += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[j + 2]) + o, _MM_HINT_T0);
+      }
+    }
+    RowDots(wt, rows[j], x, 0, 1, n, y + j, 0);
+  }
+}
+
 // Sparse down projection, four rows at a time so y is loaded and stored once per four rows.
 template <bool kQ4>
 void AxpyRowsQuant(const uint8_t* const* rows, const float* a, int64_t m, int64_t nb, float* y) {
   int64_t j = 0;
+  const int64_t block_bytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
   for (; j + 4 <= m; j += 4) {
     const uint8_t *r0 = rows[j], *r1 = rows[j + 1], *r2 = rows[j + 2], *r3 = rows[j + 3];
+    const int64_t nn = m - (j + 4) < 4 ? m - (j + 4) : 4;  // the next four rows, prefetched
     for (int64_t b = 0; b < nb; ++b) {
+      if (!kQ4 || (b & 1) == 0) {  // every 64-byte line of the next rows gets one
+        for (int64_t k = 0; k < nn; ++k) {
+          _mm_prefetch(reinterpret_cast<const char*>(rows[j + 4 + k]) + b * block_bytes + 32,
+                       _MM_HINT_T0);
+        }
+      }
       const __m256i q0 = WeightBlock<kQ4>(r0, b), q1 = WeightBlock<kQ4>(r1, b),
                     q2 = WeightBlock<kQ4>(r2, b), q3 = WeightBlock<kQ4>(r3, b);
       const __m256 s0 = _mm256_set1_ps(a[j] * WeightScale<kQ4>(r0, b));
@@ -403,6 +424,7 @@ void PrepareQ8Row(const float* x, int64_t n, uint8_t* row) {
   QuantizeQ8(x, n, q);
   float* d = reinterpret_cast<float*>(row);
   for (int64_t b = 0; b < nb; ++b) d[b] = Half(q[b].d);
+  FillQ8ActGroups(row, nb);
 }
 
 float DotF32(const float* a, const float* b, int64_t n) {
@@ -433,6 +455,7 @@ const Kernels kAvx2 = {
     PrepareQ8Row,
     RowDots,
     Gemv,
+    GemvRows,
     AxpyRows,
     AxpyRow,
     DequantRow,

@@ -194,6 +194,8 @@ struct Engine::Impl {
   std::vector<float> g_KF;                   // gate outputs of the k experts
   std::vector<int32_t> act_expert, act_row;  // active (slot, neuron) pairs
   std::vector<float> y_part;                 // [threads, H] partial down projections
+  std::vector<const uint8_t*> act_ptr;       // [2, n_active]: up rows, then down_t rows
+  std::vector<float> act_a;                  // [n_active] up dot -> AXPY coefficient
 
   // Quantizes acts to Q8_0 when a consumer needs it.
   void PrepQ8(Acts& a) {
@@ -266,6 +268,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path,
                                                      const EngineOptions& options) {
   ModelFile::Options fo;
   fo.populate = options.populate;
+  fo.huge_pages = options.huge_pages;
   ST_ASSIGN_OR_RETURN(auto file, ModelFile::Open(path, fo));
   return FromFile(std::move(file), options);
 }
@@ -296,6 +299,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   int threads = options.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   m.kern = &SelectKernels(options.simd);
+  if (options.simd && !options.avx512 && Avx2Kernels() != nullptr) m.kern = Avx2Kernels();
   m.pool = std::make_unique<ThreadPool>(threads);
   m.scratch.resize(threads);
 
@@ -620,33 +624,29 @@ void Engine::MoeDecode(int l) {
   }
   const int64_t n_act = static_cast<int64_t>(m.act_row.size());
   // Up and down of the active neurons, fused: the active rows are split among the threads; each
-  // accumulates its rows' down_t AXPYs into its own partial y, summed afterwards.
+  // computes its rows' up dots (one scattered-row GEMV), scales them by the gate and routing
+  // weight, and accumulates the down_t AXPYs into its own partial y, summed afterwards.
   const int nt = m.pool->size();
   m.y_part.assign(static_cast<size_t>(nt) * H, 0.f);
-  m.pool->For(n_act, 16, [&](int64_t b, int64_t e, int thread) {
+  if (m.act_ptr.size() < static_cast<size_t>(2 * n_act)) m.act_ptr.resize(2 * n_act);
+  if (m.act_a.size() < static_cast<size_t>(n_act)) m.act_a.resize(n_act);
+  const DType ut = L.experts[sel[0]].up.t, dt = L.experts[sel[0]].down_t.t;
+  m.pool->For(n_act, 64, [&](int64_t b, int64_t e, int thread) {
     float* yp = m.y_part.data() + static_cast<size_t>(thread) * H;
-    constexpr int kBatch = 16;  // rows whose down AXPYs go to the kernel together
-    const uint8_t* down_rows[kBatch];
-    float a[kBatch];
-    for (int64_t j0 = b; j0 < e; j0 += kBatch) {
-      const int64_t nb = std::min<int64_t>(kBatch, e - j0);
-      for (int64_t j = j0; j < j0 + nb; ++j) {
-        const int i = m.act_expert[j], r = m.act_row[j];
-        const ExpertMats& X = L.experts[sel[i]];
-        // Active rows are scattered: fetch the row after next while this one computes, and
-        // this row's down_t for the AXPY below.
-        if (j + 2 < e) {
-          const ExpertMats& Xn = L.experts[sel[m.act_expert[j + 2]]];
-          PrefetchBytes(Xn.up.row(m.act_row[j + 2]), Xn.up.row_bytes);
-        }
-        PrefetchBytes(X.down_t.row(r), X.down_t.row_bytes);
-        float u;
-        k.row_dots(X.up.t, X.up.row(r), m.ActData(m.h, X.up.t), 0, 1, H, &u, 0);
-        a[j - j0] = m.g_KF[static_cast<size_t>(i) * F + r] * u * wts[i];
-        down_rows[j - j0] = X.down_t.row(r);
-      }
-      k.axpy_rows(L.experts[sel[0]].down_t.t, down_rows, a, nb, H, yp);
+    const uint8_t** up = m.act_ptr.data() + b;
+    const uint8_t** down = m.act_ptr.data() + n_act + b;
+    float* a = m.act_a.data() + b;
+    for (int64_t j = b; j < e; ++j) {
+      const ExpertMats& X = L.experts[sel[m.act_expert[j]]];
+      up[j - b] = X.up.row(m.act_row[j]);
+      down[j - b] = X.down_t.row(m.act_row[j]);
     }
+    k.gemv_rows(ut, up, e - b, m.ActData(m.h, ut), H, a);
+    for (int64_t j = b; j < e; ++j) {
+      const int i = m.act_expert[j];
+      a[j - b] *= m.g_KF[static_cast<size_t>(i) * F + m.act_row[j]] * wts[i];
+    }
+    k.axpy_rows(dt, down, a, e - b, H, yp);
   });
   float* y = m.y_TH.data();
   std::copy_n(m.y_part.data(), H, y);

@@ -30,8 +30,12 @@ struct EngineOptions {
   int threads = 0;          // worker threads, calling thread included; 0 = all cores
   bool kv_f16 = true;       // KV cache in fp16 (false: f32)
   bool simd = true;         // false forces the portable scalar kernels (tests, comparisons)
+  bool avx512 = true;       // false stops at the AVX2 table even where AVX-512 VNNI exists
   int prefill_chunk = 256;  // tokens per batched prefill step
   bool populate = true;     // prefault the whole mapping at Load (no page faults later)
+  // Load: read the file into huge-page-backed memory instead of mapping it (ModelFile::Options;
+  // faster decode where transparent huge pages are enabled for madvise or always).
+  bool huge_pages = true;
 };
 
 struct EngineStats {

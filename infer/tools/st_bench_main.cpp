@@ -37,6 +37,9 @@ DEFINE_bool(json, false,
             "print one JSON object per thread count on stdout; the report goes to stderr");
 DEFINE_bool(kv_f16, true, "fp16 KV cache (false: f32)");
 DEFINE_bool(simd, true, "false forces the portable scalar kernels");
+DEFINE_bool(avx512, true, "use the AVX-512 VNNI kernels where the CPU has them (false: AVX2)");
+DEFINE_bool(huge_pages, true,
+            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
 DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
 DEFINE_uint64(seed, 1, "seed of the synthetic prompt token ids");
@@ -111,8 +114,8 @@ std::string PhaseSplit(const st::EngineStats& s) {
                 "route %.2f ms (%.0f%%) | attention %.2f ms (%.0f%%) | MoE %.2f ms (%.0f%%) | "
                 "LM head %.2f ms (%.0f%%) per token",
                 s.seconds_route * per, 100 * s.seconds_route / total, s.seconds_attention * per,
-                100 * s.seconds_attention / total, s.seconds_moe * per,
-                100 * s.seconds_moe / total, s.seconds_head * per, 100 * s.seconds_head / total);
+                100 * s.seconds_attention / total, s.seconds_moe * per, 100 * s.seconds_moe / total,
+                s.seconds_head * per, 100 * s.seconds_head / total);
   return buf;
 }
 
@@ -386,6 +389,8 @@ int main(int argc, char** argv) {
     eopt.threads = threads;
     eopt.kv_f16 = FLAGS_kv_f16;
     eopt.simd = FLAGS_simd;
+    eopt.avx512 = FLAGS_avx512;
+    eopt.huge_pages = FLAGS_huge_pages;
     auto eng_or = st::Engine::Load(FLAGS_model, eopt);
     if (!eng_or.ok()) return Fail(std::string(eng_or.status().message()));
     st::Engine& eng = **eng_or;

@@ -23,6 +23,8 @@ DEFINE_int32(ctx, 0, "chunk length in tokens; 0 = min(512, the model's context)"
 DEFINE_int32(chunks, -1, "score at most this many chunks; -1 = all");
 DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all cores");
 DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
+DEFINE_bool(huge_pages, true,
+            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 
 namespace st {
 namespace {
@@ -52,6 +54,7 @@ int Main() {
   EngineOptions opt;
   opt.threads = FLAGS_threads;
   opt.kv_f16 = FLAGS_kv_f16;
+  opt.huge_pages = FLAGS_huge_pages;
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Engine& eng = *loaded->engine;

@@ -48,6 +48,8 @@ DEFINE_string(stop, "",
               "before the first one and never shows it");
 DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all cores");
 DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
+DEFINE_bool(huge_pages, true,
+            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_bool(chat, false,
             "interactive chat: one user message a line on stdin; /reset clears the "
             "conversation, /exit or the end of input quits");
@@ -408,6 +410,7 @@ int Main() {
   EngineOptions opt;
   opt.threads = FLAGS_threads;
   opt.kv_f16 = FLAGS_kv_f16;
+  opt.huge_pages = FLAGS_huge_pages;
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   LoadedModel& m = *loaded;
