@@ -255,7 +255,9 @@ void CheckRoundTrip(const std::string& path, const ModelConfig& cfg,
   ASSERT_TRUE(f.ok()) << f.status();
   const ModelFile& m = **f;
   // Read into memory: the copy starts on a 2 MiB boundary (where huge pages can back it).
-  if (huge_pages) EXPECT_EQ(reinterpret_cast<uintptr_t>(m.data()) % (uintptr_t{2} << 20), 0u);
+  if (huge_pages) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(m.data()) % (uintptr_t{2} << 20), 0u);
+  }
   EXPECT_EQ(m.version(), kModelFileVersion);
   EXPECT_EQ(m.config().ToJson(), cfg.ToJson());
   EXPECT_EQ(m.tensors().size(), written.size());

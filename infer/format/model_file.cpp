@@ -870,8 +870,14 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::Open(const std::string& pa
         absl::StrCat("'", path, "': file is ", f->size_, " bytes, smaller than the ",
                      kModelFileHeaderSize, "-byte header (truncated or not a model file)"));
   }
-  if (options.huge_pages) {
-    ST_RETURN_IF_ERROR(f->ReadIntoHugePages(path));
+  absl::Status s;
+  if (!options.experts_in_memory) {
+    s = f->ReadResidentsOnly(path, options);
+  } else if (options.huge_pages) {
+    s = f->AllocateCopy(path);
+    if (s.ok()) s = f->ReadRange(path, 0, f->size_);
+    f->memory_bytes_ = f->size_;
+    if (s.ok()) s = f->Parse(options);
   } else {
     // MAP_POPULATE on request: page-table entries for the whole file up front (reads it into
     // the page cache), so the first forward passes take no page faults.
@@ -883,39 +889,79 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::Open(const std::string& pa
     f->map_ = m;
     f->map_size_ = static_cast<size_t>(f->size_);
     f->base_ = static_cast<const uint8_t*>(m);
+    s = f->Parse(options);
   }
-  absl::Status s = f->Parse(options);
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat("'", path, "': ", s.message()));
   return f;
 }
 
-absl::Status ModelFile::ReadIntoHugePages(const std::string& path) {
+absl::Status ModelFile::AllocateCopy(const std::string& path) {
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t n = static_cast<size_t>(size_);
   map_size_ = (n + kHuge - 1) / kHuge * kHuge + kHuge;  // room to align the start to 2 MiB
-  void* m = ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* m = ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) {
+    map_size_ = 0;
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate ", n >> 20, " MiB to hold '", path, "' in memory: ", ErrnoText(errno),
         " (free memory, or run without huge pages to map the file instead)"));
   }
   map_ = m;
   const uintptr_t a = (reinterpret_cast<uintptr_t>(m) + kHuge - 1) & ~uintptr_t{kHuge - 1};
-  uint8_t* dst = reinterpret_cast<uint8_t*>(a);
-  ::madvise(dst, map_size_ - (a - reinterpret_cast<uintptr_t>(m)), MADV_HUGEPAGE);  // a hint
-  constexpr size_t kChunk = size_t{64} << 20;
-  for (size_t off = 0; off < n;) {
-    const ssize_t got = ::pread(fd_, dst + off, std::min(kChunk, n - off), static_cast<off_t>(off));
+  ::madvise(reinterpret_cast<void*>(a), map_size_ - (a - reinterpret_cast<uintptr_t>(m)),
+            MADV_HUGEPAGE);  // a hint: no error when transparent huge pages are off
+  base_ = reinterpret_cast<const uint8_t*>(a);
+  return absl::OkStatus();
+}
+
+// Reads [offset, offset + size) of the file to the same offset of the copy, dropping the page
+// cache behind it (64 MiB at a time, so the cache never holds much of it).
+absl::Status ModelFile::ReadRange(const std::string& path, uint64_t offset, uint64_t size) {
+  uint8_t* dst = const_cast<uint8_t*>(base_);
+  constexpr uint64_t kChunk = uint64_t{64} << 20;
+  const uint64_t end = offset + size;
+  for (uint64_t off = offset; off < end;) {
+    const ssize_t got = ::pread(fd_, dst + off, static_cast<size_t>(std::min(kChunk, end - off)),
+                                static_cast<off_t>(off));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) {
       return absl::DataLossError(absl::StrCat("reading '", path, "' at byte ", off, " failed: ",
                                               got < 0 ? ErrnoText(errno) : "unexpected end of file",
                                               " (is the file being rewritten?)"));
     }
-    off += static_cast<size_t>(got);
+    ::posix_fadvise(fd_, static_cast<off_t>(off), got, POSIX_FADV_DONTNEED);
+    off += static_cast<uint64_t>(got);
   }
-  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);  // the copy is all we use: free the cache
-  base_ = dst;
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::ReadResidentsOnly(const std::string& path, const Options& options) {
+  ST_RETURN_IF_ERROR(AllocateCopy(path));
+  ST_RETURN_IF_ERROR(ReadRange(path, 0, kModelFileHeaderSize));
+  // Metadata and directory (the tail); Parse checks the offsets, so a bad one only limits
+  // what is read here.
+  const uint64_t meta = Load<uint64_t>(base_ + kOffMetaOffset);
+  const uint64_t tail = meta >= kModelFileHeaderSize && meta < size_ ? meta : size_;
+  ST_RETURN_IF_ERROR(ReadRange(path, tail, size_ - tail));
+  Options po = options;
+  po.verify_checksums = false;
+  ST_RETURN_IF_ERROR(Parse(po));
+  uint64_t resident_end = metadata_offset_;
+  for (const TensorInfo& t : tensors_) {
+    if (t.group == TensorGroup::kExpert) resident_end = std::min(resident_end, t.offset);
+  }
+  ST_RETURN_IF_ERROR(ReadRange(path, kModelFileHeaderSize, resident_end - kModelFileHeaderSize));
+  // The expert bytes were never read: make a stray access fault instead of reading zeros.
+  const uint64_t lo = (resident_end + 4095) / 4096 * 4096, hi = metadata_offset_ / 4096 * 4096;
+  if (hi > lo) ::mprotect(const_cast<uint8_t*>(base_) + lo, hi - lo, PROT_NONE);
+  experts_in_memory_ = false;
+  memory_bytes_ = resident_end + (size_ - metadata_offset_);
+  if (options.verify_checksums) {
+    for (const TensorInfo& t : tensors_) {
+      if (t.group == TensorGroup::kResident) ST_RETURN_IF_ERROR(VerifyTensor(t));
+    }
+  }
   return absl::OkStatus();
 }
 

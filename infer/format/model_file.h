@@ -188,6 +188,11 @@ class ModelFile {
     // weights: 2 MiB pages cut the TLB misses that cap a 4 KiB-page stream well below memory
     // bandwidth (most of all inside a VM). The process holds the whole file; implies populate.
     bool huge_pages = false;
+    // false: read only what is not an expert (header, resident tensors, metadata, directory)
+    // into huge-page memory; expert bytes are not in memory (their range is mapped PROT_NONE)
+    // and must be read from fd()/the path (the memory-budget mode's expert cache).
+    // verify_checksums then covers the resident tensors only.
+    bool experts_in_memory = true;
   };
   // Maps `path` read-only and validates everything (FORMAT.md, "Reader checks").
   static absl::StatusOr<std::unique_ptr<ModelFile>> Open(const std::string& path,
@@ -242,15 +247,24 @@ class ModelFile {
   absl::Status VerifyAllTensors() const;
   // Open file descriptor for pread of expert extents; -1 for OpenFromMemory.
   int fd() const { return fd_; }
+  // False when opened with experts_in_memory = false (TensorData of an expert is not readable).
+  bool experts_in_memory() const { return experts_in_memory_; }
+  // Bytes of anonymous memory this object holds (the copy made for huge_pages or for the
+  // residents-only mode; 0 when the file is mapped).
+  uint64_t memory_bytes() const { return memory_bytes_; }
 
  private:
   ModelFile() = default;
   absl::Status Parse(const Options& options);
-  absl::Status ReadIntoHugePages(const std::string& path);
+  absl::Status AllocateCopy(const std::string& path);  // virtual, 2 MiB aligned, THP-advised
+  absl::Status ReadRange(const std::string& path, uint64_t offset, uint64_t size);
+  absl::Status ReadResidentsOnly(const std::string& path, const Options& options);
 
   int fd_ = -1;
   void* map_ = nullptr;
   size_t map_size_ = 0;  // bytes mapped at map_ (the file, or the huge-page-aligned copy)
+  bool experts_in_memory_ = true;
+  uint64_t memory_bytes_ = 0;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   uint32_t version_ = 0;

@@ -148,6 +148,15 @@ struct KvCache {
 
 struct ExpertMats {
   Mat gate, up, down_t;  // each [F, H]
+  // The same matrices read from `extent` (a copy of the expert's file extent starting at
+  // `file_extent`): the memory-budget mode's cache slots.
+  ExpertMats At(const uint8_t* extent, const uint8_t* file_extent) const {
+    ExpertMats m = *this;
+    m.gate.data = extent + (gate.data - file_extent);
+    m.up.data = extent + (up.data - file_extent);
+    m.down_t.data = extent + (down_t.data - file_extent);
+    return m;
+  }
 };
 
 struct LayerW {
@@ -158,7 +167,8 @@ struct LayerW {
   bool rope = false;
   int window = 0;
   KvCache kv;
-  std::vector<ExpertMats> experts;  // [E]
+  std::vector<ExpertMats> experts;          // [E] (budget mode: not readable, see ExpertMats::At)
+  std::vector<const uint8_t*> expert_base;  // [E] where each extent starts in the file image
 };
 
 // Per-thread scratch (only its thread touches it inside a parallel job).
@@ -190,6 +200,10 @@ struct Engine::Impl {
   std::vector<float> out_AH;           // [T * K, H] expert outputs per assignment
   std::vector<int64_t> group_active;   // [E] rows with any active token (stats)
   std::vector<int64_t> group_skipped;  // [E] (token, neuron) pairs skipped
+  // The experts the MoE reads this step: cur_k[i] for the token's i-th choice (decode),
+  // cur_e[e] for expert e (grouped prefill). In memory they are the layer's own matrices; in
+  // the budget mode they point into cache slots.
+  std::vector<ExpertMats> cur_k, cur_e;
   // Decode MoE.
   std::vector<float> g_KF;                   // gate outputs of the k experts
   std::vector<int32_t> act_expert, act_row;  // active (slot, neuron) pairs
@@ -269,8 +283,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path,
   ModelFile::Options fo;
   fo.populate = options.populate;
   fo.huge_pages = options.huge_pages;
+  if (options.memory_budget < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory budget must be >= 0 bytes (0 = no budget), got ", options.memory_budget));
+  }
+  fo.experts_in_memory = options.memory_budget == 0;
   ST_ASSIGN_OR_RETURN(auto file, ModelFile::Open(path, fo));
-  return FromFile(std::move(file), options);
+  ST_ASSIGN_OR_RETURN(auto e, FromFile(std::move(file), options));
+  if (options.memory_budget > 0) ST_RETURN_IF_ERROR(e->SetUpBudget(path));
+  return e;
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFile> file,
@@ -296,6 +317,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   if (c.max_position_embeddings <= 0) {
     return absl::InvalidArgumentError("model config: max_position_embeddings must be > 0");
   }
+  if (options.max_context < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_context must be >= 0 (0 = the model's), got ", options.max_context));
+  }
+  if (options.memory_budget > 0 && e->file_->experts_in_memory()) {
+    return absl::InvalidArgumentError(
+        "a memory budget needs the file opened by Engine::Load (experts read on demand)");
+  }
+  e->max_context_ = options.max_context > 0
+                        ? std::min<int>(options.max_context, c.max_position_embeddings)
+                        : c.max_position_embeddings;
+  e->routing_.assign(static_cast<size_t>(c.num_hidden_layers) * E, 0);
   int threads = options.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   m.kern = &SelectKernels(options.simd);
@@ -332,6 +365,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
     for (int x = 0; x < E; ++x) {
       ST_ASSIGN_OR_RETURN(ExpertExtent ex, f.GetExpertExtent(l, x));
       L.experts.push_back({MatOf(f, *ex.gate), MatOf(f, *ex.up), MatOf(f, *ex.down_t)});
+      L.expert_base.push_back(f.data() + ex.offset);
       const ExpertMats& em = L.experts.back();
       const ExpertMats& e0 = m.layers[0].experts[0];
       if (em.gate.t != e0.gate.t || em.up.t != e0.gate.t || em.down_t.t != e0.gate.t) {
@@ -349,6 +383,91 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
 }
 
 Engine::~Engine() = default;
+
+RoutingProfile Engine::routing() const {
+  RoutingProfile p;
+  p.layers = cfg_.num_hidden_layers;
+  p.experts = cfg_.moe_num_primary_experts;
+  p.counts = routing_;
+  const int64_t per_token = static_cast<int64_t>(p.layers) * cfg_.moe_num_active_primary_experts;
+  int64_t total = 0;
+  for (int64_t c : routing_) total += c;
+  p.tokens = per_token > 0 ? total / per_token : 0;
+  return p;
+}
+void Engine::ResetRouting() { std::fill(routing_.begin(), routing_.end(), 0); }
+
+// The budget: resident weights, the KV cache of max_context tokens, buffers and a fixed
+// allowance stay; the rest becomes expert cache slots (at least k of them).
+absl::Status Engine::SetUpBudget(const std::string& path) {
+  const ModelConfig& c = cfg_;
+  const Impl& m = *impl_;
+  const int64_t H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), V = c.vocab_size;
+  const int E = c.moe_num_primary_experts, K = c.moe_num_active_primary_experts;
+  MemoryPlan& p = plan_;
+  p.budget = opt_.memory_budget;
+  p.resident = static_cast<int64_t>(file_->memory_bytes()) +
+               static_cast<int64_t>(c.num_hidden_layers) * (E + 2) * H * 4 + H * 4;
+  const int64_t kv_elem = opt_.kv_f16 ? 2 : 4;
+  for (const LayerW& L : m.layers) {
+    const int64_t held = L.window > 0 ? std::min<int64_t>(L.kv.slots, max_context_) : max_context_;
+    p.kv_cache += held * KV * 2 * kv_elem;
+  }
+  const int64_t chunk = std::min<int64_t>(opt_.prefill_chunk, max_context_);
+  const int64_t act_row = static_cast<int64_t>(Q8ActRowBytes(std::max(H, Q)));
+  p.buffers = chunk * (6 * H + 3 * Q + 2 * KV + 2 * E + K * H + 1) * 4 + chunk * 3 * act_row +
+              2 * V * 4 +
+              static_cast<int64_t>(m.pool->size()) *
+                  (4 * c.moe_ffn_hidden_size * 4 + max_context_ * 4 + 2 * H * 4);
+  p.overhead = int64_t{48} << 20;
+  p.slot_bytes = static_cast<int64_t>(ExpertCache::SlotBytes(*file_));
+  const int64_t fixed = p.resident + p.kv_cache + p.buffers + p.overhead;
+  p.minimum = fixed + K * p.slot_bytes;
+  const auto mib = [](int64_t b) { return absl::StrCat(b >> 20, " MiB"); };
+  if (p.budget < p.minimum) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory budget of ", mib(p.budget), " cannot hold this model: it needs at least ",
+        mib(p.minimum), " = weights outside the experts ", mib(p.resident), " + KV cache for ",
+        max_context_, " tokens ", mib(p.kv_cache), " + buffers ", mib(p.buffers),
+        " + process allowance ", mib(p.overhead), " + ", K, " expert slots of ", mib(p.slot_bytes),
+        "; raise the budget or lower the context (--max_context)"));
+  }
+  p.slots = std::min<int64_t>((p.budget - fixed) / p.slot_bytes,
+                              static_cast<int64_t>(c.num_hidden_layers) * E);
+  p.expert_cache = p.slots * p.slot_bytes;
+  ExpertCacheOptions co;
+  co.slots = p.slots;
+  co.policy = opt_.cache_policy;
+  co.io = opt_.io;
+  co.io_threads = opt_.io_threads;
+  ST_ASSIGN_OR_RETURN(cache_, ExpertCache::Create(*file_, path, co));
+  if (!opt_.pin_profile.empty()) {
+    ST_ASSIGN_OR_RETURN(RoutingProfile prof, ReadRoutingProfile(opt_.pin_profile));
+    if (prof.layers != c.num_hidden_layers || prof.experts != E) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("routing profile '", opt_.pin_profile, "' is for ", prof.layers,
+                       " layers x ", prof.experts, " experts, the model has ", c.num_hidden_layers,
+                       " x ", E, "; record one with st-run --record_routing on this model"));
+    }
+    if (!(opt_.pin_fraction >= 0.0 && opt_.pin_fraction < 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pin_fraction must be in [0, 1), got ", opt_.pin_fraction));
+    }
+    // Keep at least 2k slots free for the experts of the step and the next.
+    const int64_t max_pinned = std::min<int64_t>(static_cast<int64_t>(opt_.pin_fraction * p.slots),
+                                                 std::max<int64_t>(0, p.slots - 2 * K));
+    std::vector<std::pair<int, int>> hot = prof.Hottest();
+    // Only experts the profile saw.
+    hot.erase(std::remove_if(hot.begin(), hot.end(),
+                             [&](const std::pair<int, int>& x) {
+                               return prof.counts[x.first * E + x.second] == 0;
+                             }),
+              hot.end());
+    ST_ASSIGN_OR_RETURN(p.pinned, cache_->Pin(hot, max_pinned));
+  }
+  cache_->ResetStats();
+  return absl::OkStatus();
+}
 
 int Engine::threads() const { return impl_->pool->size(); }
 std::string Engine::KernelName() const { return impl_->kern->name; }
@@ -371,15 +490,14 @@ void Engine::Reset() {
 
 absl::Status Engine::CheckTokens(absl::Span<const int32_t> tokens) const {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill needs at least one token");
-  if (static_cast<int64_t>(pos_) + static_cast<int64_t>(tokens.size()) >
-      cfg_.max_position_embeddings) {
+  if (static_cast<int64_t>(pos_) + static_cast<int64_t>(tokens.size()) > max_context_) {
     if (tokens.size() == 1) {
-      return absl::OutOfRangeError(absl::StrCat("position ", pos_, " is beyond the context of ",
-                                                cfg_.max_position_embeddings, " tokens"));
+      return absl::OutOfRangeError(
+          absl::StrCat("position ", pos_, " is beyond the context of ", max_context_, " tokens"));
     }
     return absl::OutOfRangeError(
         absl::StrCat("prompt of ", tokens.size(), " tokens does not fit: ", pos_,
-                     " already in the context of ", cfg_.max_position_embeddings, " tokens"));
+                     " already in the context of ", max_context_, " tokens"));
   }
   for (int32_t t : tokens) {
     if (t < 0 || t >= cfg_.vocab_size) {
@@ -475,12 +593,14 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
         }
         for (int i = 0; i < K; ++i) w[i] /= sum;
       }
-      // ---- 2. Prefetch hook: the experts are known before attention starts.
-      if (prefetch_) {
+      for (int a = 0; a < T * K; ++a) ++routing_[static_cast<size_t>(l) * E + m.sel_TK[a]];
+      // ---- 2. Prefetch: the experts are known before attention starts.
+      if (prefetch_ || cache_) {
         chosen.assign(m.sel_TK.begin(), m.sel_TK.end());
         std::sort(chosen.begin(), chosen.end());
         chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
-        prefetch_(l, absl::MakeConstSpan(chosen));
+        if (prefetch_) prefetch_(l, absl::MakeConstSpan(chosen));
+        if (cache_ && opt_.prefetch) cache_->Prefetch(l, chosen);
       }
       clock.Lap(&EngineStats::seconds_route);
       // ---- 3. Attention.
@@ -561,10 +681,22 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
       // ---- 4. MoE with the routing from step 1.
       for (int t = 0; t < T; ++t) RmsNorm(m.x.row(t), L.ffn_norm.data(), H, eps, m.h.row(t));
       m.h.q_ready = false;
+      // Without prefetch the reads start only now, after attention (the baseline).
+      if (cache_ && !opt_.prefetch) cache_->Prefetch(l, chosen);
       if (T == 1) {
-        MoeDecode(l);
+        m.cur_k.resize(K);
+        m.g_KF.resize(static_cast<size_t>(K) * F);
+        if (cache_) {
+          ST_RETURN_IF_ERROR(MoeDecodeStreamed(l));
+        } else {
+          for (int i = 0; i < K; ++i) m.cur_k[i] = L.experts[m.sel_TK[i]];
+          std::vector<int> all(K);
+          std::iota(all.begin(), all.end(), 0);
+          MoeGates(all);
+          MoeUpDown();
+        }
       } else {
-        MoeGrouped(l, T);
+        ST_RETURN_IF_ERROR(MoeGrouped(l, T));
       }
       for (size_t i = 0; i < static_cast<size_t>(T) * H; ++i) m.x.f[i] += m.y_TH[i];
       stats_.reglu_total += static_cast<int64_t>(T) * K * F;
@@ -590,28 +722,39 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
   return absl::OkStatus();
 }
 
-// Decode MoE (one token): gate rows of the k experts densely, then up rows and down_t rows of
-// the active neurons only; the down projection is an AXPY over active rows, split by columns.
-void Engine::MoeDecode(int l) {
+// Decode MoE (one token), step 1: the gate rows of the listed experts (indices into the
+// token's k choices), densely, into g_KF.
+void Engine::MoeGates(absl::Span<const int> which) {
   Impl& m = *impl_;
   const Kernels& k = *m.kern;
-  LayerW& L = m.layers[l];
   const int64_t H = cfg_.hidden_size;
-  const int K = cfg_.moe_num_active_primary_experts, F = cfg_.moe_ffn_hidden_size;
-  const int32_t* sel = m.sel_TK.data();
-  const float* wts = m.wts_TK.data();
-  const DType gt = L.experts[sel[0]].gate.t;
-  m.g_KF.resize(static_cast<size_t>(K) * F);
-  m.ActData(m.h, gt);  // quantized before the parallel region (experts share one type)
-  m.pool->For(static_cast<int64_t>(K) * F, 32, [&](int64_t b, int64_t e, int) {
+  const int F = cfg_.moe_ffn_hidden_size;
+  const int n_exp = static_cast<int>(which.size());
+  if (n_exp == 0) return;
+  m.ActData(m.h, m.cur_k[which[0]].gate.t);  // quantized before the parallel region
+  m.pool->For(static_cast<int64_t>(n_exp) * F, 32, [&](int64_t b, int64_t e, int) {
     while (b < e) {  // [b, e) may span experts: one GEMV per expert segment
-      const int i = static_cast<int>(b / F);
+      const int i = which[static_cast<int>(b / F)];
       const int64_t r0 = b % F, n = std::min<int64_t>(e - b, F - r0);
-      const Mat& W = L.experts[sel[i]].gate;
-      k.gemv(W.t, W.row(r0), W.row_bytes, n, m.ActData(m.h, W.t), H, &m.g_KF[b]);
+      const Mat& W = m.cur_k[i].gate;
+      k.gemv(W.t, W.row(r0), W.row_bytes, n, m.ActData(m.h, W.t), H,
+             &m.g_KF[static_cast<size_t>(i) * F + r0]);
       b += n;
     }
   });
+}
+
+// Step 2, once every gate is known: up rows and down_t rows of the active neurons only, fused.
+// The active (expert, neuron) list, in routing order, is cut into fixed chunks of
+// kDownChunk; each chunk's up dots (a scattered-row GEMV) scale its down_t AXPYs into the
+// chunk's own partial sum, and the partials are added in order: the result does not depend on
+// which thread ran which chunk, nor on the order the experts arrived in (the budget mode).
+void Engine::MoeUpDown() {
+  Impl& m = *impl_;
+  const Kernels& k = *m.kern;
+  const int64_t H = cfg_.hidden_size;
+  const int K = cfg_.moe_num_active_primary_experts, F = cfg_.moe_ffn_hidden_size;
+  const float* wts = m.wts_TK.data();
   m.act_expert.clear();
   m.act_row.clear();
   for (int i = 0; i < K; ++i) {
@@ -623,21 +766,21 @@ void Engine::MoeDecode(int l) {
     }
   }
   const int64_t n_act = static_cast<int64_t>(m.act_row.size());
-  // Up and down of the active neurons, fused: the active rows are split among the threads; each
-  // computes its rows' up dots (one scattered-row GEMV), scales them by the gate and routing
-  // weight, and accumulates the down_t AXPYs into its own partial y, summed afterwards.
-  const int nt = m.pool->size();
-  m.y_part.assign(static_cast<size_t>(nt) * H, 0.f);
+  constexpr int64_t kDownChunk = 128;
+  const int64_t chunks = (n_act + kDownChunk - 1) / kDownChunk;
+  m.y_part.assign(static_cast<size_t>(std::max<int64_t>(chunks, 1)) * H, 0.f);
   if (m.act_ptr.size() < static_cast<size_t>(2 * n_act)) m.act_ptr.resize(2 * n_act);
   if (m.act_a.size() < static_cast<size_t>(n_act)) m.act_a.resize(n_act);
-  const DType ut = L.experts[sel[0]].up.t, dt = L.experts[sel[0]].down_t.t;
-  m.pool->For(n_act, 64, [&](int64_t b, int64_t e, int thread) {
-    float* yp = m.y_part.data() + static_cast<size_t>(thread) * H;
+  const DType ut = m.cur_k[0].up.t, dt = m.cur_k[0].down_t.t;
+  m.ActData(m.h, ut);
+  m.pool->Run(chunks, [&](int64_t c, int) {
+    const int64_t b = c * kDownChunk, e = std::min(n_act, b + kDownChunk);
+    float* yp = m.y_part.data() + static_cast<size_t>(c) * H;
     const uint8_t** up = m.act_ptr.data() + b;
     const uint8_t** down = m.act_ptr.data() + n_act + b;
     float* a = m.act_a.data() + b;
     for (int64_t j = b; j < e; ++j) {
-      const ExpertMats& X = L.experts[sel[m.act_expert[j]]];
+      const ExpertMats& X = m.cur_k[m.act_expert[j]];
       up[j - b] = X.up.row(m.act_row[j]);
       down[j - b] = X.down_t.row(m.act_row[j]);
     }
@@ -649,31 +792,66 @@ void Engine::MoeDecode(int l) {
     k.axpy_rows(dt, down, a, e - b, H, yp);
   });
   float* y = m.y_TH.data();
-  std::copy_n(m.y_part.data(), H, y);
-  for (int t = 1; t < nt; ++t) {
-    const float* yp = m.y_part.data() + static_cast<size_t>(t) * H;
-    for (int64_t c = 0; c < H; ++c) y[c] += yp[c];
+  std::fill_n(y, H, 0.f);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const float* yp = m.y_part.data() + static_cast<size_t>(c) * H;
+    for (int64_t i = 0; i < H; ++i) y[i] += yp[i];
   }
+  const ExpertMats& x0 = m.cur_k[0];
   stats_.reglu_skipped += static_cast<int64_t>(K) * F - n_act;
-  for (int i = 0; i < K; ++i) {
-    const ExpertMats& x = L.experts[sel[i]];
-    stats_.weight_bytes += x.gate.bytes();
+  stats_.weight_bytes +=
+      K * x0.gate.bytes() + n_act * static_cast<int64_t>(x0.up.row_bytes + x0.down_t.row_bytes);
+}
+
+// Budget mode, one token: the gates of the experts already cached first, then of each other
+// one as its read completes (waiting for the first still in flight when none is ready); the
+// up/down step once all k are in. Same arithmetic as in memory, so the same logits.
+absl::Status Engine::MoeDecodeStreamed(int l) {
+  Impl& m = *impl_;
+  const LayerW& L = m.layers[l];
+  const int K = cfg_.moe_num_active_primary_experts;
+  std::vector<int> pending(K), ready, held;
+  std::iota(pending.begin(), pending.end(), 0);
+  auto release = [&] {
+    for (int i : held) cache_->Release(l, m.sel_TK[i]);
+  };
+  while (!pending.empty()) {
+    ready.clear();
+    for (int i : pending) {
+      if (cache_->Ready(l, m.sel_TK[i])) ready.push_back(i);
+    }
+    if (ready.empty()) ready.push_back(pending[0]);  // Acquire waits for (or reads) it
+    for (int i : ready) {
+      const int e = m.sel_TK[i];
+      absl::StatusOr<const uint8_t*> p = cache_->Acquire(l, e);
+      if (!p.ok()) {
+        release();
+        return p.status();
+      }
+      held.push_back(i);
+      m.cur_k[i] = L.experts[e].At(*p, L.expert_base[e]);
+    }
+    MoeGates(ready);
+    pending.erase(std::remove_if(pending.begin(), pending.end(),
+                                 [&](int i) {
+                                   return std::find(ready.begin(), ready.end(), i) != ready.end();
+                                 }),
+                  pending.end());
   }
-  stats_.weight_bytes += n_act * static_cast<int64_t>(L.experts[sel[0]].up.row_bytes +
-                                                      L.experts[sel[0]].down_t.row_bytes);
+  MoeUpDown();
+  release();
+  return absl::OkStatus();
 }
 
 // Prefill MoE (T tokens): assignments grouped by expert; each expert runs once on its group
 // (gate rows for every token, up and down_t rows where any token of the group is active; the
 // down AXPY skips tokens whose neuron is zero). Experts run in parallel; outputs are summed per
 // token in routing order afterwards.
-void Engine::MoeGrouped(int l, int T) {
+absl::Status Engine::MoeGrouped(int l, int T) {
   Impl& m = *impl_;
-  const Kernels& k = *m.kern;
   LayerW& L = m.layers[l];
   const int64_t H = cfg_.hidden_size;
-  const int E = cfg_.moe_num_primary_experts, K = cfg_.moe_num_active_primary_experts,
-            F = cfg_.moe_ffn_hidden_size;
+  const int E = cfg_.moe_num_primary_experts, K = cfg_.moe_num_active_primary_experts;
   const int A = T * K;
   m.group_begin.assign(E + 1, 0);
   for (int a = 0; a < A; ++a) ++m.group_begin[m.sel_TK[a] + 1];
@@ -704,11 +882,75 @@ void Engine::MoeGrouped(int l, int T) {
     const int nb = m.group_begin[b + 1] - m.group_begin[b];
     return na > nb || (na == nb && a < b);
   });
-  m.pool->Run(E, [&](int64_t task, int thread) {
-    const int e = order[task];
+  while (!order.empty() && m.group_begin[order.back() + 1] == m.group_begin[order.back()]) {
+    order.pop_back();  // experts no token chose
+  }
+  m.cur_e.resize(E);
+  if (!cache_) {
+    for (int e : order) m.cur_e[e] = L.experts[e];
+    RunGroups(l, order, hx, xs);
+  } else {
+    // Experts already cached or in flight first (their slots must not be taken by a wave
+    // before they are used), then waves of experts that fit the cache beside the pinned slots (at
+    // most half of the rest, so the next wave's reads can run during this one).
+    std::stable_partition(order.begin(), order.end(),
+                          [&](int e) { return cache_->Contains(l, e); });
+    const int64_t room = std::max<int64_t>(1, (cache_->slots() - cache_->pinned()) / 2);
+    for (size_t w0 = 0; w0 < order.size(); w0 += room) {
+      const size_t w1 = std::min(order.size(), w0 + static_cast<size_t>(room));
+      const std::vector<int> wave(order.begin() + w0, order.begin() + w1);
+      if (w1 < order.size()) {  // start the next wave's reads
+        const size_t w2 = std::min(order.size(), w1 + static_cast<size_t>(room));
+        std::vector<int> next(order.begin() + w1, order.begin() + w2);
+        std::sort(next.begin(), next.end());
+        cache_->Prefetch(l, next);
+      }
+      for (size_t j = 0; j < wave.size(); ++j) {
+        absl::StatusOr<const uint8_t*> p = cache_->Acquire(l, wave[j]);
+        if (!p.ok()) {
+          for (size_t q = 0; q < j; ++q) cache_->Release(l, wave[q]);
+          return p.status();
+        }
+        m.cur_e[wave[j]] = L.experts[wave[j]].At(*p, L.expert_base[wave[j]]);
+      }
+      RunGroups(l, wave, hx, xs);
+      for (int e : wave) cache_->Release(l, e);
+    }
+  }
+  // Sum each token's k expert outputs in routing order.
+  m.pool->For(T, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) {
+      float* y = m.y_TH.data() + static_cast<size_t>(t) * H;
+      std::fill(y, y + H, 0.f);
+      for (int i = 0; i < K; ++i) {
+        const float* src = m.out_AH.data() + static_cast<size_t>(m.assign_of_TK[t * K + i]) * H;
+        for (int64_t c = 0; c < H; ++c) y[c] += src[c];
+      }
+    }
+  });
+  for (int e = 0; e < E; ++e) {
+    if (m.group_begin[e + 1] == m.group_begin[e]) continue;
+    const ExpertMats& X = L.experts[e];
+    stats_.reglu_skipped += m.group_skipped[e];
+    stats_.weight_bytes +=
+        X.gate.bytes() +
+        m.group_active[e] * static_cast<int64_t>(X.up.row_bytes + X.down_t.row_bytes);
+  }
+  return absl::OkStatus();
+}
+
+// The expert groups of MoeGrouped for the listed experts (matrices in m.cur_e), in parallel.
+void Engine::RunGroups(int l, absl::Span<const int> experts, const uint8_t* hx, size_t xs) {
+  Impl& m = *impl_;
+  const Kernels& k = *m.kern;
+  const int64_t H = cfg_.hidden_size;
+  const int F = cfg_.moe_ffn_hidden_size;
+  (void)l;
+  m.pool->Run(static_cast<int64_t>(experts.size()), [&](int64_t task, int thread) {
+    const int e = experts[task];
     const int a0 = m.group_begin[e], n = m.group_begin[e + 1] - a0;
     if (n == 0) return;
-    const ExpertMats& X = L.experts[e];
+    const ExpertMats& X = m.cur_e[e];
     Scratch& s = m.scratch[thread];
     // Gather the group's activations.
     s.xq.resize(static_cast<size_t>(n) * xs);
@@ -761,25 +1003,6 @@ void Engine::MoeGrouped(int l, int T) {
     m.group_active[e] = na;
     m.group_skipped[e] = skipped;
   });
-  // Sum each token's k expert outputs in routing order.
-  m.pool->For(T, 1, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      float* y = m.y_TH.data() + static_cast<size_t>(t) * H;
-      std::fill(y, y + H, 0.f);
-      for (int i = 0; i < K; ++i) {
-        const float* src = m.out_AH.data() + static_cast<size_t>(m.assign_of_TK[t * K + i]) * H;
-        for (int64_t c = 0; c < H; ++c) y[c] += src[c];
-      }
-    }
-  });
-  for (int e = 0; e < E; ++e) {
-    if (m.group_begin[e + 1] == m.group_begin[e]) continue;
-    const ExpertMats& X = L.experts[e];
-    stats_.reglu_skipped += m.group_skipped[e];
-    stats_.weight_bytes +=
-        X.gate.bytes() +
-        m.group_active[e] * static_cast<int64_t>(X.up.row_bytes + X.down_t.row_bytes);
-  }
 }
 
 }  // namespace st

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "infer/format/model_file.h"
+#include "infer/runtime/expert_cache.h"
 #include "model/config.h"
 
 namespace st {
@@ -36,6 +37,37 @@ struct EngineOptions {
   // Load: read the file into huge-page-backed memory instead of mapping it (ModelFile::Options;
   // faster decode where transparent huge pages are enabled for madvise or always).
   bool huge_pages = true;
+  // Longest context the engine accepts (0 = the model's max_position_embeddings); the KV
+  // cache a memory budget reserves is sized by it.
+  int max_context = 0;
+
+  // ---- Memory-budget mode (expert streaming) ----
+  // Total bytes the process may use, page cache included (0 = whole model in memory). Weights
+  // outside the experts, the KV cache and the buffers stay resident; experts live in an
+  // ExpertCache that fills the rest and is read with O_DIRECT.
+  int64_t memory_budget = 0;
+  CachePolicy cache_policy = CachePolicy::kLfu;
+  // Start an expert's read as soon as the pre-attention router has chosen it (true), or only
+  // when the MoE needs it, after attention (false: the baseline it is measured against).
+  bool prefetch = true;
+  IoBackend io = IoBackend::kAuto;
+  int io_threads = 2;
+  // Pin the hottest experts of this routing profile (st-run --record_routing) at load, up to
+  // pin_fraction of the cache's slots.
+  std::string pin_profile;
+  double pin_fraction = 0.5;
+};
+
+// How a memory budget was spent (all bytes). Filled only in the memory-budget mode.
+struct MemoryPlan {
+  int64_t budget = 0;
+  int64_t resident = 0;  // weights outside the experts, metadata, directory (+ f32 copies)
+  int64_t kv_cache = 0;  // for max_context tokens
+  int64_t buffers = 0;   // activations, logits, per-thread scratch (estimated)
+  int64_t overhead = 0;  // code, libraries, heap slack, stacks (a fixed allowance)
+  int64_t expert_cache = 0;
+  int64_t slots = 0, slot_bytes = 0, pinned = 0;
+  int64_t minimum = 0;  // the smallest budget that works: everything above with k slots
 };
 
 struct EngineStats {
@@ -87,7 +119,7 @@ class Engine {
   void Reset();
 
   int position() const { return pos_; }
-  int max_context() const { return cfg_.max_position_embeddings; }
+  int max_context() const { return max_context_; }
   int threads() const;
   const ModelConfig& config() const { return cfg_; }
   const ModelFile& file() const { return *file_; }
@@ -100,6 +132,13 @@ class Engine {
   int64_t DenseDecodeWeightBytes() const;
   // A one-line description of the kernels in use ("avx2+fma+f16c" or "scalar").
   std::string KernelName() const;
+  // The memory-budget mode's expert cache (nullptr without a budget) and its plan.
+  const ExpertCache* expert_cache() const { return cache_.get(); }
+  ExpertCache* mutable_expert_cache() { return cache_.get(); }
+  const MemoryPlan& memory_plan() const { return plan_; }
+  // How often each (layer, expert) was chosen since load (or ResetRouting): [layers * experts].
+  RoutingProfile routing() const;
+  void ResetRouting();
 
   struct Impl;  // defined in engine.cpp
 
@@ -107,10 +146,21 @@ class Engine {
   Engine() = default;
   absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
   absl::Status Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits);
-  void MoeDecode(int layer);          // one token: sparse ReGLU over the k experts
-  void MoeGrouped(int layer, int T);  // a chunk: tokens grouped by expert
+  absl::Status SetUpBudget(const std::string& path);
+  // One token: the gates of the routed experts listed in `which` (indices into the token's k
+  // choices), then the sparse up/down of all k once every gate is known.
+  void MoeGates(absl::Span<const int> which);
+  void MoeUpDown();
+  absl::Status MoeDecodeStreamed(int layer);  // the budget mode: experts as they arrive
+  // A chunk: tokens grouped by expert; every expert in memory, or in waves that fit the cache.
+  absl::Status MoeGrouped(int layer, int T);
+  void RunGroups(int layer, absl::Span<const int> experts, const uint8_t* hx, size_t xs);
 
   std::unique_ptr<ModelFile> file_;
+  std::unique_ptr<ExpertCache> cache_;  // memory-budget mode only
+  MemoryPlan plan_;
+  int max_context_ = 0;
+  std::vector<int64_t> routing_;  // [layers * experts] choices counted
   EngineOptions opt_;
   ModelConfig cfg_;
   int pos_ = 0;
