@@ -580,8 +580,21 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
       for (int t = 0; t < T; ++t) {
         const float* lg = m.router_TE.data() + static_cast<size_t>(t) * E;
         std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + K, order.end(),
-                          [&](int a, int b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); });
+        if (opt_.uniform_routing) {  // benchmarks: k distinct experts drawn per (position, layer)
+          uint64_t z = (static_cast<uint64_t>(p0 + t) << 20) ^ static_cast<uint64_t>(l) ^
+                       (opt_.routing_seed * 0x9e3779b97f4a7c15ull);
+          for (int i = 0; i < K; ++i) {
+            z += 0x9e3779b97f4a7c15ull;
+            uint64_t h = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+            h ^= h >> 31;
+            std::swap(order[i], order[i + static_cast<int>(h % static_cast<uint64_t>(E - i))]);
+          }
+        } else {
+          std::partial_sort(
+              order.begin(), order.begin() + K, order.end(),
+              [&](int a, int b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); });
+        }
         int32_t* sel = m.sel_TK.data() + static_cast<size_t>(t) * K;
         float* w = m.wts_TK.data() + static_cast<size_t>(t) * K;
         float sum = 0.f;

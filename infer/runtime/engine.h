@@ -40,6 +40,11 @@ struct EngineOptions {
   // Longest context the engine accepts (0 = the model's max_position_embeddings); the KV
   // cache a memory budget reserves is sized by it.
   int max_context = 0;
+  // Benchmarks only: instead of the router's top-k, k distinct experts drawn uniformly per
+  // (position, layer, routing_seed) (the router still weights them). Random-weight models
+  // route deep layers to a handful of experts; this gives the worst case for a cache.
+  bool uniform_routing = false;
+  uint64_t routing_seed = 0;
 
   // ---- Memory-budget mode (expert streaming) ----
   // Total bytes the process may use, page cache included (0 = whole model in memory). Weights

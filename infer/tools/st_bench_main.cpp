@@ -24,6 +24,7 @@
 #include "infer/quant/types.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/membw.h"
+#include "infer/tools/engine_flags.h"
 #include "nlohmann/json.hpp"
 
 DEFINE_string(model, "", "model file (.stmf) written by st-export");
@@ -42,7 +43,14 @@ DEFINE_bool(huge_pages, true,
             "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
 DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
-DEFINE_uint64(seed, 1, "seed of the synthetic prompt token ids");
+DEFINE_uint64(seed, 1, "seed of the synthetic token ids (each repetition uses its own)");
+DEFINE_bool(uniform_routing, false,
+            "draw each token's k experts uniformly instead of by the router (a cache's worst "
+            "case; random-weight models route deep layers to a few experts)");
+DEFINE_bool(greedy, false,
+            "decode by feeding back each step's argmax (false: feed synthetic token ids, as "
+            "llama-bench does; a random-weight model's greedy loop repeats one token, and so "
+            "one set of experts)");
 
 namespace {
 
@@ -143,9 +151,12 @@ Summary Summarize(std::vector<double> v) {
 struct Rep {
   double prefill_s = 0, decode_s = 0;
   st::EngineStats prefill, decode;
+  st::ExpertCacheStats cache;  // decode only
 };
 
-absl::StatusOr<Rep> RunRep(st::Engine& eng, const std::vector<int32_t>& prompt, int gen) {
+absl::StatusOr<Rep> RunRep(st::Engine& eng, const std::vector<int32_t>& prompt,
+                           const std::vector<int32_t>& feed) {
+  const int gen = static_cast<int>(feed.size());
   Rep r;
   eng.Reset();
   const st::EngineStats s0 = eng.stats();
@@ -154,17 +165,20 @@ absl::StatusOr<Rep> RunRep(st::Engine& eng, const std::vector<int32_t>& prompt, 
   if (!logits.ok()) return logits.status();
   const auto t1 = Clock::now();
   const st::EngineStats s1 = eng.stats();
-  int32_t next = Argmax(*logits);
+  // The expert cache's counters cover the decode only.
+  if (st::ExpertCache* c = eng.mutable_expert_cache()) c->ResetStats();
+  int32_t next = FLAGS_greedy ? Argmax(*logits) : feed[0];
   for (int i = 0; i < gen; ++i) {
     logits = eng.Forward(next);
     if (!logits.ok()) return logits.status();
-    next = Argmax(*logits);
+    next = FLAGS_greedy ? Argmax(*logits) : feed[(i + 1) % gen];
   }
   const auto t2 = Clock::now();
   r.prefill_s = Seconds(t0, t1);
   r.decode_s = Seconds(t1, t2);
   r.prefill = Delta(s0, s1);
   r.decode = Delta(s1, eng.stats());
+  if (const st::ExpertCache* c = eng.expert_cache()) r.cache = c->stats();
   return r;
 }
 
@@ -268,6 +282,9 @@ struct Row {
   double bytes_per_token = 0, dense_bytes_per_token = 0;
   int64_t vmhwm_kib = 0, maxrss_kib = 0, rss_anon_kib = 0, rss_file_kib = 0;
   std::string kernel;
+  bool budget = false;
+  st::ExpertCacheStats cache;  // decode, summed over the timed repetitions
+  st::MemoryPlan plan;
 
   double bw() const { return membw.gb_per_s * 1e9; }                       // bytes/s
   double achieved() const { return bytes_per_token * decode_tps.median; }  // bytes/s
@@ -307,6 +324,16 @@ void PrintRow(const Row& r) {
                "bandwidth-bound decode   %.1f tok/s at these bytes/token (dense: %.1f tok/s); "
                "decode reaches %.1f%% of it\n",
                r.bound_tps(), r.dense_bound_tps(), 100.0 * r.fraction());
+  if (r.budget) {
+    const double t = std::max<int64_t>(r.decode.tokens, 1);
+    std::fprintf(o,
+                 "expert cache (decode)    hit rate %.1f%%, %.1f MB read/token (%.2f GB/s), "
+                 "I/O stall %.2f ms/token, prefetch accuracy %.1f%%, %.1f evictions/token\n",
+                 100.0 * r.cache.hit_rate(), r.cache.bytes_read / 1e6 / t,
+                 r.cache.bytes_read / 1e9 / std::max(1e-9, t / r.decode_tps.median),
+                 1e3 * r.cache.stall_seconds / t, 100.0 * r.cache.prefetch_accuracy(),
+                 r.cache.evictions / t);
+  }
   std::fprintf(o,
                "peak RSS                 %s (VmHWM for this thread count), process ru_maxrss "
                "%s; now anon %s, file-backed %s\n",
@@ -345,6 +372,19 @@ nlohmann::json RowJson(const Row& r, const st::Engine& eng) {
   j["dense_bw_bound_tok_s"] = r.dense_bound_tps();
   j["peak_rss_mib"] = r.vmhwm_kib / 1024.0;
   j["maxrss_mib"] = r.maxrss_kib / 1024.0;
+  if (r.budget) {
+    const double t = std::max<int64_t>(r.decode.tokens, 1);
+    j["memory_budget"] = r.plan.budget;
+    j["cache_slots"] = r.plan.slots;
+    j["cache_pinned"] = r.plan.pinned;
+    j["cache_policy"] = st::CachePolicyName(eng.options().cache_policy);
+    j["prefetch"] = eng.options().prefetch;
+    j["hit_rate"] = r.cache.hit_rate();
+    j["read_bytes_per_token"] = r.cache.bytes_read / t;
+    j["stall_ms_per_token"] = 1e3 * r.cache.stall_seconds / t;
+    j["prefetch_accuracy"] = r.cache.prefetch_accuracy();
+    j["evictions_per_token"] = r.cache.evictions / t;
+  }
   return j;
 }
 
@@ -355,6 +395,7 @@ int main(int argc, char** argv) {
       "runtime throughput on a model file (synthetic prompt, no tokenizer needed)\n"
       "  st-bench --model m.stmf [--threads 1,2] [--prompt_tokens 128] [--gen_tokens 64] "
       "[--reps 3] [--json]");
+  st::NormalizeFlagNames(argc, argv);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_model.empty()) return Fail("--model is required (a .stmf file written by st-export)");
   if (argc > 1) return Fail(std::string("unexpected argument '") + argv[1] + "'");
@@ -391,6 +432,15 @@ int main(int argc, char** argv) {
     eopt.simd = FLAGS_simd;
     eopt.avx512 = FLAGS_avx512;
     eopt.huge_pages = FLAGS_huge_pages;
+    if (absl::Status fs = st::ApplyEngineFlags(&eopt); !fs.ok()) {
+      return Fail(std::string(fs.message()));
+    }
+    eopt.uniform_routing = FLAGS_uniform_routing;
+    eopt.routing_seed = FLAGS_seed;
+    // A budget reserves the KV cache for max_context tokens: the bench needs only its own.
+    if (eopt.memory_budget > 0 && eopt.max_context == 0) {
+      eopt.max_context = FLAGS_prompt_tokens + FLAGS_gen_tokens;
+    }
     auto eng_or = st::Engine::Load(FLAGS_model, eopt);
     if (!eng_or.ok()) return Fail(std::string(eng_or.status().message()));
     st::Engine& eng = **eng_or;
@@ -404,34 +454,50 @@ int main(int argc, char** argv) {
       PrintModel(eng, FLAGS_model);
       std::fprintf(Out(),
                    "run         kernels %s, KV cache %s, prompt %d tokens, %d generated "
-                   "(greedy), %d reps after %d warm-up\n",
+                   "(%s), %d reps after %d warm-up\n",
                    eng.KernelName().c_str(), FLAGS_kv_f16 ? "f16" : "f32", FLAGS_prompt_tokens,
-                   FLAGS_gen_tokens, FLAGS_reps, FLAGS_warmup);
+                   FLAGS_gen_tokens, FLAGS_greedy ? "greedy" : "synthetic ids fed back", FLAGS_reps, FLAGS_warmup);
       if (!hwm_reset) {
         std::fprintf(Out(), "note        cannot reset VmHWM: peak RSS covers the whole process\n");
       }
+      if (eng.expert_cache() != nullptr) {
+        std::fprintf(Out(), "memory      %s\n", st::BudgetPlanText(eng).c_str());
+      }
       printed_model = true;
     }
-    const std::vector<int32_t> prompt =
-        SyntheticTokens(FLAGS_prompt_tokens, cfg.vocab_size, FLAGS_seed);
-
+    // Each repetition its own prompt and decode tokens (warm-ups included), so a cache cannot
+    // simply replay the previous repetition.
+    auto tokens = [&](int rep, int n, uint64_t salt) {
+      return SyntheticTokens(n, cfg.vocab_size, FLAGS_seed * 1000003 + rep * 2 + salt);
+    };
     for (int i = 0; i < FLAGS_warmup; ++i) {
-      auto r = RunRep(eng, prompt, FLAGS_gen_tokens);
+      auto r = RunRep(eng, tokens(-1 - i, FLAGS_prompt_tokens, 0),
+                      tokens(-1 - i, FLAGS_gen_tokens, 1));
       if (!r.ok()) return Fail(std::string(r.status().message()));
     }
     Row row;
     row.threads = eng.threads();
     row.membw = *membw;
     row.kernel = eng.KernelName();
+    row.budget = eng.expert_cache() != nullptr;
+    row.plan = eng.memory_plan();
     std::vector<double> prefill_tps, decode_tps, ttft_ms;
     for (int i = 0; i < FLAGS_reps; ++i) {
-      auto r = RunRep(eng, prompt, FLAGS_gen_tokens);
+      auto r = RunRep(eng, tokens(i, FLAGS_prompt_tokens, 0), tokens(i, FLAGS_gen_tokens, 1));
       if (!r.ok()) return Fail(std::string(r.status().message()));
       prefill_tps.push_back(FLAGS_prompt_tokens / std::max(r->prefill_s, 1e-12));
       decode_tps.push_back(FLAGS_gen_tokens / std::max(r->decode_s, 1e-12));
       ttft_ms.push_back(1e3 * r->prefill_s);
       Accumulate(&row.prefill, r->prefill);
       Accumulate(&row.decode, r->decode);
+      row.cache.requests += r->cache.requests;
+      row.cache.hits += r->cache.hits;
+      row.cache.reads += r->cache.reads;
+      row.cache.bytes_read += r->cache.bytes_read;
+      row.cache.prefetch_reads += r->cache.prefetch_reads;
+      row.cache.prefetch_used += r->cache.prefetch_used;
+      row.cache.evictions += r->cache.evictions;
+      row.cache.stall_seconds += r->cache.stall_seconds;
     }
     row.prefill_tps = Summarize(prefill_tps);
     row.decode_tps = Summarize(decode_tps);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "gflags/gflags.h"
 #include "infer/runtime/engine.h"
+#include "infer/tools/engine_flags.h"
 #include "infer/tools/tool_util.h"
 
 DEFINE_string(model, "", "model file (.stmf) written by st-export");
@@ -55,9 +56,13 @@ int Main() {
   opt.threads = FLAGS_threads;
   opt.kv_f16 = FLAGS_kv_f16;
   opt.huge_pages = FLAGS_huge_pages;
+  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return Fail(fs.message());
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Engine& eng = *loaded->engine;
+  if (eng.expert_cache() != nullptr) {
+    std::fprintf(stderr, "[st-perplexity] %s\n", BudgetPlanText(eng).c_str());
+  }
 
   const int n_ctx = FLAGS_ctx > 0 ? FLAGS_ctx : std::min(512, eng.max_context());
   if (n_ctx > eng.max_context()) {
@@ -113,6 +118,9 @@ int Main() {
               static_cast<long long>(stats.count()), static_cast<long long>(n_chunks * n_ctx),
               total_s, n_chunks * n_ctx / std::max(total_s, 1e-9),
               SparsityText(eng.stats()).c_str());
+  if (eng.expert_cache() != nullptr) {
+    std::printf("[st-perplexity] %s\n", CacheStatsText(eng, eng.stats().tokens).c_str());
+  }
   return 0;
 }
 
@@ -121,6 +129,7 @@ int Main() {
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("st-perplexity --model m.stmf --file text.txt [--ctx 512] [--chunks N]");
+  st::NormalizeFlagNames(argc, argv);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1)
     return st::ToolFail("st-perplexity", absl::StrCat("unexpected argument '", argv[1], "'"));

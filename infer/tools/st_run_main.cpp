@@ -23,6 +23,7 @@
 #include "infer/runtime/engine.h"
 #include "infer/runtime/sampler.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/engine_flags.h"
 #include "infer/tools/tool_util.h"
 #include "nlohmann/json.hpp"
 
@@ -50,6 +51,9 @@ DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all c
 DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
 DEFINE_bool(huge_pages, true,
             "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
+DEFINE_string(record_routing, "",
+              "write how often each (layer, expert) was chosen in this run to this JSON file (a "
+              "routing profile for --pin_profile with --memory_budget)");
 DEFINE_bool(chat, false,
             "interactive chat: one user message a line on stdin; /reset clears the "
             "conversation, /exit or the end of input quits");
@@ -283,6 +287,18 @@ void PrintStats(const LoadedModel& m, const Totals& t) {
                static_cast<long long>(t.generated), t.decode_s, decode_tps,
                t.last_stop.empty() ? "-" : t.last_stop.c_str(), SparsityText(e.stats()).c_str(),
                e.threads(), e.KernelName().c_str());
+  if (e.expert_cache() != nullptr) {
+    std::fprintf(stderr, "[st-run] %s\n", CacheStatsText(e, e.stats().tokens).c_str());
+  }
+  if (!FLAGS_record_routing.empty()) {
+    absl::Status s = WriteRoutingProfile(FLAGS_record_routing, e.routing());
+    if (s.ok()) {
+      std::fprintf(stderr, "[st-run] routing profile of %lld tokens written to %s\n",
+                   static_cast<long long>(e.routing().tokens), FLAGS_record_routing.c_str());
+    } else {
+      std::fprintf(stderr, "st-run: %s\n", std::string(s.message()).c_str());
+    }
+  }
 }
 
 std::string ContextFullNote(const Engine& e) {
@@ -411,9 +427,13 @@ int Main() {
   opt.threads = FLAGS_threads;
   opt.kv_f16 = FLAGS_kv_f16;
   opt.huge_pages = FLAGS_huge_pages;
+  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return Fail(fs.message());
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   LoadedModel& m = *loaded;
+  if (m.engine->expert_cache() != nullptr) {
+    std::fprintf(stderr, "[st-run] %s\n", BudgetPlanText(*m.engine).c_str());
+  }
 
   FILE* logits_out = stderr;
   if (!FLAGS_logits_out.empty()) {
@@ -439,6 +459,7 @@ int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "st-run --model m.stmf --prompt TEXT [--max_new_tokens N] [sampling flags]\n"
       "       st-run --model m.stmf --chat [--system TEXT]   (one message a line on stdin)");
+  st::NormalizeFlagNames(argc, argv);
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1) return st::Fail(absl::StrCat("unexpected argument '", argv[1], "'"));
   return st::Main();

@@ -1,0 +1,135 @@
+// The engine flags shared by the runtime tools (engine_flags.h).
+#include "infer/tools/engine_flags.h"
+
+#include <gflags/gflags.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+DEFINE_string(memory_budget, "",
+              "total memory the process may use, page cache included (e.g. 1G, 800M); experts "
+              "are then streamed from storage through an expert cache. Empty or 0: the whole "
+              "model in memory");
+DEFINE_string(cache_policy, "lfu", "expert cache replacement policy: lru or lfu (LFU with ageing)");
+DEFINE_bool(prefetch, true,
+            "start expert reads as soon as the pre-attention router has chosen them, so that "
+            "attention hides them (false: read when the MoE needs them, after attention)");
+DEFINE_string(io, "auto", "expert reads: auto (io_uring when available), uring or pread");
+DEFINE_int32(io_threads, 2, "reader threads of the pread backend");
+DEFINE_string(pin_profile, "",
+              "routing profile (st-run --record_routing): pin its hottest experts in the cache");
+DEFINE_double(pin_fraction, 0.5, "at most this fraction of the cache's slots is pinned");
+DEFINE_int32(max_context, 0,
+             "longest context accepted, in tokens (0 = the model's); with a memory budget the "
+             "KV cache is reserved for this many tokens");
+
+namespace st {
+
+absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
+  const auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", text, "' is not a size: expected a number with an optional K, M, G or T suffix "
+        "(powers of 1024), e.g. 1G or 800M"));
+  };
+  if (text.empty()) return bad();
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || !std::isfinite(v) || v < 0) return bad();
+  std::string suffix(end);
+  for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB") suffix.resize(suffix.size() - 2);
+  else if (!suffix.empty() && suffix.back() == 'B') suffix.pop_back();
+  double mult = 1;
+  if (suffix == "K") mult = 1024.0;
+  else if (suffix == "M") mult = 1024.0 * 1024;
+  else if (suffix == "G") mult = 1024.0 * 1024 * 1024;
+  else if (suffix == "T") mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (!suffix.empty()) return bad();
+  const double bytes = v * mult;
+  if (bytes > 9.0e18) return bad();
+  return static_cast<int64_t>(bytes);
+}
+
+absl::Status ApplyEngineFlags(EngineOptions* o) {
+  if (!FLAGS_memory_budget.empty()) {
+    absl::StatusOr<int64_t> b = ParseByteSize(FLAGS_memory_budget);
+    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--memory_budget: ", b.status().message()));
+    o->memory_budget = *b;
+  }
+  absl::StatusOr<CachePolicy> p = ParseCachePolicy(FLAGS_cache_policy);
+  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("--cache_policy: ", p.status().message()));
+  o->cache_policy = *p;
+  absl::StatusOr<IoBackend> io = ParseIoBackend(FLAGS_io);
+  if (!io.ok()) return absl::InvalidArgumentError(absl::StrCat("--io: ", io.status().message()));
+  o->io = *io;
+  if (FLAGS_io_threads < 1 || FLAGS_io_threads > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--io_threads must be in [1, 64], got ", FLAGS_io_threads));
+  }
+  o->io_threads = FLAGS_io_threads;
+  o->prefetch = FLAGS_prefetch;
+  o->pin_profile = FLAGS_pin_profile;
+  if (!(FLAGS_pin_fraction >= 0 && FLAGS_pin_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pin_fraction must be in [0, 1), got ", FLAGS_pin_fraction));
+  }
+  o->pin_fraction = FLAGS_pin_fraction;
+  if (FLAGS_max_context < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_context must be >= 0 (0 = the model's), got ", FLAGS_max_context));
+  }
+  o->max_context = FLAGS_max_context;
+  if (o->memory_budget == 0 && !o->pin_profile.empty()) {
+    return absl::InvalidArgumentError("--pin_profile needs --memory_budget (pinning is a cache "
+                                      "setting; without a budget every expert is in memory)");
+  }
+  return absl::OkStatus();
+}
+
+void NormalizeFlagNames(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    char* a = argv[i];
+    if (std::strcmp(a, "--") == 0) return;
+    if (a[0] != '-') continue;
+    char* p = a + 1;
+    if (*p == '-') ++p;
+    for (; *p != '\0' && *p != '='; ++p) {
+      if (*p == '-') *p = '_';
+    }
+  }
+}
+
+std::string BudgetPlanText(const Engine& e) {
+  const ExpertCache* c = e.expert_cache();
+  if (c == nullptr) return "";
+  const MemoryPlan& p = e.memory_plan();
+  const auto mib = [](int64_t b) { return absl::StrFormat("%.0f MiB", b / 1048576.0); };
+  return absl::StrCat("budget ", mib(p.budget), ": resident weights ", mib(p.resident),
+                      ", KV cache ", mib(p.kv_cache), " (", e.max_context(), " tokens), buffers ",
+                      mib(p.buffers), ", allowance ", mib(p.overhead), ", expert cache ",
+                      mib(p.expert_cache), " = ", p.slots, " slots of ",
+                      absl::StrFormat("%.2f MiB", p.slot_bytes / 1048576.0), " (", p.pinned,
+                      " pinned); policy ", CachePolicyName(e.options().cache_policy),
+                      ", prefetch ", e.options().prefetch ? "on" : "off", ", reads ",
+                      c->io_name());
+}
+
+std::string CacheStatsText(const Engine& e, int64_t tokens) {
+  const ExpertCache* c = e.expert_cache();
+  if (c == nullptr) return "";
+  const ExpertCacheStats& s = c->stats();
+  const double t = tokens > 0 ? static_cast<double>(tokens) : 1.0;
+  return absl::StrFormat(
+      "expert cache: hit rate %.1f%% (%d of %d uses), %.1f MB read/token, I/O stall %.2f "
+      "ms/token, prefetch accuracy %.1f%% (%d of %d reads used), %d evictions",
+      100.0 * s.hit_rate(), s.hits, s.requests, s.bytes_read / 1e6 / t,
+      1e3 * s.stall_seconds / t, 100.0 * s.prefetch_accuracy(), s.prefetch_used,
+      s.prefetch_reads, s.evictions);
+}
+
+}  // namespace st
