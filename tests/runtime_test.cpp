@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "infer/format/model_file.h"
 #include "infer/runtime/engine.h"
+#include "infer/runtime/expert_cache.h"
 
 namespace st {
 namespace {
@@ -381,6 +383,235 @@ TEST(RuntimeErrors, ContextOverflowAndBadTokens) {
 TEST(RuntimeErrors, LoadMissingFile) {
   auto eng = Engine::Load("/nonexistent/model.stmf");
   EXPECT_FALSE(eng.ok());
+}
+
+// ---------------------------------------------------------------- memory-budget mode
+
+// The plan of a generous budget tells the minimum; a budget of exactly that holds k slots, so
+// nearly every step evicts.
+int64_t MinimumBudget(const std::string& path, EngineOptions o) {
+  o.memory_budget = int64_t{1} << 30;
+  auto e = Engine::Load(path, o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? (*e)->memory_plan().minimum : 0;
+}
+
+TEST(BudgetTest, SameLogitsAsInMemoryWithEvictionsEveryStep) {
+  const ModelConfig cfg = TinyConfig(false);
+  const Weights w = MakeWeights(cfg, 4321);
+  const std::string path = TmpPath("rt_budget");
+  WriteModel(w, path);
+  EngineOptions base;
+  base.threads = 2;
+  auto mem = Engine::Load(path, base);
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(static_cast<int32_t>(rng() % cfg.vocab_size));
+  std::vector<std::vector<float>> want;
+  for (int32_t id : ids) {
+    auto l = (*mem)->Forward(id);
+    ASSERT_TRUE(l.ok());
+    want.push_back(*l);
+  }
+  std::vector<float> want_all;
+  (*mem)->Reset();
+  ASSERT_TRUE((*mem)->PrefillAll(ids, &want_all).ok());
+
+  const int64_t minimum = MinimumBudget(path, base);
+  ASSERT_GT(minimum, 0);
+  for (CachePolicy policy : {CachePolicy::kLru, CachePolicy::kLfu}) {
+    for (bool prefetch : {true, false}) {
+      SCOPED_TRACE(std::string(CachePolicyName(policy)) + (prefetch ? " prefetch" : " on demand"));
+      EngineOptions o = base;
+      o.memory_budget = minimum;
+      o.cache_policy = policy;
+      o.prefetch = prefetch;
+      auto eng = Engine::Load(path, o);
+      ASSERT_TRUE(eng.ok()) << eng.status();
+      Engine& e = **eng;
+      ASSERT_NE(e.expert_cache(), nullptr);
+      EXPECT_EQ(e.memory_plan().slots, cfg.moe_num_active_primary_experts);
+      for (size_t s = 0; s < ids.size(); ++s) {
+        auto l = e.Forward(ids[s]);
+        ASSERT_TRUE(l.ok()) << l.status();
+        for (size_t i = 0; i < l->size(); ++i) {
+          ASSERT_EQ((*l)[i], want[s][i]) << "step " << s << " logit " << i;  // bit for bit
+        }
+      }
+      const ExpertCacheStats& st = e.expert_cache()->stats();
+      // 2 layers x 2 experts a step through 2 slots: every step reads and evicts.
+      EXPECT_GE(st.evictions, static_cast<int64_t>(ids.size()));
+      EXPECT_GE(st.reads, static_cast<int64_t>(ids.size()));
+      EXPECT_EQ(st.requests, static_cast<int64_t>(ids.size()) * cfg.num_hidden_layers *
+                                 cfg.moe_num_active_primary_experts);
+      EXPECT_LT(st.hits, st.requests);
+      EXPECT_EQ(st.bytes_read,
+                st.reads * static_cast<int64_t>(e.file().GetExpertExtent(0, 0)->size));
+      // Batched prefill in waves of one expert: the same logits at every position.
+      e.Reset();
+      std::vector<float> all;
+      ASSERT_TRUE(e.PrefillAll(ids, &all).ok());
+      ASSERT_EQ(all.size(), want_all.size());
+      for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], want_all[i]) << i;
+    }
+  }
+  std::remove(path.c_str());
+}
+
+TEST(BudgetTest, TooSmallBudgetStatesTheMinimum) {
+  const ModelConfig cfg = TinyConfig(false);
+  const std::string path = TmpPath("rt_budget_small");
+  WriteModel(MakeWeights(cfg, 5), path);
+  EngineOptions o;
+  const int64_t minimum = MinimumBudget(path, o);
+  o.memory_budget = minimum - 1;
+  auto e = Engine::Load(path, o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(e.status().message().find("needs at least " + std::to_string(minimum >> 20) + " MiB"),
+            std::string::npos)
+      << e.status();
+  o.memory_budget = minimum;
+  EXPECT_TRUE(Engine::Load(path, o).ok());
+  std::remove(path.c_str());
+}
+
+TEST(BudgetTest, ShortReadIsAnErrorNeverGarbage) {
+  const ModelConfig cfg = TinyConfig(false);
+  const std::string path = TmpPath("rt_budget_trunc");
+  WriteModel(MakeWeights(cfg, 6), path);
+  for (IoBackend io : {IoBackend::kAuto, IoBackend::kPread}) {
+    EngineOptions o;
+    o.memory_budget = MinimumBudget(path, o);
+    o.io = io;
+    auto eng = Engine::Load(path, o);
+    ASSERT_TRUE(eng.ok()) << eng.status();
+    // The file loses everything from layer 1's first expert on after it was opened (a file
+    // replaced or truncated under a running engine): those reads come back short.
+    const uint64_t cut = (*eng)->file().GetExpertExtent(1, 0)->offset;
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(cut)), 0);
+    absl::Status first_error;
+    for (int i = 0; i < 4 && first_error.ok(); ++i) first_error = (*eng)->Forward(1).status();
+    EXPECT_EQ(first_error.code(), absl::StatusCode::kDataLoss) << first_error;
+    EXPECT_NE(first_error.message().find("short read"), std::string::npos) << first_error;
+    EXPECT_NE(first_error.message().find("layer 1"), std::string::npos) << first_error;
+    WriteModel(MakeWeights(cfg, 6), path);  // whole again for the next backend
+  }
+  std::remove(path.c_str());
+}
+
+TEST(ExpertCacheTest, PoliciesEvictTheRightEntryAndNeverOneInUseOrPinned) {
+  const ModelConfig cfg = TinyConfig(false);  // 2 layers x 4 experts
+  const std::string path = TmpPath("rt_cache");
+  WriteModel(MakeWeights(cfg, 7), path);
+  auto file = ModelFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  const ModelFile& f = **file;
+  auto use = [](ExpertCache& c, int l, int e) {
+    auto p = c.Acquire(l, e);
+    ASSERT_TRUE(p.ok()) << p.status();
+    c.Release(l, e);
+  };
+  ExpertCacheOptions o;
+  o.slots = 3;
+  {  // LRU: the least recently used goes.
+    o.policy = CachePolicy::kLru;
+    auto c = ExpertCache::Create(f, path, o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ExpertCache& cache = **c;
+    use(cache, 0, 0);
+    use(cache, 0, 1);
+    use(cache, 0, 2);
+    use(cache, 0, 0);  // 0 is now the most recent; 1 the least
+    use(cache, 0, 3);
+    EXPECT_FALSE(cache.Contains(0, 1));
+    EXPECT_TRUE(cache.Contains(0, 0) && cache.Contains(0, 2) && cache.Contains(0, 3));
+    EXPECT_EQ(cache.stats().evictions, 1);
+    EXPECT_EQ(cache.stats().hits, 1);
+    // The bytes are the file's extent.
+    auto p = cache.Acquire(0, 3);
+    ASSERT_TRUE(p.ok());
+    const ExpertExtent x = *f.GetExpertExtent(0, 3);
+    EXPECT_EQ(std::memcmp(*p, f.data() + x.offset, x.size), 0);
+    // In use: never evicted, and with every slot in use a new expert is refused.
+    auto p0 = cache.Acquire(0, 0);
+    auto p2 = cache.Acquire(0, 2);
+    ASSERT_TRUE(p0.ok() && p2.ok());
+    auto none = cache.Acquire(1, 0);
+    EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+    cache.Release(0, 3);
+    cache.Release(0, 0);
+    cache.Release(0, 2);
+  }
+  {  // LFU: the least often used goes, even when it is the most recent.
+    o.policy = CachePolicy::kLfu;
+    auto c = ExpertCache::Create(f, path, o);
+    ASSERT_TRUE(c.ok());
+    ExpertCache& cache = **c;
+    for (int i = 0; i < 3; ++i) use(cache, 1, 0);
+    use(cache, 1, 2);
+    use(cache, 1, 2);
+    use(cache, 1, 1);  // once, and the most recent
+    use(cache, 1, 3);
+    EXPECT_FALSE(cache.Contains(1, 1));
+    EXPECT_TRUE(cache.Contains(1, 0) && cache.Contains(1, 2));
+  }
+  {  // Pinned: survives any amount of traffic.
+    auto c = ExpertCache::Create(f, path, o);
+    ASSERT_TRUE(c.ok());
+    ExpertCache& cache = **c;
+    const std::vector<std::pair<int, int>> hot = {{1, 3}, {0, 2}};
+    auto n = cache.Pin(hot, 1);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n, 1);
+    for (int r = 0; r < 5; ++r) {
+      for (int l = 0; l < 2; ++l) {
+        for (int e = 0; e < 4; ++e) use(cache, l, e);
+      }
+    }
+    EXPECT_TRUE(cache.Contains(1, 3));
+    EXPECT_EQ(cache.pinned(), 1);
+    // Prefetch reads count as used once acquired.
+    cache.ResetStats();
+    const std::vector<int> ex = {0, 1};
+    cache.Prefetch(0, ex);
+    use(cache, 0, 0);
+    use(cache, 0, 1);
+    EXPECT_EQ(cache.stats().requests, 2);
+    EXPECT_EQ(cache.stats().prefetch_used, cache.stats().prefetch_reads);
+  }
+  std::remove(path.c_str());
+}
+
+TEST(ExpertCacheTest, RoutingProfileRoundTripAndBadFiles) {
+  RoutingProfile p;
+  p.layers = 2;
+  p.experts = 3;
+  p.tokens = 5;
+  p.counts = {1, 0, 9, 4, 4, 2};
+  const std::string path = TmpPath("profile") + ".json";
+  ASSERT_TRUE(WriteRoutingProfile(path, p).ok());
+  auto q = ReadRoutingProfile(path);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->counts, p.counts);
+  EXPECT_EQ(q->tokens, 5);
+  const auto hot = q->Hottest();
+  EXPECT_EQ(hot[0], (std::pair<int, int>{0, 2}));
+  EXPECT_EQ(hot[1], (std::pair<int, int>{1, 0}));
+  EXPECT_EQ(hot[2], (std::pair<int, int>{1, 1}));
+  for (const char* bad :
+       {"[]", "{\"layers\":2,\"experts\":3,\"counts\":[[1,2,3]]}",
+        "{\"layers\":1,\"experts\":2,\"counts\":[[1,-2]]}",
+        "{\"layers\":1,\"experts\":1,\"counts\":[[1]],\"extra\":1}", "nonsense"}) {
+    FILE* fp = std::fopen(path.c_str(), "w");
+    std::fputs(bad, fp);
+    std::fclose(fp);
+    auto r = ReadRoutingProfile(path);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(ReadRoutingProfile(path + ".absent").status().code(), absl::StatusCode::kNotFound);
+  std::remove(path.c_str());
 }
 
 }  // namespace

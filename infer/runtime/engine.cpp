@@ -591,9 +591,9 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
             std::swap(order[i], order[i + static_cast<int>(h % static_cast<uint64_t>(E - i))]);
           }
         } else {
-          std::partial_sort(
-              order.begin(), order.begin() + K, order.end(),
-              [&](int a, int b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); });
+          std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
+            return lg[a] > lg[b] || (lg[a] == lg[b] && a < b);
+          });
         }
         int32_t* sel = m.sel_TK.data() + static_cast<size_t>(t) * K;
         float* w = m.wts_TK.data() + static_cast<size_t>(t) * K;
@@ -608,6 +608,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
       }
       for (int a = 0; a < T * K; ++a) ++routing_[static_cast<size_t>(l) * E + m.sel_TK[a]];
       // ---- 2. Prefetch: the experts are known before attention starts.
+      if (cache_) cache_->EndStep();  // the previous layer's reservations
       if (prefetch_ || cache_) {
         chosen.assign(m.sel_TK.begin(), m.sel_TK.end());
         std::sort(chosen.begin(), chosen.end());

@@ -278,7 +278,9 @@ struct ExpertCache::Impl {
       std::lock_guard<std::mutex> lock(mu);
       for (int s = 0; s < static_cast<int>(slots.size()); ++s) {
         const Slot& c = slots[s];
-        if (c.pinned || c.in_use > 0 || c.state == kLoading || c.state == kFree) continue;
+        if (c.pinned || c.in_use > 0 || c.announced || c.state == kLoading || c.state == kFree) {
+          continue;
+        }
         if (best < 0) {
           best = s;
           continue;
@@ -451,6 +453,10 @@ bool ExpertCache::Ready(int layer, int expert) const {
   Impl& m = *impl_;
   const int s = m.slot_of[layer * m.E + expert];
   return s >= 0 && m.StateOf(s) == kReady;
+}
+
+void ExpertCache::EndStep() {
+  for (Impl::Slot& s : impl_->slots) s.announced = false;
 }
 
 bool ExpertCache::Contains(int layer, int expert) const {

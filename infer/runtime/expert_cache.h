@@ -72,7 +72,10 @@ class ExpertCache {
 
   // Starts reads of the experts of `layer` that are neither cached nor in flight, as far as
   // free or evictable slots allow (no error: a read that cannot start now starts at Acquire).
+  // Every listed expert is reserved until EndStep: no later Prefetch or Acquire evicts it.
   void Prefetch(int layer, absl::Span<const int> experts);
+  // Ends a step (a layer's MoE): drops the reservations of Prefetch.
+  void EndStep();
   // True when (layer, expert) is cached and its read has completed.
   bool Ready(int layer, int expert) const;
   // True when (layer, expert) is cached or its read is in flight.

@@ -32,9 +32,10 @@ namespace st {
 
 absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
   const auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", text, "' is not a size: expected a number with an optional K, M, G or T suffix "
-        "(powers of 1024), e.g. 1G or 800M"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text,
+                     "' is not a size: expected a number with an optional K, M, G or T suffix "
+                     "(powers of 1024), e.g. 1G or 800M"));
   };
   if (text.empty()) return bad();
   char* end = nullptr;
@@ -42,14 +43,21 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
   if (end == text.c_str() || !std::isfinite(v) || v < 0) return bad();
   std::string suffix(end);
   for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB") suffix.resize(suffix.size() - 2);
-  else if (!suffix.empty() && suffix.back() == 'B') suffix.pop_back();
+  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB")
+    suffix.resize(suffix.size() - 2);
+  else if (!suffix.empty() && suffix.back() == 'B')
+    suffix.pop_back();
   double mult = 1;
-  if (suffix == "K") mult = 1024.0;
-  else if (suffix == "M") mult = 1024.0 * 1024;
-  else if (suffix == "G") mult = 1024.0 * 1024 * 1024;
-  else if (suffix == "T") mult = 1024.0 * 1024 * 1024 * 1024;
-  else if (!suffix.empty()) return bad();
+  if (suffix == "K")
+    mult = 1024.0;
+  else if (suffix == "M")
+    mult = 1024.0 * 1024;
+  else if (suffix == "G")
+    mult = 1024.0 * 1024 * 1024;
+  else if (suffix == "T")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (!suffix.empty())
+    return bad();
   const double bytes = v * mult;
   if (bytes > 9.0e18) return bad();
   return static_cast<int64_t>(bytes);
@@ -58,11 +66,13 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
 absl::Status ApplyEngineFlags(EngineOptions* o) {
   if (!FLAGS_memory_budget.empty()) {
     absl::StatusOr<int64_t> b = ParseByteSize(FLAGS_memory_budget);
-    if (!b.ok()) return absl::InvalidArgumentError(absl::StrCat("--memory_budget: ", b.status().message()));
+    if (!b.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--memory_budget: ", b.status().message()));
     o->memory_budget = *b;
   }
   absl::StatusOr<CachePolicy> p = ParseCachePolicy(FLAGS_cache_policy);
-  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("--cache_policy: ", p.status().message()));
+  if (!p.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--cache_policy: ", p.status().message()));
   o->cache_policy = *p;
   absl::StatusOr<IoBackend> io = ParseIoBackend(FLAGS_io);
   if (!io.ok()) return absl::InvalidArgumentError(absl::StrCat("--io: ", io.status().message()));
@@ -85,8 +95,9 @@ absl::Status ApplyEngineFlags(EngineOptions* o) {
   }
   o->max_context = FLAGS_max_context;
   if (o->memory_budget == 0 && !o->pin_profile.empty()) {
-    return absl::InvalidArgumentError("--pin_profile needs --memory_budget (pinning is a cache "
-                                      "setting; without a budget every expert is in memory)");
+    return absl::InvalidArgumentError(
+        "--pin_profile needs --memory_budget (pinning is a cache "
+        "setting; without a budget every expert is in memory)");
   }
   return absl::OkStatus();
 }
@@ -114,9 +125,8 @@ std::string BudgetPlanText(const Engine& e) {
                       mib(p.buffers), ", allowance ", mib(p.overhead), ", expert cache ",
                       mib(p.expert_cache), " = ", p.slots, " slots of ",
                       absl::StrFormat("%.2f MiB", p.slot_bytes / 1048576.0), " (", p.pinned,
-                      " pinned); policy ", CachePolicyName(e.options().cache_policy),
-                      ", prefetch ", e.options().prefetch ? "on" : "off", ", reads ",
-                      c->io_name());
+                      " pinned); policy ", CachePolicyName(e.options().cache_policy), ", prefetch ",
+                      e.options().prefetch ? "on" : "off", ", reads ", c->io_name());
 }
 
 std::string CacheStatsText(const Engine& e, int64_t tokens) {
@@ -127,9 +137,8 @@ std::string CacheStatsText(const Engine& e, int64_t tokens) {
   return absl::StrFormat(
       "expert cache: hit rate %.1f%% (%d of %d uses), %.1f MB read/token, I/O stall %.2f "
       "ms/token, prefetch accuracy %.1f%% (%d of %d reads used), %d evictions",
-      100.0 * s.hit_rate(), s.hits, s.requests, s.bytes_read / 1e6 / t,
-      1e3 * s.stall_seconds / t, 100.0 * s.prefetch_accuracy(), s.prefetch_used,
-      s.prefetch_reads, s.evictions);
+      100.0 * s.hit_rate(), s.hits, s.requests, s.bytes_read / 1e6 / t, 1e3 * s.stall_seconds / t,
+      100.0 * s.prefetch_accuracy(), s.prefetch_used, s.prefetch_reads, s.evictions);
 }
 
 }  // namespace st

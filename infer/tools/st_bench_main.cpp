@@ -456,7 +456,8 @@ int main(int argc, char** argv) {
                    "run         kernels %s, KV cache %s, prompt %d tokens, %d generated "
                    "(%s), %d reps after %d warm-up\n",
                    eng.KernelName().c_str(), FLAGS_kv_f16 ? "f16" : "f32", FLAGS_prompt_tokens,
-                   FLAGS_gen_tokens, FLAGS_greedy ? "greedy" : "synthetic ids fed back", FLAGS_reps, FLAGS_warmup);
+                   FLAGS_gen_tokens, FLAGS_greedy ? "greedy" : "synthetic ids fed back", FLAGS_reps,
+                   FLAGS_warmup);
       if (!hwm_reset) {
         std::fprintf(Out(), "note        cannot reset VmHWM: peak RSS covers the whole process\n");
       }
@@ -471,8 +472,8 @@ int main(int argc, char** argv) {
       return SyntheticTokens(n, cfg.vocab_size, FLAGS_seed * 1000003 + rep * 2 + salt);
     };
     for (int i = 0; i < FLAGS_warmup; ++i) {
-      auto r = RunRep(eng, tokens(-1 - i, FLAGS_prompt_tokens, 0),
-                      tokens(-1 - i, FLAGS_gen_tokens, 1));
+      auto r =
+          RunRep(eng, tokens(-1 - i, FLAGS_prompt_tokens, 0), tokens(-1 - i, FLAGS_gen_tokens, 1));
       if (!r.ok()) return Fail(std::string(r.status().message()));
     }
     Row row;

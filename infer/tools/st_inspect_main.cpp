@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
       std::string dims;
       for (size_t i = 0; i < t.dims.size(); ++i) dims += (i ? "x" : "") + std::to_string(t.dims[i]);
       std::printf("  %12llu %12llu  %-5s %-14s %s\n", (unsigned long long)t.offset,
-                  (unsigned long long)t.size, st::DTypeName(t.dtype), dims.c_str(),
-                  t.name.c_str());
+                  (unsigned long long)t.size, st::DTypeName(t.dtype), dims.c_str(), t.name.c_str());
     }
   }
   std::printf(FLAGS_verify ? "checksums: all %zu tensors verified\n"
