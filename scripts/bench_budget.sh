@@ -3,8 +3,9 @@
 # (every matrix Q4_0, 2.3 GB) inside a cgroup v1 memory limit of 1 GiB and on synthetic
 # SmallThinker-21B-A3B (Q4_0, 12 GB) inside 8 GiB, with the same --memory_budget as the limit.
 # For each: prefetch on vs off (reads issued by the pre-attention router vs after attention),
-# each cache policy (lru, lfu), routing as the router computes it vs uniformly drawn experts (a
-# cache's worst case), and pinning from a routing profile recorded by st-run on a text.
+# each cache policy (lru, lfu, lrfu), tokens of a text routed by the router vs uniformly drawn
+# experts (a cache's worst case), and pinning from a routing profile recorded by st-run on
+# another stretch of the same text, by the same kind of run.
 # Prints tokens/s, peak memory (the cgroup's max_usage_in_bytes: RSS + page cache), hit rate,
 # MB read per token, I/O stall per token and prefetch accuracy; one JSON line per run goes to
 # $dir/budget.jsonl.
@@ -92,30 +93,35 @@ bench_model() {
   local common=(--model "$model" --threads "$threads" --prompt_tokens "$prompt"
     --gen_tokens "$gen" --reps 2 --warmup 1 --membw_mib 256 --membw_passes 1)
   local mem=(--memory_budget "$limit")
-  # A routing profile of the router's own choices on a text (the README), for pinning.
+  # Text for the router runs: the README, byte-tokenized. The benchmark's prompt and decode
+  # tokens come from its second half; the routing profile that pinning uses is recorded by the
+  # same kind of run (same lengths) on its first half.
+  local half=$(( $(wc -c < README.md) / 2 ))
+  head -c "$half" README.md > "$dir/calibration.txt"
+  tail -c +"$((half + 1))" README.md > "$dir/bench-text.txt"
+  local text=(--text "$dir/bench-text.txt")
   local profile="$dir/$name-routing.json"
   if [[ ! -f $profile ]]; then
-    head -c 1500 README.md > "$dir/calibration.txt"
-    "$build/infer/tools/st-run" --model "$model" --prompt_file "$dir/calibration.txt" \
-      --max_new_tokens 16 --temperature 0 --echo=false --record_routing "$profile" \
-      "${mem[@]}" > /dev/null 2> "$dir/last_budget_run.log"
+    "$build/infer/tools/st-bench" "${common[@]}" --text "$dir/calibration.txt" --reps 8 \
+      --record_routing "$profile" "${mem[@]}" > /dev/null 2> "$dir/last_budget_run.log" || {
+      echo "recording the routing profile failed:"; tail -3 "$dir/last_budget_run.log"; exit 1; }
   fi
   header "$name: limit $limit, $threads threads, prompt $prompt, $gen decoded tokens"
-  run "in memory (no limit)" 100000000000000 -- "${common[@]}"
-  run "router, lfu, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --cache_policy lfu
-  run "router, lfu, prefetch, pinned" "$limit" -- "${common[@]}" "${mem[@]}" --cache_policy lfu \
-    --pin_profile "$profile"
-  run "router, lru, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --cache_policy lru
-  run "router, lru, no prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --cache_policy lru \
-    --prefetch=false
-  run "uniform, lfu, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
-    --cache_policy lfu
-  run "uniform, lfu, no prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
-    --cache_policy lfu --prefetch=false
-  run "uniform, lru, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
-    --cache_policy lru
-  run "uniform, lru, no prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
-    --cache_policy lru --prefetch=false
+  run "in memory (no limit), text" 100000000000000 -- "${common[@]}" "${text[@]}"
+  local p
+  for p in lru lfu lrfu; do
+    run "text, $p, prefetch" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" --cache_policy $p
+    run "text, $p, no prefetch" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" \
+      --cache_policy $p --prefetch=false
+  done
+  run "text, lrfu, prefetch, pinned" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" \
+    --cache_policy lrfu --pin_profile "$profile"
+  for p in lru lfu lrfu; do
+    run "uniform, $p, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
+      --cache_policy $p
+    run "uniform, $p, no prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
+      --cache_policy $p --prefetch=false
+  done
 }
 
 [[ $models == *4b* ]] && bench_model 4b configs/model/smallthinker-4b-a0.6b.json 1073741824 32 32

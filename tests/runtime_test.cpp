@@ -469,9 +469,9 @@ TEST(BudgetTest, TooSmallBudgetStatesTheMinimum) {
   auto e = Engine::Load(path, o);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(e.status().message().find("needs at least " + std::to_string(minimum >> 20) + " MiB"),
-            std::string::npos)
-      << e.status();
+  char want[64];
+  std::snprintf(want, sizeof(want), "needs at least %.2f MiB", minimum / 1048576.0);
+  EXPECT_NE(e.status().message().find(want), std::string::npos) << e.status();
   o.memory_budget = minimum;
   EXPECT_TRUE(Engine::Load(path, o).ok());
   std::remove(path.c_str());
@@ -556,6 +556,28 @@ TEST(ExpertCacheTest, PoliciesEvictTheRightEntryAndNeverOneInUseOrPinned) {
     use(cache, 1, 3);
     EXPECT_FALSE(cache.Contains(1, 1));
     EXPECT_TRUE(cache.Contains(1, 0) && cache.Contains(1, 2));
+  }
+  {  // LRFU: four uses long ago weigh less than two recent ones; LFU keeps the old favourite.
+    for (CachePolicy policy : {CachePolicy::kLrfu, CachePolicy::kLfu}) {
+      o.policy = policy;
+      auto c = ExpertCache::Create(f, path, o);
+      ASSERT_TRUE(c.ok());
+      ExpertCache& cache = **c;
+      for (int i = 0; i < 4; ++i) use(cache, 0, 0);
+      for (int i = 0; i < 2; ++i) {
+        use(cache, 1, 0);
+        use(cache, 1, 1);
+      }
+      use(cache, 0, 1);
+      if (policy == CachePolicy::kLrfu) {
+        EXPECT_FALSE(cache.Contains(0, 0));
+        EXPECT_TRUE(cache.Contains(1, 0) && cache.Contains(1, 1));
+      } else {
+        EXPECT_TRUE(cache.Contains(0, 0));
+        EXPECT_FALSE(cache.Contains(1, 0));
+      }
+    }
+    o.policy = CachePolicy::kLfu;
   }
   {  // Pinned: survives any amount of traffic.
     auto c = ExpertCache::Create(f, path, o);

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "infer/quant/codec.h"
 #include "infer/quant/kernels.h"
 #include "infer/runtime/thread_pool.h"
@@ -423,7 +424,10 @@ absl::Status Engine::SetUpBudget(const std::string& path) {
   p.slot_bytes = static_cast<int64_t>(ExpertCache::SlotBytes(*file_));
   const int64_t fixed = p.resident + p.kv_cache + p.buffers + p.overhead;
   p.minimum = fixed + K * p.slot_bytes;
-  const auto mib = [](int64_t b) { return absl::StrCat(b >> 20, " MiB"); };
+  const auto mib = [](int64_t b) {  // exact enough to act on, for tiny and large models
+    return b >= (int64_t{100} << 20) ? absl::StrFormat("%.0f MiB", b / 1048576.0)
+                                     : absl::StrFormat("%.2f MiB", b / 1048576.0);
+  };
   if (p.budget < p.minimum) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "memory budget of ", mib(p.budget), " cannot hold this model: it needs at least ",
@@ -456,11 +460,16 @@ absl::Status Engine::SetUpBudget(const std::string& path) {
     // Keep at least 2k slots free for the experts of the step and the next.
     const int64_t max_pinned = std::min<int64_t>(static_cast<int64_t>(opt_.pin_fraction * p.slots),
                                                  std::max<int64_t>(0, p.slots - 2 * K));
+    // Only hot experts: chosen at least twice as often as the mean (a flat profile pins
+    // nothing, which beats tying slots to experts that are no better than any other).
     std::vector<std::pair<int, int>> hot = prof.Hottest();
-    // Only experts the profile saw.
+    int64_t total = 0;
+    for (int64_t n : prof.counts) total += n;
+    const double mean = static_cast<double>(total) / static_cast<double>(prof.counts.size());
     hot.erase(std::remove_if(hot.begin(), hot.end(),
                              [&](const std::pair<int, int>& x) {
-                               return prof.counts[x.first * E + x.second] == 0;
+                               return prof.counts[x.first * E + x.second] < 2.0 * mean ||
+                                      prof.counts[x.first * E + x.second] == 0;
                              }),
               hot.end());
     ST_ASSIGN_OR_RETURN(p.pinned, cache_->Pin(hot, max_pinned));

@@ -51,7 +51,7 @@ struct EngineOptions {
   // outside the experts, the KV cache and the buffers stay resident; experts live in an
   // ExpertCache that fills the rest and is read with O_DIRECT.
   int64_t memory_budget = 0;
-  CachePolicy cache_policy = CachePolicy::kLfu;
+  CachePolicy cache_policy = CachePolicy::kLrfu;
   // Start an expert's read as soon as the pre-attention router has chosen it (true), or only
   // when the MoE needs it, after attention (false: the baseline it is measured against).
   bool prefetch = true;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -39,10 +40,13 @@ enum SlotState : int { kFree = 0, kLoading, kReady, kFailed };
 absl::StatusOr<CachePolicy> ParseCachePolicy(const std::string& name) {
   if (name == "lru") return CachePolicy::kLru;
   if (name == "lfu") return CachePolicy::kLfu;
+  if (name == "lrfu") return CachePolicy::kLrfu;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown cache policy '", name, "' (expected lru or lfu)"));
+      absl::StrCat("unknown cache policy '", name, "' (expected lru, lfu or lrfu)"));
 }
-const char* CachePolicyName(CachePolicy p) { return p == CachePolicy::kLru ? "lru" : "lfu"; }
+const char* CachePolicyName(CachePolicy p) {
+  return p == CachePolicy::kLru ? "lru" : p == CachePolicy::kLfu ? "lfu" : "lrfu";
+}
 
 absl::StatusOr<IoBackend> ParseIoBackend(const std::string& name) {
   if (name == "auto") return IoBackend::kAuto;
@@ -64,6 +68,9 @@ struct ExpertCache::Impl {
     bool announced = false;   // counted by Prefetch for the current step
     uint64_t last_use = 0;
     double freq = 0;
+    double crf = 0;  // LRFU: decayed use count as of last_use
+    double order = 0;  // LRFU: log2(crf) + last_use / half_life (the eviction order, fixed
+                     // between uses: the score at time t is order - t / half_life)
     uint8_t* data = nullptr;
   };
   struct Req {  // one chunk read
@@ -286,10 +293,18 @@ struct ExpertCache::Impl {
           continue;
         }
         const Slot& b = slots[best];
-        const bool better =
-            policy == CachePolicy::kLru
-                ? c.last_use < b.last_use
-                : (c.freq < b.freq || (c.freq == b.freq && c.last_use < b.last_use));
+        bool better;
+        switch (policy) {
+          case CachePolicy::kLru:
+            better = c.last_use < b.last_use;
+            break;
+          case CachePolicy::kLfu:
+            better = c.freq < b.freq || (c.freq == b.freq && c.last_use < b.last_use);
+            break;
+          default:
+            better = c.order < b.order || (c.order == b.order && c.last_use < b.last_use);
+            break;
+        }
         if (better) best = s;
       }
     }
@@ -301,6 +316,7 @@ struct ExpertCache::Impl {
       v.prefetched = false;
       v.announced = false;
       v.freq = 0;
+      v.crf = 0;
     }
     return best;
   }
@@ -515,7 +531,11 @@ absl::StatusOr<const uint8_t*> ExpertCache::Acquire(int layer, int expert) {
     ++stats_.prefetch_used;
   }
   ++sl.in_use;
-  sl.last_use = ++m.tick;
+  const uint64_t now = ++m.tick;
+  const double half_life = static_cast<double>(m.slots.size());
+  sl.crf = sl.crf * std::exp2(-static_cast<double>(now - sl.last_use) / half_life) + 1.0;
+  sl.order = std::log2(sl.crf) + static_cast<double>(now) / half_life;
+  sl.last_use = now;
   sl.freq += 1.0;
   // Ageing: every 4 x slots uses, halve every count, so yesterday's favourites fade.
   if (++m.since_ageing >= 4 * static_cast<int64_t>(m.slots.size())) {

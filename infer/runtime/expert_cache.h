@@ -22,8 +22,12 @@
 
 namespace st {
 
-enum class CachePolicy { kLru, kLfu };
-// "lru" / "lfu"; InvalidArgument otherwise.
+// kLru: least recently used. kLfu: least frequently used, counts halved every 4 x slots uses.
+// kLrfu: least "recently-frequently" used: each use adds 1 to a count that halves every
+// `slots` uses of the cache since, so the score blends frequency (many uses) and recency
+// (LRU when the half-life is short, LFU when it is long).
+enum class CachePolicy { kLru, kLfu, kLrfu };
+// "lru" / "lfu" / "lrfu"; InvalidArgument otherwise.
 absl::StatusOr<CachePolicy> ParseCachePolicy(const std::string& name);
 const char* CachePolicyName(CachePolicy p);
 
@@ -32,7 +36,7 @@ absl::StatusOr<IoBackend> ParseIoBackend(const std::string& name);  // "auto", "
 
 struct ExpertCacheOptions {
   int64_t slots = 0;  // >= 1
-  CachePolicy policy = CachePolicy::kLfu;
+  CachePolicy policy = CachePolicy::kLrfu;
   IoBackend io = IoBackend::kAuto;
   int io_threads = 2;          // pread backend: reader threads
   bool direct = true;          // O_DIRECT (falls back to buffered reads + dropping the cache)

@@ -15,7 +15,9 @@ DEFINE_string(memory_budget, "",
               "total memory the process may use, page cache included (e.g. 1G, 800M); experts "
               "are then streamed from storage through an expert cache. Empty or 0: the whole "
               "model in memory");
-DEFINE_string(cache_policy, "lfu", "expert cache replacement policy: lru or lfu (LFU with ageing)");
+DEFINE_string(cache_policy, "lrfu",
+              "expert cache replacement policy: lru, lfu (LFU with ageing) or lrfu (a use count "
+              "that halves every cache-size uses: frequency and recency together)");
 DEFINE_bool(prefetch, true,
             "start expert reads as soon as the pre-attention router has chosen them, so that "
             "attention hides them (false: read when the MoE needs them, after attention)");

@@ -24,6 +24,7 @@
 #include "infer/quant/types.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/membw.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "infer/tools/engine_flags.h"
 #include "nlohmann/json.hpp"
 
@@ -44,6 +45,12 @@ DEFINE_bool(huge_pages, true,
 DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
 DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
 DEFINE_uint64(seed, 1, "seed of the synthetic token ids (each repetition uses its own)");
+DEFINE_string(text, "",
+              "take the prompt and decode tokens from this text file (tokenized with the model "
+              "file's tokenizer; each repetition its own stretch) instead of synthetic ids");
+DEFINE_string(record_routing, "",
+              "write the routing profile of the last thread count's runs (every repetition, "
+              "warm-ups included) to this JSON file, for --pin_profile");
 DEFINE_bool(uniform_routing, false,
             "draw each token's k experts uniformly instead of by the router (a cache's worst "
             "case; random-weight models route deep layers to a few experts)");
@@ -413,6 +420,25 @@ int main(int argc, char** argv) {
   }
   if (FLAGS_membw_passes < 1) return Fail("--membw_passes must be >= 1");
 
+  std::vector<int32_t> text_ids;
+  if (!FLAGS_text.empty()) {
+    std::ifstream in(FLAGS_text, std::ios::binary);
+    if (!in) return Fail("cannot read --text '" + FLAGS_text + "'");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto file = st::ModelFile::Open(FLAGS_model);
+    if (!file.ok()) return Fail(std::string(file.status().message()));
+    auto tok = st::MakeTokenizer((*file)->tokenizer_name(), (*file)->tokenizer_json());
+    if (!tok.ok()) return Fail("the model file's tokenizer does not load: " +
+                               std::string(tok.status().message()));
+    text_ids = (*tok)->Encode(ss.str());
+    const size_t need = static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) *
+                        (FLAGS_reps + FLAGS_warmup);
+    if (text_ids.size() < need) {
+      return Fail("--text '" + FLAGS_text + "' has " + std::to_string(text_ids.size()) +
+                  " tokens; these repetitions need " + std::to_string(need));
+    }
+  }
   std::vector<Row> rows;
   bool printed_model = false;
   for (const int threads : thread_counts) {
@@ -456,7 +482,10 @@ int main(int argc, char** argv) {
                    "run         kernels %s, KV cache %s, prompt %d tokens, %d generated "
                    "(%s), %d reps after %d warm-up\n",
                    eng.KernelName().c_str(), FLAGS_kv_f16 ? "f16" : "f32", FLAGS_prompt_tokens,
-                   FLAGS_gen_tokens, FLAGS_greedy ? "greedy" : "synthetic ids fed back", FLAGS_reps,
+                   FLAGS_gen_tokens,
+                   FLAGS_greedy            ? "greedy"
+                   : FLAGS_text.empty()    ? "synthetic ids fed back"
+                                           : "the text's tokens fed back", FLAGS_reps,
                    FLAGS_warmup);
       if (!hwm_reset) {
         std::fprintf(Out(), "note        cannot reset VmHWM: peak RSS covers the whole process\n");
@@ -469,6 +498,15 @@ int main(int argc, char** argv) {
     // Each repetition its own prompt and decode tokens (warm-ups included), so a cache cannot
     // simply replay the previous repetition.
     auto tokens = [&](int rep, int n, uint64_t salt) {
+      if (!text_ids.empty()) {  // consecutive stretches: prompt, then its continuation
+        const size_t per_rep = static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens);
+        const size_t start =
+            (static_cast<size_t>(rep + FLAGS_warmup) * per_rep + (salt ? FLAGS_prompt_tokens : 0)) %
+            text_ids.size();
+        std::vector<int32_t> v(n);
+        for (int i = 0; i < n; ++i) v[i] = text_ids[(start + i) % text_ids.size()];
+        return v;
+      }
       return SyntheticTokens(n, cfg.vocab_size, FLAGS_seed * 1000003 + rep * 2 + salt);
     };
     for (int i = 0; i < FLAGS_warmup; ++i) {
@@ -512,6 +550,10 @@ int main(int argc, char** argv) {
     row.rss_anon_kib = StatusKiB("RssAnon");
     row.rss_file_kib = StatusKiB("RssFile");
     PrintRow(row);
+    if (!FLAGS_record_routing.empty()) {
+      absl::Status ws = st::WriteRoutingProfile(FLAGS_record_routing, eng.routing());
+      if (!ws.ok()) return Fail(std::string(ws.message()));
+    }
     if (FLAGS_json) {
       std::printf("%s\n", RowJson(row, eng).dump().c_str());
       std::fflush(stdout);
