@@ -83,4 +83,25 @@ if "$st_ppl" --model "$model" --file "$dir/short.txt" > /dev/null 2> "$dir/short
 fi
 check "short text error" matches "$dir/short.err" \
   "is 6 tokens, shorter than one chunk of 512 tokens: use a longer text or a smaller --ctx"
+# Memory-budget mode: the same greedy text as in memory (dashes in flag names work too), the
+# cache's figures, a routing profile written by --record_routing and read back by --pin_profile,
+# and a budget below the minimum refused with the minimum.
+run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory-budget 52M \
+  --cache_policy lru --record_routing "$dir/routing.json" > "$dir/b1.txt" 2> "$dir/b1.err"
+check "budget: same greedy text as in memory" cmp -s "$dir/g1.txt" "$dir/b1.txt"
+check "budget: plan line" matches "$dir/b1.err" 'budget 52 MiB: resident weights .* slots of .*policy lru, prefetch on'
+check "budget: cache line" matches "$dir/b1.err" 'expert cache: hit rate [0-9.]+% .* MB read/token, I/O stall'
+check "routing profile written" matches "$dir/routing.json" '"counts":\[\['
+run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory_budget 52M \
+  --pin_profile "$dir/routing.json" --io pread > "$dir/b2.txt" 2> "$dir/b2.err"
+check "budget, pinned, pread: same text" cmp -s "$dir/g1.txt" "$dir/b2.txt"
+if run --prompt "x" --memory_budget 1M > /dev/null 2> "$dir/b3.err"; then
+  echo "FAIL: a 1M budget was accepted"; fail=1
+fi
+check "budget below the minimum states it" matches "$dir/b3.err" 'needs at least [0-9.]+ MiB = weights outside the experts'
+if run --prompt "x" --memory_budget 12Q > /dev/null 2> "$dir/b4.err"; then
+  echo "FAIL: a bad size was accepted"; fail=1
+fi
+check "bad size refused" matches "$dir/b4.err" "memory_budget: '12Q' is not a size"
+
 exit $fail

@@ -326,9 +326,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
     return absl::InvalidArgumentError(
         "a memory budget needs the file opened by Engine::Load (experts read on demand)");
   }
+  // Under a memory budget the KV cache is reserved up front: without an explicit context, 4096
+  // tokens (the model's own context would reserve gigabytes for the 21B).
+  const int default_context = options.memory_budget > 0
+                                  ? std::min(kBudgetDefaultContext, c.max_position_embeddings)
+                                  : c.max_position_embeddings;
   e->max_context_ = options.max_context > 0
                         ? std::min<int>(options.max_context, c.max_position_embeddings)
-                        : c.max_position_embeddings;
+                        : default_context;
   e->routing_.assign(static_cast<size_t>(c.num_hidden_layers) * E, 0);
   int threads = options.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());

@@ -27,6 +27,8 @@
 
 namespace st {
 
+constexpr int kBudgetDefaultContext = 4096;
+
 struct EngineOptions {
   int threads = 0;          // worker threads, calling thread included; 0 = all cores
   bool kv_f16 = true;       // KV cache in fp16 (false: f32)
@@ -37,8 +39,8 @@ struct EngineOptions {
   // Load: read the file into huge-page-backed memory instead of mapping it (ModelFile::Options;
   // faster decode where transparent huge pages are enabled for madvise or always).
   bool huge_pages = true;
-  // Longest context the engine accepts (0 = the model's max_position_embeddings); the KV
-  // cache a memory budget reserves is sized by it.
+  // Longest context the engine accepts (0 = the model's max_position_embeddings, or
+  // kBudgetDefaultContext under a memory budget); the KV cache a budget reserves is sized by it.
   int max_context = 0;
   // Benchmarks only: instead of the router's top-k, k distinct experts drawn uniformly per
   // (position, layer, routing_seed) (the router still weights them). Random-weight models
