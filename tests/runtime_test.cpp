@@ -420,7 +420,7 @@ TEST(BudgetTest, SameLogitsAsInMemoryWithEvictionsEveryStep) {
 
   const int64_t minimum = MinimumBudget(path, base);
   ASSERT_GT(minimum, 0);
-  for (CachePolicy policy : {CachePolicy::kLru, CachePolicy::kLfu}) {
+  for (CachePolicy policy : {CachePolicy::kLru, CachePolicy::kLfu, CachePolicy::kLrfu}) {
     for (bool prefetch : {true, false}) {
       SCOPED_TRACE(std::string(CachePolicyName(policy)) + (prefetch ? " prefetch" : " on demand"));
       EngineOptions o = base;
@@ -577,6 +577,24 @@ TEST(ExpertCacheTest, PoliciesEvictTheRightEntryAndNeverOneInUseOrPinned) {
         EXPECT_FALSE(cache.Contains(1, 0));
       }
     }
+    o.policy = CachePolicy::kLfu;
+  }
+  {  // LRFU across passes: the oldest pass goes first, its least used expert before the others.
+    o.policy = CachePolicy::kLrfu;
+    auto c = ExpertCache::Create(f, path, o);
+    ASSERT_TRUE(c.ok());
+    ExpertCache& cache = **c;
+    cache.NewPass();
+    for (int i = 0; i < 3; ++i) use(cache, 0, 0);
+    use(cache, 0, 1);
+    cache.NewPass();
+    use(cache, 0, 2);
+    use(cache, 0, 3);  // evicts (0, 1): oldest pass, fewer uses than (0, 0)
+    EXPECT_FALSE(cache.Contains(0, 1));
+    EXPECT_TRUE(cache.Contains(0, 0));
+    use(cache, 1, 0);  // evicts (0, 0): the last of the oldest pass, however often it was used
+    EXPECT_FALSE(cache.Contains(0, 0));
+    EXPECT_TRUE(cache.Contains(0, 2) && cache.Contains(0, 3) && cache.Contains(1, 0));
     o.policy = CachePolicy::kLfu;
   }
   {  // Pinned: survives any amount of traffic.

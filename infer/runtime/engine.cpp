@@ -425,10 +425,15 @@ absl::Status Engine::SetUpBudget(const std::string& path) {
               2 * V * 4 +
               static_cast<int64_t>(m.pool->size()) *
                   (4 * c.moe_ffn_hidden_size * 4 + max_context_ * 4 + 2 * H * 4);
-  p.overhead = int64_t{48} << 20;
+  // The process beyond the plan's items: code, libraries, heap slack, thread stacks, and page
+  // tables (charged to a memory cgroup too: about 0.2% of what is mapped with 4 KiB pages).
+  const int64_t allowance_base = int64_t{48} << 20;
+  p.overhead = allowance_base + p.budget / 64;
   p.slot_bytes = static_cast<int64_t>(ExpertCache::SlotBytes(*file_));
   const int64_t fixed = p.resident + p.kv_cache + p.buffers + p.overhead;
-  p.minimum = fixed + K * p.slot_bytes;
+  // The smallest budget B with B - (fixed part at B) >= k slots; the allowance grows with B.
+  const int64_t need = p.resident + p.kv_cache + p.buffers + allowance_base + K * p.slot_bytes;
+  p.minimum = static_cast<int64_t>(std::ceil(static_cast<double>(need) * 64.0 / 63.0)) + 64;
   const auto mib = [](int64_t b) {  // exact enough to act on, for tiny and large models
     return b >= (int64_t{100} << 20) ? absl::StrFormat("%.0f MiB", b / 1048576.0)
                                      : absl::StrFormat("%.2f MiB", b / 1048576.0);
@@ -438,7 +443,8 @@ absl::Status Engine::SetUpBudget(const std::string& path) {
         "memory budget of ", mib(p.budget), " cannot hold this model: it needs at least ",
         mib(p.minimum), " = weights outside the experts ", mib(p.resident), " + KV cache for ",
         max_context_, " tokens ", mib(p.kv_cache), " + buffers ", mib(p.buffers),
-        " + process allowance ", mib(p.overhead), " + ", K, " expert slots of ", mib(p.slot_bytes),
+        " + process allowance ", mib(allowance_base + p.minimum / 64),
+        " (48 MiB + 1/64 of the budget) + ", K, " expert slots of ", mib(p.slot_bytes),
         "; raise the budget or lower the context (--max_context)"));
   }
   p.slots = std::min<int64_t>((p.budget - fixed) / p.slot_bytes,
@@ -559,6 +565,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
   for (size_t c0 = 0; c0 < tokens.size(); c0 += opt_.prefill_chunk) {
     const int T = static_cast<int>(std::min<size_t>(opt_.prefill_chunk, tokens.size() - c0));
     const int64_t p0 = pos_;
+    if (cache_) cache_->NewPass();
     // Embedding rows and the RoPE angles of each position (in double, as the reference model).
     m.x.Resize(T, H);
     for (int t = 0; t < T; ++t) {

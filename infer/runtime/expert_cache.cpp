@@ -68,7 +68,8 @@ struct ExpertCache::Impl {
     bool announced = false;   // counted by Prefetch for the current step
     uint64_t last_use = 0;
     double freq = 0;
-    double crf = 0;  // LRFU: decayed use count as of last_use
+    int64_t last_pass = -1;  // LRFU: the forward pass (token or chunk) of the last use
+    double crf = 0;          // LRFU: decayed use count as of last_use
     double order = 0;  // LRFU: log2(crf) + last_use / half_life (the eviction order, fixed
                      // between uses: the score at time t is order - t / half_life)
     uint8_t* data = nullptr;
@@ -91,6 +92,7 @@ struct ExpertCache::Impl {
   CachePolicy policy = CachePolicy::kLfu;
   ExpertCacheStats* stats = nullptr;  // the owner's (evictions)
   uint64_t tick = 0;
+  int64_t pass = 0;  // forward passes begun (NewPass)
   int64_t since_ageing = 0;
   int64_t n_pinned = 0;
   int64_t chunk = 1 << 20;
@@ -301,8 +303,10 @@ struct ExpertCache::Impl {
           case CachePolicy::kLfu:
             better = c.freq < b.freq || (c.freq == b.freq && c.last_use < b.last_use);
             break;
-          default:
-            better = c.order < b.order || (c.order == b.order && c.last_use < b.last_use);
+          default:  // least recent pass first; within a pass, the lowest decayed count
+            better = c.last_pass < b.last_pass ||
+                     (c.last_pass == b.last_pass &&
+                      (c.order < b.order || (c.order == b.order && c.last_use < b.last_use)));
             break;
         }
         if (better) best = s;
@@ -471,6 +475,8 @@ bool ExpertCache::Ready(int layer, int expert) const {
   return s >= 0 && m.StateOf(s) == kReady;
 }
 
+void ExpertCache::NewPass() { ++impl_->pass; }
+
 void ExpertCache::EndStep() {
   for (Impl::Slot& s : impl_->slots) s.announced = false;
 }
@@ -536,6 +542,7 @@ absl::StatusOr<const uint8_t*> ExpertCache::Acquire(int layer, int expert) {
   sl.crf = sl.crf * std::exp2(-static_cast<double>(now - sl.last_use) / half_life) + 1.0;
   sl.order = std::log2(sl.crf) + static_cast<double>(now) / half_life;
   sl.last_use = now;
+  sl.last_pass = m.pass;
   sl.freq += 1.0;
   // Ageing: every 4 x slots uses, halve every count, so yesterday's favourites fade.
   if (++m.since_ageing >= 4 * static_cast<int64_t>(m.slots.size())) {

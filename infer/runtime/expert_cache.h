@@ -23,9 +23,11 @@
 namespace st {
 
 // kLru: least recently used. kLfu: least frequently used, counts halved every 4 x slots uses.
-// kLrfu: least "recently-frequently" used: each use adds 1 to a count that halves every
-// `slots` uses of the cache since, so the score blends frequency (many uses) and recency
-// (LRU when the half-life is short, LFU when it is long).
+// kLrfu: recency at the granularity of forward passes (tokens), frequency within: the victim
+// is an expert last used in the oldest pass, and among those the one with the lowest use
+// count, each use adding 1 to a count that halves every `slots` uses. Plain LRU ranks the
+// experts of a pass by layer, so with a cache smaller than the working set it evicts the
+// layers the next token reaches first; ranking by pass and then by count does not.
 enum class CachePolicy { kLru, kLfu, kLrfu };
 // "lru" / "lfu" / "lrfu"; InvalidArgument otherwise.
 absl::StatusOr<CachePolicy> ParseCachePolicy(const std::string& name);
@@ -80,6 +82,8 @@ class ExpertCache {
   void Prefetch(int layer, absl::Span<const int> experts);
   // Ends a step (a layer's MoE): drops the reservations of Prefetch.
   void EndStep();
+  // A new forward pass (a decoded token, or a prefill chunk) begins: recency for kLrfu.
+  void NewPass();
   // True when (layer, expert) is cached and its read has completed.
   bool Ready(int layer, int expert) const;
   // True when (layer, expert) is cached or its read is in flight.
