@@ -82,8 +82,8 @@ header() {
     within hit "MB/tok" "stall ms" "pf acc" slots pinned
 }
 
-bench_model() {
-  local name=$1 config=$2 limit=$3 prompt=$4 gen=$5
+bench_model() {  # name config limit prompt gen [budget label suffix] [quick]
+  local name=$1 config=$2 limit=$3 prompt=$4 gen=$5 quick=${6:-0}
   local model="$dir/$name-q4_0_pure.stmf"
   if [[ ! -f $model ]]; then
     echo "== writing the synthetic model $model (once)"
@@ -100,32 +100,41 @@ bench_model() {
   head -c "$half" README.md > "$dir/calibration.txt"
   tail -c +"$((half + 1))" README.md > "$dir/bench-text.txt"
   local text=(--text "$dir/bench-text.txt")
-  local profile="$dir/$name-routing.json"
+  local profile="$dir/$name-$limit-routing.json"
   if [[ ! -f $profile ]]; then
     "$build/infer/tools/st-bench" "${common[@]}" --text "$dir/calibration.txt" --reps 8 \
       --record_routing "$profile" "${mem[@]}" > /dev/null 2> "$dir/last_budget_run.log" || {
       echo "recording the routing profile failed:"; tail -3 "$dir/last_budget_run.log"; exit 1; }
   fi
-  header "$name: limit $limit, $threads threads, prompt $prompt, $gen decoded tokens"
-  run "in memory (no limit), text" 100000000000000 -- "${common[@]}" "${text[@]}"
+  header "$name: limit $((limit >> 20)) MiB, $threads threads, prompt $prompt, $gen decoded tokens"
+  [[ $quick == 2 ]] || run "in memory (no limit), text" 100000000000000 -- "${common[@]}" "${text[@]}"
   local p
   for p in lru lfu lrfu; do
     run "text, $p, prefetch" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" --cache_policy $p
+    [[ $quick != 0 && $p != lrfu ]] && continue
     run "text, $p, no prefetch" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" \
       --cache_policy $p --prefetch=false
   done
   run "text, lrfu, prefetch, pinned" "$limit" -- "${common[@]}" "${text[@]}" "${mem[@]}" \
     --cache_policy lrfu --pin_profile "$profile"
+  [[ $quick == 2 ]] && return 0
   for p in lru lfu lrfu; do
     run "uniform, $p, prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
       --cache_policy $p
+    [[ $quick != 0 && $p != lrfu ]] && continue
     run "uniform, $p, no prefetch" "$limit" -- "${common[@]}" "${mem[@]}" --uniform_routing \
       --cache_policy $p --prefetch=false
   done
 }
 
-[[ $models == *4b* ]] && bench_model 4b configs/model/smallthinker-4b-a0.6b.json 1073741824 32 32
-[[ $models == *21b* ]] && bench_model 21b configs/model/smallthinker-21b-a3b.json 8589934592 16 16
+if [[ $models == *4b* ]]; then
+  bench_model 4b configs/model/smallthinker-4b-a0.6b.json 1073741824 32 32
+  # A tighter budget, where the text's working set no longer fits and the policies differ.
+  bench_model 4b configs/model/smallthinker-4b-a0.6b.json 587202560 32 32 2
+fi
+if [[ $models == *21b* ]]; then
+  bench_model 21b configs/model/smallthinker-21b-a3b.json 8589934592 16 16 1
+fi
 echo
 echo "(peak: the cgroup's max_usage_in_bytes, RSS + page cache; within: peak <= limit. llama.cpp"
 echo " with mmap inside a 1 GiB limit decodes the 4B at about 0.6 tok/s here, 31 without a limit)"

@@ -35,6 +35,7 @@ void ForEachField(TrainConfig& c, Fn&& f) {
   f("grad_clip", c.grad_clip);
   f("lbl_coef", c.lbl_coef);
   f("lbl_window", c.lbl_window);
+  f("lbl_group_size", c.lbl_group_size);
   f("z_loss_coef", c.z_loss_coef);
   f("log_interval", c.log_interval);
   f("eval_interval", c.eval_interval);
@@ -139,6 +140,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (c.grad_clip < 0) return bad("grad_clip", "must be >= 0 (0 disables clipping)");
   if (c.lbl_coef < 0) return bad("lbl_coef", "must be >= 0");
   if (c.lbl_window < 1) return bad("lbl_window", "must be >= 1 micro-batch");
+  if (c.lbl_group_size < 0) {
+    return bad("lbl_group_size", "must be >= 0 (0 = all ranks, 1 = per rank)");
+  }
   if (c.z_loss_coef < 0) return bad("z_loss_coef", "must be >= 0");
   if (c.log_interval < 1) return bad("log_interval", "must be >= 1");
   if (c.eval_interval < 0) return bad("eval_interval", "must be >= 0");

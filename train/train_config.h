@@ -29,6 +29,9 @@ struct TrainConfig {
   // Router losses.
   double lbl_coef = 0.01;    // load-balance loss coefficient
   int lbl_window = 1;        // micro-batches pooled into the token fractions f_i
+  // Data-parallel runs: ranks per load-balance group whose token fractions are summed before
+  // the loss (1 = per-rank loss, 0 = the whole world: the global-batch loss).
+  int lbl_group_size = 0;
   double z_loss_coef = 0.0;  // router z-loss (0 = off)
   // Cadence.
   int64_t log_interval = 10;          // steps between console lines / metrics

@@ -1,4 +1,5 @@
-// st-train: pretrain a SmallThinker model from a JSON train config (single process).
+// st-train: pretrain a SmallThinker model from a JSON train config, in one process or
+// data-parallel over c10d (launch N copies: scripts/launch_local.sh, torchrun-style env, srun).
 #include <gflags/gflags.h>
 
 #include <cstdio>
@@ -18,6 +19,21 @@ DEFINE_int64(max_steps, 0, "override max_steps (also to extend a resumed run)");
 DEFINE_int32(threads, -1, "override intra-op threads (0 = all cores)");
 DEFINE_int64(stop_at_step, -1, "stop at this step as if interrupted (checkpoint is written)");
 DEFINE_bool(quiet, false, "no progress lines");
+// Data parallelism (c10d, Gloo). Unset flags fall back to RANK / WORLD_SIZE / LOCAL_RANK /
+// MASTER_ADDR / MASTER_PORT (torchrun), SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, or
+// OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK.
+DEFINE_int32(rank, 0, "this process's rank in [0, world_size)");
+DEFINE_int32(world_size, 1, "number of data-parallel processes");
+DEFINE_string(master_addr, "127.0.0.1", "host of rank 0 (runs the TCPStore rendezvous)");
+DEFINE_int32(master_port, 29500, "TCP port of the rendezvous on master_addr");
+DEFINE_string(store_file, "",
+              "rendezvous through this file on a shared filesystem instead of TCP");
+DEFINE_double(dist_timeout, 300,
+              "seconds a collective may wait for the other ranks before the run fails");
+DEFINE_int32(lbl_group_size, -1,
+             "override the train config's lbl_group_size (ranks per load-balance group; 1 = "
+             "per rank, 0 = all ranks)");
+DEFINE_int32(bucket_mb, 8, "gradient all-reduce bucket size in MiB");
 
 namespace {
 
@@ -52,6 +68,23 @@ int main(int argc, char** argv) {
   opts.resume = FLAGS_resume;
   opts.stop_at_step = FLAGS_stop_at_step;
   opts.quiet = FLAGS_quiet;
+  {
+    st::DistOptions& d = opts.dist;
+    d.rank = FLAGS_rank;
+    d.world = FLAGS_world_size;
+    d.master_addr = FLAGS_master_addr;
+    d.master_port = FLAGS_master_port;
+    d.store_file = FLAGS_store_file;
+    d.timeout_s = FLAGS_dist_timeout;
+    d.bucket_bytes = static_cast<int64_t>(FLAGS_bucket_mb) << 20;
+    auto is_default = [](const char* name) {
+      return gflags::GetCommandLineFlagInfoOrDie(name).is_default;
+    };
+    absl::Status s = st::DistOptionsFromEnv(&d, !is_default("rank"), !is_default("world_size"),
+                                            !is_default("master_addr"), !is_default("master_port"));
+    if (!s.ok()) return Fail(s);
+    if (FLAGS_bucket_mb < 1) return Fail(absl::InvalidArgumentError("--bucket_mb must be >= 1"));
+  }
   if (FLAGS_resume) {
     // The run's own configs come from its checkpoint, so the resumed run is the same run.
     auto state = st::ReadCheckpointState(FLAGS_run_dir + "/checkpoint.h5");
@@ -72,6 +105,7 @@ int main(int argc, char** argv) {
   if (!FLAGS_data.empty()) opts.train.data = FLAGS_data;
   if (FLAGS_max_steps > 0) opts.train.max_steps = FLAGS_max_steps;
   if (FLAGS_threads >= 0) opts.train.threads = FLAGS_threads;
+  if (FLAGS_lbl_group_size >= 0) opts.train.lbl_group_size = FLAGS_lbl_group_size;
   if (!FLAGS_resume) {
     auto model = st::LoadModelConfig(opts.train.model_config);
     if (!model.ok()) return Fail(model.status());

@@ -124,10 +124,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
         absl::StrCat(o.train.data, " has too little validation data for seq_len ", o.train.seq_len,
                      "; re-run st-data prepare with a larger --val_fraction"));
   }
+  DistOptions dopt = o.dist;
+  if (dopt.lbl_group_size == 0) dopt.lbl_group_size = o.train.lbl_group_size;
+  ST_ASSIGN_OR_RETURN(t->dist_, Distributed::Create(dopt));
+  const int rank = t->dist_->rank(), world = t->dist_->world();
+  if (rank != 0) o.quiet = true;  // rank 0 speaks for the job
   ST_ASSIGN_OR_RETURN(DataLoader sampler,
                       DataLoader::Create(t->train_data_.get(), o.train.seq_len,
-                                         o.train.micro_batch_size, o.train.seed, /*rank=*/0,
-                                         /*world=*/1));
+                                         o.train.micro_batch_size, o.train.seed, rank, world));
   t->sampler_ = std::make_unique<DataLoader>(std::move(sampler));
 
   // Model and optimizer.
@@ -143,8 +147,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   adam.eps = o.train.adam_eps;
   adam.weight_decay = o.train.weight_decay;
   t->optimizer_ = std::make_unique<AdamW>(named, adam);
+  // The DP-group load-balance loss: the token fractions are summed over this rank's group.
+  LoadBalancePool::Reducer reducer = nullptr;
+  if (t->dist_->lbl_group_size() > 1) {
+    Distributed* d = t->dist_.get();
+    reducer = [d](const torch::Tensor& counts) {
+      torch::Tensor c = counts.clone();
+      d->AllReduceSumLblGroup(c);
+      return c;
+    };
+  }
   t->lbl_pool_ = std::make_unique<LoadBalancePool>(
-      o.model.num_hidden_layers, o.model.moe_num_primary_experts, o.train.lbl_window);
+      o.model.num_hidden_layers, o.model.moe_num_primary_experts, o.train.lbl_window, reducer);
   t->schedule_.kind = o.train.schedule;
   t->schedule_.peak = o.train.lr;
   t->schedule_.warmup_steps = o.train.warmup_steps;
@@ -163,8 +177,23 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     t->step_ = resumed.step;
     if (!o.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)t->step_);
   }
-  ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "model.json", o.model.ToJson()));
-  ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "train.json", o.train.ToJson()));
+  // Identical starting parameters everywhere (rank 0's), then the gradient buckets.
+  try {
+    t->dist_->Broadcast(t->model_->parameters());
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("rank ", rank, ": broadcasting the initial "
+                                               "parameters failed: ",
+                                               e.what()));
+  }
+  t->dist_->AttachGradients(t->model_->parameters());
+  if (!o.quiet && world > 1) {
+    std::printf("data parallel: %d ranks, load-balance groups of %d, %d gradient buckets\n",
+                world, t->dist_->lbl_group_size(), t->dist_->buckets());
+  }
+  if (rank == 0) {
+    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "model.json", o.model.ToJson()));
+    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "train.json", o.train.ToJson()));
+  }
   return t;
 }
 
@@ -225,11 +254,26 @@ double Trainer::Evaluate() {
 }
 
 absl::Status Trainer::Run() {
+  try {
+    return RunSteps();
+  } catch (const std::exception& e) {
+    if (!dist_->enabled()) throw;
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", dist_->rank(), " of ", dist_->world(), " at step ", step_ + 1,
+        ": a collective failed (another rank died, or none answered within ",
+        dist_->options().timeout_s, " s): ", e.what(),
+        ". The last checkpoint is intact: restart every rank with --resume (any world size)"));
+  }
+}
+
+absl::Status Trainer::RunSteps() {
   const TrainConfig& c = opts_.train;
   const int S = c.seq_len, B = c.micro_batch_size;
   const int64_t end =
       opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps) : c.max_steps;
-  const int64_t tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S;
+  const int world = dist_->world(), rank = dist_->rank();
+  const int64_t tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S * world;
+  double allreduce_s = 0;  // waiting for gradient reductions after backward, this interval
   LossOptions loss_opt{c.lbl_coef, c.z_loss_coef};
   RouterStats stats(opts_.model.num_hidden_layers, opts_.model.moe_num_primary_experts);
   std::vector<torch::Tensor> params = model_->parameters();
@@ -251,6 +295,8 @@ absl::Status Trainer::Run() {
     optimizer_->ZeroGrad();
     double ce_sum = 0, lbl_sum = 0, z_sum = 0, loss_sum = 0;
     for (int m = 0; m < c.grad_accum_steps; ++m) {
+      // Only the last micro-batch's backward synchronises (accumulation needs no traffic).
+      if (m + 1 == c.grad_accum_steps) dist_->ArmGradientSync();
       ST_RETURN_IF_ERROR(sampler_->Next(buf.data()));
       torch::Tensor batch =
           torch::from_blob(buf.data(), {B, S + 1}, torch::kInt32).to(device_, torch::kInt64);
@@ -263,6 +309,16 @@ absl::Status Trainer::Run() {
       lbl_sum += terms.lbl.item<double>();
       z_sum += terms.z.item<double>();
       stats.Add(out.routing, terms.router_probs_LTE);
+    }
+    allreduce_s += dist_->FinishGradientSync();
+    if (world > 1) {  // the job's loss, not this rank's
+      torch::Tensor sums = torch::tensor({loss_sum, ce_sum, lbl_sum, z_sum}, torch::kFloat64);
+      dist_->AllReduceSum(sums);
+      sums.div_(world);
+      loss_sum = sums[0].item<double>();
+      ce_sum = sums[1].item<double>();
+      lbl_sum = sums[2].item<double>();
+      z_sum = sums[3].item<double>();
     }
     const double max_norm = c.grad_clip > 0 ? c.grad_clip : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
@@ -286,17 +342,43 @@ absl::Status Trainer::Run() {
       const double eta = elapsed / (step_ - first_step) * (end - step_);
       const std::vector<double> sparsity = stats.ReGLUSparsity();
       const std::vector<double> entropy = stats.RouterEntropy();
+      // Expert load per load-balance group: each group's mean of its ranks' fractions.
+      nlohmann::json group_load;
+      if (world > 1) {
+        const int G = world / dist_->lbl_group_size();
+        const int L = opts_.model.num_hidden_layers, E = opts_.model.moe_num_primary_experts;
+        torch::Tensor t = torch::zeros({G, L, E}, torch::kFloat64);
+        const std::vector<std::vector<double>> load = stats.ExpertLoad();
+        for (int l = 0; l < L; ++l) {
+          for (int e = 0; e < E; ++e) {
+            t[dist_->lbl_group()][l][e] = load[l][e] / dist_->lbl_group_size();
+          }
+        }
+        dist_->AllReduceSum(t);
+        for (int g = 0; g < G; ++g) {
+          std::vector<std::vector<double>> gl(L, std::vector<double>(E));
+          for (int l = 0; l < L; ++l) {
+            for (int e = 0; e < E; ++e) gl[l][e] = t[g][l][e].item<double>();
+          }
+          group_load.push_back(gl);
+        }
+      }
       double mean_sparsity = 0, mean_entropy = 0;
       for (size_t l = 0; l < sparsity.size(); ++l) {
         mean_sparsity += sparsity[l] / sparsity.size();
         mean_entropy += entropy[l] / entropy.size();
       }
       if (!opts_.quiet) {
+        std::string dp;
+        if (world > 1) {
+          dp = absl::StrFormat(" | allreduce wait %.1f ms/step",
+                               1e3 * allreduce_s / std::max<int64_t>(interval_steps, 1));
+        }
         std::printf(
             "step %6lld/%lld | loss %.4f | ce %.4f | lbl %.3f | lr %.2e | gnorm %.2f | "
-            "%.0f tok/s | sparsity %.2f | ETA %s\n",
+            "%.0f tok/s | sparsity %.2f%s | ETA %s\n",
             (long long)step_, (long long)end, loss_sum * inv, ce_sum * inv, lbl_sum * inv, lr,
-            grad_norm, tok_s, mean_sparsity, FormatDuration(eta).c_str());
+            grad_norm, tok_s, mean_sparsity, dp.c_str(), FormatDuration(eta).c_str());
         std::fflush(stdout);
       }
       nlohmann::json j = {{"type", "train"},
@@ -310,18 +392,28 @@ absl::Status Trainer::Run() {
                           {"tokens", step_ * tokens_per_step},
                           {"tokens_per_s", tok_s},
                           {"elapsed_s", elapsed}};
-      AppendMetrics(j.dump());
+      if (world > 1) {
+        j["world"] = world;
+        j["allreduce_wait_ms_per_step"] = 1e3 * allreduce_s / std::max<int64_t>(interval_steps, 1);
+      }
+      if (rank == 0) AppendMetrics(j.dump());
       nlohmann::json r = {{"type", "router"},
                           {"step", step_},
                           {"expert_load", stats.ExpertLoad()},
                           {"router_entropy", entropy},
                           {"reglu_sparsity", sparsity}};
-      AppendMetrics(r.dump());
+      if (world > 1) {
+        r["lbl_group_size"] = dist_->lbl_group_size();
+        r["group_expert_load"] = group_load;
+      }
+      if (rank == 0) AppendMetrics(r.dump());
       stats.Reset();
       interval_start = now;
       interval_steps = 0;
+      allreduce_s = 0;
     }
-    if ((c.eval_interval > 0 && step_ % c.eval_interval == 0) || step_ == c.max_steps) {
+    if (rank == 0 &&
+        ((c.eval_interval > 0 && step_ % c.eval_interval == 0) || step_ == c.max_steps)) {
       const double val = Evaluate();
       model_->train();
       if (!opts_.quiet) {
@@ -334,7 +426,8 @@ absl::Status Trainer::Run() {
               {{"type", "eval"}, {"step", step_}, {"val_loss", val}, {"val_ppl", std::exp(val)}})
               .dump());
     }
-    if ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == end) {
+    if (rank == 0 &&
+        ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == end)) {
       ST_RETURN_IF_ERROR(SaveCheckpointNow());
       if (!opts_.quiet) {
         std::printf("saved %s (step %lld)\n", checkpoint_path().c_str(), (long long)step_);

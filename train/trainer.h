@@ -1,5 +1,7 @@
-// Trainer: the single-process pretraining loop (micro-batches, accumulation, clipping,
-// schedule, periodic validation, progress, JSON-lines metrics, HDF5 checkpoints, resume).
+// Trainer: the pretraining loop (micro-batches, accumulation, clipping, schedule, periodic
+// validation, progress, JSON-lines metrics, HDF5 checkpoints, resume), in one process or
+// data-parallel over c10d (distributed.h): every rank reads its own share of the data, the
+// gradients are averaged, rank 0 alone evaluates, logs and writes checkpoints.
 //
 // A run directory holds: checkpoint.h5 (latest), metrics.jsonl (one JSON object a line:
 // "train", "eval" and "router" records), and config copies for people (model.json,
@@ -16,6 +18,7 @@
 #include "data/token_dataset.h"
 #include "model/config.h"
 #include "model/transformer.h"
+#include "train/distributed.h"
 #include "train/losses.h"
 #include "train/optim.h"
 #include "train/train_config.h"
@@ -30,6 +33,8 @@ struct TrainerOptions {
   bool resume = false;         // continue from run_dir/checkpoint.h5
   int64_t stop_at_step = -1;   // stop (and checkpoint) here, as if interrupted; -1 = off
   bool quiet = false;          // no console progress
+  // Data parallelism (world 1: a single process). The trainer owns the process group.
+  DistOptions dist;
 };
 
 struct StepRecord {
@@ -54,6 +59,7 @@ class Trainer {
   double Evaluate();
 
   int64_t step() const { return step_; }
+  const Distributed& dist() const { return *dist_; }
   const std::vector<StepRecord>& history() const { return history_; }
   SmallThinkerForCausalLM& model() { return model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
@@ -62,12 +68,14 @@ class Trainer {
  private:
   Trainer() = default;
   absl::Status SaveCheckpointNow();
+  absl::Status RunSteps();
   void AppendMetrics(const std::string& json_line);
 
   TrainerOptions opts_;
   torch::Device device_{torch::kCPU};
   std::unique_ptr<TokenDataset> train_data_, val_data_;
-  std::unique_ptr<DataLoader> sampler_;  // rank 0 of world 1 until data parallelism lands
+  std::unique_ptr<Distributed> dist_;
+  std::unique_ptr<DataLoader> sampler_;  // this rank's share of the data stream
   SmallThinkerForCausalLM model_{nullptr};
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LoadBalancePool> lbl_pool_;
