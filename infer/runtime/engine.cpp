@@ -366,7 +366,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
     L.rope = c.layer_uses_rope[l];
     L.window = c.layer_uses_sliding[l] ? c.sliding_window_size : 0;
     const int64_t ring =
-        std::min<int64_t>(static_cast<int64_t>(L.window) + ring_extra, c.max_position_embeddings);
+        std::min<int64_t>(static_cast<int64_t>(L.window) + ring_extra, e->max_context_);
     L.kv.Init(options.kv_f16, KV, L.window, ring);
     for (int x = 0; x < E; ++x) {
       ST_ASSIGN_OR_RETURN(ExpertExtent ex, f.GetExpertExtent(l, x));
