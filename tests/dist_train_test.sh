@@ -118,4 +118,27 @@ check "the last checkpoint is intact" test $? -eq 0
 check "resumes on 1 rank" test $? -eq 0
 check "resumed run reached step 12" grep -q '"step":12' "$work/kill/metrics.jsonl"
 
+# 4. A rank hangs (stopped, its sockets open): the other fails once --dist_timeout has passed.
+port=$((MASTER_PORT + 11))
+RANK=0 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
+  --run_dir "$work/hang" --dist_timeout 5 > "$work/hang0.log" 2>&1 &
+r0=$!
+RANK=1 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
+  --run_dir "$work/hang" --dist_timeout 5 > "$work/hang1.log" 2>&1 &
+r1=$!
+for _ in $(seq 1 600); do
+  if grep -q "step      3/" "$work/hang0.log"; then break; fi
+  sleep 0.1
+done
+kill -STOP "$r1"
+start=$(date +%s)
+wait "$r0"
+rc=$?
+took=$(($(date +%s) - start))
+kill -9 "$r1" 2> /dev/null
+wait "$r1" 2> /dev/null
+check "rank 0 fails when rank 1 hangs (status $rc)" test "$rc" -ne 0
+check "after the 5 s timeout, not much later (${took} s)" test "$took" -ge 4 -a "$took" -le 30
+check "the hang error names the timeout" grep -q "none answered within 5 s" "$work/hang0.log"
+
 exit $fail

@@ -1,5 +1,6 @@
 // Trainer tests: checkpoint round trip, exact resume, learning on the KJV text, bad input.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -8,11 +9,14 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "data/hdf5.h"
 #include "data/token_dataset.h"
 #include "model/config.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
+#include "train/losses.h"
 #include "train/trainer.h"
 
 namespace st {
@@ -331,6 +335,105 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
               after);
   EXPECT_GT(before, unigram);  // an untrained model is no better than counting
   EXPECT_LT(after, 0.75 * unigram);
+}
+
+
+// The DP-group load-balance loss on 4 ranks (threads of this process, Gloo over loopback,
+// rendezvous through a FileStore): with groups of 1, 2 and 4 ranks every rank's loss equals
+// E * sum_i f_i * p_i computed here in one process, with f_i pooled over the ranks of its group.
+TEST(DistributedTest, LoadBalanceLossOverGroupsMatchesOneProcess) {
+  constexpr int kWorld = 4, L = 2, E = 4, T = 6;
+  // Every rank's routing counts and router probabilities, fixed up front.
+  std::vector<torch::Tensor> counts(kWorld), probs(kWorld);
+  torch::manual_seed(7);
+  for (int r = 0; r < kWorld; ++r) {
+    counts[r] = torch::randint(0, 20, {L, E}, torch::kInt64);
+    probs[r] = torch::softmax(torch::randn({L, T, E}), -1);
+  }
+  for (int group : {1, 2, 4}) {
+    SCOPED_TRACE("lbl_group_size " + std::to_string(group));
+    const std::string store = ::testing::TempDir() + "/lbl_store_" + std::to_string(group) + "_" +
+                              std::to_string(::getpid());
+    std::remove(store.c_str());
+    std::vector<double> got(kWorld * L, -1.0);
+    std::vector<std::string> errors(kWorld);
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < kWorld; ++r) {
+      ranks.emplace_back([&, r] {
+        DistOptions o;
+        o.rank = r;
+        o.world = kWorld;
+        o.store_file = store;
+        o.lbl_group_size = group;
+        o.timeout_s = 60;
+        auto d = Distributed::Create(o);
+        if (!d.ok()) {
+          errors[r] = std::string(d.status().message());
+          return;
+        }
+        Distributed* dist = d->get();
+        LoadBalancePool pool(L, E, /*window=*/1, [dist](const torch::Tensor& c) {
+          torch::Tensor x = c.clone();
+          dist->AllReduceSumLblGroup(x);
+          return x;
+        });
+        const torch::Tensor f = pool.Push(counts[r]);
+        for (int l = 0; l < L; ++l) {
+          got[r * L + l] = LoadBalanceLoss(probs[r][l], f[l]).item<double>();
+        }
+        dist->Barrier();
+      });
+    }
+    for (std::thread& t : ranks) t.join();
+    for (int r = 0; r < kWorld; ++r) ASSERT_EQ(errors[r], "") << "rank " << r;
+    for (int r = 0; r < kWorld; ++r) {
+      const int g0 = r / group * group;
+      torch::Tensor sum = torch::zeros({L, E}, torch::kFloat64);
+      for (int q = g0; q < g0 + group; ++q) sum += counts[q].to(torch::kFloat64);
+      for (int l = 0; l < L; ++l) {
+        const torch::Tensor f = sum[l] / sum[l].sum();
+        const double want =
+            E * (f * probs[r][l].to(torch::kFloat64).mean(0)).sum().item<double>();
+        EXPECT_NEAR(got[r * L + l], want, 1e-5) << "rank " << r << " layer " << l;
+      }
+    }
+    std::remove(store.c_str());
+  }
+}
+
+TEST(DistributedTest, BadLaunchSettingsGiveClearErrors) {
+  DistOptions o;
+  o.world = 2;
+  o.rank = 2;
+  EXPECT_NE(ValidateDistOptions(o).message().find("outside [0, 2)"), std::string::npos);
+  o.rank = 0;
+  o.lbl_group_size = 3;
+  EXPECT_NE(ValidateDistOptions(o).message().find("must divide the world size 2"),
+            std::string::npos);
+  o.lbl_group_size = 0;
+  o.timeout_s = 0;
+  EXPECT_FALSE(ValidateDistOptions(o).ok());
+  // The environment of torchrun, then Slurm's when torchrun's is absent.
+  DistOptions e;
+  ::setenv("SLURM_PROCID", "3", 1);
+  ::setenv("SLURM_NTASKS", "4", 1);
+  ::setenv("MASTER_PORT", "29999", 1);
+  ASSERT_TRUE(DistOptionsFromEnv(&e, false, false, false, false).ok());
+  EXPECT_EQ(e.rank, 3);
+  EXPECT_EQ(e.world, 4);
+  EXPECT_EQ(e.master_port, 29999);
+  ::setenv("RANK", "1", 1);
+  ::setenv("WORLD_SIZE", "2", 1);
+  DistOptions t;
+  t.rank = 0;
+  ASSERT_TRUE(DistOptionsFromEnv(&t, /*explicit_rank=*/true, false, false, false).ok());
+  EXPECT_EQ(t.rank, 0);  // a flag wins over the environment
+  EXPECT_EQ(t.world, 2);
+  ::setenv("WORLD_SIZE", "two", 1);
+  EXPECT_FALSE(DistOptionsFromEnv(&t, false, false, false, false).ok());
+  for (const char* v : {"SLURM_PROCID", "SLURM_NTASKS", "MASTER_PORT", "RANK", "WORLD_SIZE"}) {
+    ::unsetenv(v);
+  }
 }
 
 }  // namespace
