@@ -1,7 +1,7 @@
 // Trainer tests: checkpoint round trip, exact resume, learning on the KJV text, bad input.
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -337,7 +337,6 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   EXPECT_LT(after, 0.75 * unigram);
 }
 
-
 // The DP-group load-balance loss on 4 ranks (threads of this process, Gloo over loopback,
 // rendezvous through a FileStore): with groups of 1, 2 and 4 ranks every rank's loss equals
 // E * sum_i f_i * p_i computed here in one process, with f_i pooled over the ranks of its group.
@@ -392,8 +391,7 @@ TEST(DistributedTest, LoadBalanceLossOverGroupsMatchesOneProcess) {
       for (int q = g0; q < g0 + group; ++q) sum += counts[q].to(torch::kFloat64);
       for (int l = 0; l < L; ++l) {
         const torch::Tensor f = sum[l] / sum[l].sum();
-        const double want =
-            E * (f * probs[r][l].to(torch::kFloat64).mean(0)).sum().item<double>();
+        const double want = E * (f * probs[r][l].to(torch::kFloat64).mean(0)).sum().item<double>();
         EXPECT_NEAR(got[r * L + l], want, 1e-5) << "rank " << r << " layer " << l;
       }
     }

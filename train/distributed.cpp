@@ -4,12 +4,12 @@
 
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
+
+#include <cstdlib>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-
-#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -53,15 +53,13 @@ absl::Status DistOptionsFromEnv(DistOptions* o, bool explicit_rank, bool explici
                                 bool explicit_addr, bool explicit_port) {
   int v = 0;
   if (!explicit_rank) {
-    ST_ASSIGN_OR_RETURN(bool got, EnvInt({"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK",
-                                          "PMI_RANK"},
-                                         &v));
+    ST_ASSIGN_OR_RETURN(bool got,
+                        EnvInt({"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"}, &v));
     if (got) o->rank = v;
   }
   if (!explicit_world) {
-    ST_ASSIGN_OR_RETURN(bool got, EnvInt({"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-                                          "PMI_SIZE"},
-                                         &v));
+    ST_ASSIGN_OR_RETURN(
+        bool got, EnvInt({"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, &v));
     if (got) o->world = v;
   }
   ST_ASSIGN_OR_RETURN(bool got_local,
@@ -114,9 +112,8 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistOptio
   d->opt_ = o;
   d->lbl_size_ = o.lbl_group_size == 0 ? o.world : o.lbl_group_size;
   if (o.world == 1) return d;
-  const std::string where = o.store_file.empty()
-                                ? absl::StrCat(o.master_addr, ":", o.master_port)
-                                : absl::StrCat("file ", o.store_file);
+  const std::string where = o.store_file.empty() ? absl::StrCat(o.master_addr, ":", o.master_port)
+                                                 : absl::StrCat("file ", o.store_file);
   try {
     if (!o.store_file.empty()) {
       d->store_ = c10::make_intrusive<c10d::FileStore>(o.store_file, o.world);
@@ -145,8 +142,8 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistOptio
       }
       return MakeGloo(st, r, n, o.timeout_s, device_host);
     };
-    d->world_pg_ = make(c10::make_intrusive<c10d::PrefixStore>("world", d->store_), o.rank,
-                        o.world);
+    d->world_pg_ =
+        make(c10::make_intrusive<c10d::PrefixStore>("world", d->store_), o.rank, o.world);
     if (d->lbl_size_ == o.world) {
       d->lbl_pg_ = d->world_pg_;
     } else if (d->lbl_size_ > 1) {
@@ -156,8 +153,8 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistOptio
     }
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat(
-        "rank ", o.rank, " of ", o.world, ": rendezvous at ", where, " failed within ",
-        o.timeout_s, " s: ", e.what(),
+        "rank ", o.rank, " of ", o.world, ": rendezvous at ", where, " failed within ", o.timeout_s,
+        " s: ", e.what(),
         " (are all ranks started, with the same --master_addr/--master_port or --store_file?)"));
   }
   return d;

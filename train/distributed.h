@@ -32,9 +32,9 @@ struct DistOptions {
   int local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  std::string store_file;   // rendezvous through this file (shared filesystem) instead of TCP
-  double timeout_s = 300;   // a collective (or the rendezvous) waiting longer fails the run
-  int lbl_group_size = 0;   // ranks per load-balance-loss group; 0 = the whole world
+  std::string store_file;  // rendezvous through this file (shared filesystem) instead of TCP
+  double timeout_s = 300;  // a collective (or the rendezvous) waiting longer fails the run
+  int lbl_group_size = 0;  // ranks per load-balance-loss group; 0 = the whole world
   int64_t bucket_bytes = 8 << 20;  // gradient all-reduce bucket size
 };
 

@@ -5,8 +5,8 @@
 #include <cstdio>
 
 #include "model/config.h"
-#include "train/cli.h"
 #include "train/checkpoint.h"
+#include "train/cli.h"
 #include "train/trainer.h"
 
 DEFINE_string(config, "", "train config JSON (configs/train/*.json)");
@@ -26,8 +26,7 @@ DEFINE_int32(rank, 0, "this process's rank in [0, world_size)");
 DEFINE_int32(world_size, 1, "number of data-parallel processes");
 DEFINE_string(master_addr, "127.0.0.1", "host of rank 0 (runs the TCPStore rendezvous)");
 DEFINE_int32(master_port, 29500, "TCP port of the rendezvous on master_addr");
-DEFINE_string(store_file, "",
-              "rendezvous through this file on a shared filesystem instead of TCP");
+DEFINE_string(store_file, "", "rendezvous through this file on a shared filesystem instead of TCP");
 DEFINE_double(dist_timeout, 300,
               "seconds a collective may wait for the other ranks before the run fails");
 DEFINE_int32(lbl_group_size, -1,

@@ -181,14 +181,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   try {
     t->dist_->Broadcast(t->model_->parameters());
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("rank ", rank, ": broadcasting the initial "
+    return absl::UnavailableError(absl::StrCat("rank ", rank,
+                                               ": broadcasting the initial "
                                                "parameters failed: ",
                                                e.what()));
   }
   t->dist_->AttachGradients(t->model_->parameters());
   if (!o.quiet && world > 1) {
-    std::printf("data parallel: %d ranks, load-balance groups of %d, %d gradient buckets\n",
-                world, t->dist_->lbl_group_size(), t->dist_->buckets());
+    std::printf("data parallel: %d ranks, load-balance groups of %d, %d gradient buckets\n", world,
+                t->dist_->lbl_group_size(), t->dist_->buckets());
   }
   if (rank == 0) {
     ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "model.json", o.model.ToJson()));
