@@ -9,16 +9,15 @@ cd "$(dirname "$0")/.."
 ./build/train/st-train-bench --model_config configs/model/tiny.json --seq_len 128 --batch 16 --steps 20 "$@"
 ./build/train/st-train-bench --model_config configs/model/small.json --seq_len 512 --batch 8 --steps 4 "$@"
 
-# Data parallelism: the small config for a few steps, 1 process x 2 threads against 2 processes
-# x 1 thread (scripts/launch_local.sh) with the same global batch (8 x 512 tokens), on the KJV
-# data of scripts/demo.sh (prepared here when missing). Prints tokens/s and the time a step
+# Data parallelism: the small config (byte vocabulary) for a few steps, 1 process x 2 threads
+# against 2 processes x 1 thread (scripts/launch_local.sh) with the same global batch (8 x 512
+# tokens), on the KJV as bytes (prepared here when missing). Prints tokens/s and the time a step
 # waits for the gradient all-reduce after its backward.
-if [[ ! -f runs/data/kjv/manifest.json ]]; then
+if [[ ! -f runs/data/kjv-bytes/manifest.json ]] ||
+  ! grep -q '"complete": *true' runs/data/kjv-bytes/manifest.json; then
   bash scripts/prepare_corpus.sh runs/data
-  [[ -s runs/data/kjv-bpe4096.json ]] || ./build/data/st-data train-tokenizer \
-    --input runs/data/kjv.txt --vocab_size 4096 --output runs/data/kjv-bpe4096.json
-  ./build/data/st-data prepare --tokenizer runs/data/kjv-bpe4096.json --input runs/data/kjv.txt \
-    --output runs/data/kjv --val_fraction 0.01 --model_config configs/model/tiny.json
+  ./build/data/st-data prepare --tokenizer byte --input runs/data/kjv.txt \
+    --output runs/data/kjv-bytes --val_fraction 0.01 --overwrite
 fi
 dp=runs/bench-dp
 rm -rf "$dp" && mkdir -p "$dp"
@@ -28,7 +27,7 @@ import json, os, sys
 n, out = int(sys.argv[1]), sys.argv[2]
 c = json.load(open("configs/train/small.json"))
 c["model_config"] = os.path.abspath("configs/model/small.json")
-c["data"] = os.path.abspath("runs/data/kjv")
+c["data"] = os.path.abspath("runs/data/kjv-bytes")
 c.update(micro_batch_size=8 // n, grad_accum_steps=1, max_steps=8, warmup_steps=2,
          log_interval=4, eval_interval=0, checkpoint_interval=0, threads=2 // n)
 json.dump(c, open(out, "w"))
