@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "infer/format/model_file.h"
+#include "infer/quant/kernels.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/expert_cache.h"
 
@@ -309,10 +310,12 @@ TEST_P(RuntimeTest, ForwardMatchesNaiveRecomputeAcrossWindowWrap) {
   // Batched prefill (tokens grouped by expert, chunks that cross window boundaries) gives every
   // position's logits as the one-token decode did, with SIMD and scalar kernels, 1 or 2 threads.
   for (int chunk : {3, 5, 16}) {
-    for (bool simd : {true, false}) {
+    for (int kernels : {2, 1, 0}) {  // the best table, AVX2, scalar
+      const bool simd = kernels > 0;
       EngineOptions o = opt;
       o.prefill_chunk = chunk;
       o.simd = simd;
+      o.avx512 = kernels == 2;
       o.threads = simd ? 2 : 1;
       auto eng2 = Engine::Load(path, o);
       ASSERT_TRUE(eng2.ok()) << eng2.status();
@@ -323,10 +326,13 @@ TEST_P(RuntimeTest, ForwardMatchesNaiveRecomputeAcrossWindowWrap) {
       for (size_t s = 0; s < ids.size(); ++s) {
         for (size_t i = 0; i < V; ++i) {
           ASSERT_NEAR(all[s * V + i], decoded[s][i], 1e-4)
-              << "chunk " << chunk << " simd " << simd << " position " << s << " logit " << i;
+              << "chunk " << chunk << " kernels " << kernels << " position " << s << " logit " << i;
         }
       }
       EXPECT_EQ((*eng2)->stats().reglu_total, e.stats().reglu_total / 2);
+      if (kernels == 1 && Avx2Kernels() != nullptr) {
+        EXPECT_EQ((*eng2)->KernelName(), "avx2+fma+f16c");
+      }
     }
   }
 

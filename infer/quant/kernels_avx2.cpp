@@ -116,89 +116,175 @@ void RowDotsQuant(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t 
   }
 }
 
-// 16 bytes of Q4_0 nibbles -> 32 unsigned bytes q in [0, 15], element order.
-inline __m256i NibblesU(const uint8_t* qs) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
+// ---- Q4_0 four blocks a step against the activation groups (kernels.h) ----
+// One group of four Q4_0 blocks (72 bytes at p): unsigned nibbles of blocks 0-1 and 2-3 in
+// the activation groups' layout (16 low-nibble bytes of block k at 16k of lo, the high ones
+// in hi), and the block scales, each over its four int32 lanes.
+struct GroupQ4 {
+  __m256i lo01, hi01, lo23, hi23;
+  __m256 d01, d23;
+};
+
+inline uint16_t Load16(const uint8_t* p) {
+  uint16_t v;
+  __builtin_memcpy(&v, p, 2);
+  return v;
 }
 
-constexpr int64_t kMaxGemvBlocks = 512;  // rows up to 16384 elements take the fast path
+inline GroupQ4 LoadGroupQ4(const uint8_t* p) {
+  const __m256i a = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 20)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)));
+  const __m256i b = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 56)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 38)));
+  const __m256i m = _mm256_set1_epi8(0x0F);
+  GroupQ4 g;
+  g.lo01 = _mm256_and_si256(a, m);
+  g.hi01 = _mm256_and_si256(_mm256_srli_epi16(a, 4), m);
+  g.lo23 = _mm256_and_si256(b, m);
+  g.hi23 = _mm256_and_si256(_mm256_srli_epi16(b, 4), m);
+  const __m128i h = _mm_setr_epi16(
+      static_cast<int16_t>(Load16(p)), static_cast<int16_t>(Load16(p + 18)),
+      static_cast<int16_t>(Load16(p + 36)), static_cast<int16_t>(Load16(p + 54)), 0, 0, 0, 0);
+  const __m256 d = _mm256_castps128_ps256(_mm_cvtph_ps(h));
+  g.d01 = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  g.d23 = _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3));
+  return g;
+}
 
-// Q4_0 decode GEMV, two rows at a time sharing the activation loads. Unsigned nibbles go
-// straight into maddubs: w . x = sum_b dw dx (q_u . x_b - 8 sum(x_b)), the second term from a
-// per-call table xc[b] = 8 dx sum(x_b), so no per-block sign fix-ups are needed.
-void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* xrow, int64_t nb, float* y) {
-  if (nb > kMaxGemvBlocks) {
-    for (int64_t r = 0; r < rows; ++r) RowDotsQuant<true>(W + r * rb, xrow, 0, 1, nb, y + r, 0);
-    return;
-  }
-  const BlockQ8_0* x = Q8ActBlocks(xrow, nb);
-  const float* xd = Q8ActScales(xrow);
-  float xc[kMaxGemvBlocks];
+// acc += the group's contribution (8 lanes; their sum is the dot product). xg: the group.
+inline __m256 GroupDot(const GroupQ4& w, const uint8_t* xg, __m256 acc) {
   const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), LoadQ8(x[b].qs));
-    const __m256i s32 = _mm256_madd_epi16(s16, ones);
-    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
-    xc[b] = 8.0f * static_cast<float>(_mm_cvtsi128_si32(t)) * xd[b];
+  auto ld = [](const uint8_t* q) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  };
+  const __m256i s01 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w.lo01, ld(xg)),
+                                                         _mm256_maddubs_epi16(w.hi01, ld(xg + 64))),
+                                        ones);
+  const __m256i s23 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w.lo23, ld(xg + 32)),
+                                                         _mm256_maddubs_epi16(w.hi23, ld(xg + 96))),
+                                        ones);
+  const float* dx = reinterpret_cast<const float*>(xg + 128);
+  const float* cx = dx + 16;
+  acc = _mm256_fmadd_ps(
+      w.d01, _mm256_fmsub_ps(_mm256_cvtepi32_ps(s01), _mm256_loadu_ps(dx), _mm256_loadu_ps(cx)),
+      acc);
+  return _mm256_fmadd_ps(
+      w.d23,
+      _mm256_fmsub_ps(_mm256_cvtepi32_ps(s23), _mm256_loadu_ps(dx + 8), _mm256_loadu_ps(cx + 8)),
+      acc);
+}
+
+// The nb % 4 tail blocks (none in the released shapes) from the base part of the row.
+float TailQ4(const uint8_t* w, const uint8_t* xrow, int64_t nb) {
+  const BlockQ4_0* wb = Q4(w);
+  const BlockQ8_0* xb = Q8ActBlocks(xrow, nb);
+  const float* xd = Q8ActScales(xrow);
+  float sum = 0.f;
+  for (int64_t b = nb & ~int64_t{3}; b < nb; ++b) {
+    int32_t isum = 0;
+    for (int i = 0; i < kQBlock / 2; ++i) {
+      isum += ((wb[b].qs[i] & 0x0F) - 8) * xb[b].qs[i];
+      isum += ((wb[b].qs[i] >> 4) - 8) * xb[b].qs[i + kQBlock / 2];
+    }
+    sum += Half(wb[b].d) * xd[b] * static_cast<float>(isum);
   }
+  return sum;
+}
+
+constexpr int64_t kGroupBytes = 4 * sizeof(BlockQ4_0);  // 72
+
+// Decode GEMV, two rows a step sharing the activation loads; rows 16 ahead are prefetched.
+void GemvQ4Grouped(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, int64_t nb,
+                   float* y) {
+  const int64_t ng = nb / 4;
+  const uint8_t* xg = Q8ActGroups(x, nb);
   int64_t r = 0;
   for (; r + 2 <= rows; r += 2) {
     const uint8_t* p0 = W + r * rb;
     const uint8_t* p1 = p0 + rb;
-    const BlockQ4_0* w0 = Q4(p0);
-    const BlockQ4_0* w1 = Q4(p1);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
-    float c0 = 0.f, c1 = 0.f, e0 = 0.f, e1 = 0.f;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-      // The next pair of rows, same offset (rows are contiguous).
-      _mm_prefetch(reinterpret_cast<const char*>(w0 + b) + 2 * rb, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(w1 + b) + 2 * rb, _MM_HINT_T0);
-      const __m256i y0 = LoadQ8(x[b].qs), y1 = LoadQ8(x[b + 1].qs);
-      const float d00 = Half(w0[b].d), d01 = Half(w0[b + 1].d);
-      const float d10 = Half(w1[b].d), d11 = Half(w1[b + 1].d);
-      a0 = _mm256_fmadd_ps(
-          _mm256_set1_ps(d00 * xd[b]),
-          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
-          a0);
-      b0 = _mm256_fmadd_ps(_mm256_set1_ps(d01 * xd[b + 1]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w0[b + 1].qs), y1), ones)),
-                           b0);
-      a1 = _mm256_fmadd_ps(
-          _mm256_set1_ps(d10 * xd[b]),
-          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
-          a1);
-      b1 = _mm256_fmadd_ps(_mm256_set1_ps(d11 * xd[b + 1]),
-                           _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                               _mm256_maddubs_epi16(NibblesU(w1[b + 1].qs), y1), ones)),
-                           b1);
-      c0 += d00 * xc[b];
-      e0 += d01 * xc[b + 1];
-      c1 += d10 * xc[b];
-      e1 += d11 * xc[b + 1];
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (int64_t g = 0; g < ng; ++g) {
+      _mm_prefetch(reinterpret_cast<const char*>(p0 + 16 * rb + g * kGroupBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p1 + 16 * rb + g * kGroupBytes), _MM_HINT_T0);
+      const uint8_t* xgg = xg + g * kQ8GroupBytes;
+      a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xgg, a0);
+      a1 = GroupDot(LoadGroupQ4(p1 + g * kGroupBytes), xgg, a1);
     }
-    for (; b < nb; ++b) {
-      const __m256i y0 = LoadQ8(x[b].qs);
-      const float d00 = Half(w0[b].d), d10 = Half(w1[b].d);
-      a0 = _mm256_fmadd_ps(
-          _mm256_set1_ps(d00 * xd[b]),
-          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w0[b].qs), y0), ones)),
-          a0);
-      a1 = _mm256_fmadd_ps(
-          _mm256_set1_ps(d10 * xd[b]),
-          _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(NibblesU(w1[b].qs), y0), ones)),
-          a1);
-      c0 += d00 * xc[b];
-      c1 += d10 * xc[b];
-    }
-    y[r] = Hsum(_mm256_add_ps(a0, b0)) - (c0 + e0);
-    y[r + 1] = Hsum(_mm256_add_ps(a1, b1)) - (c1 + e1);
+    y[r] = Hsum(a0) + ((nb & 3) ? TailQ4(p0, x, nb) : 0.f);
+    y[r + 1] = Hsum(a1) + ((nb & 3) ? TailQ4(p1, x, nb) : 0.f);
   }
-  if (r < rows) RowDotsQuant<true>(W + r * rb, xrow, 0, 1, nb, y + r, 0);
+  for (; r < rows; ++r) {
+    const uint8_t* p0 = W + r * rb;
+    __m256 a0 = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
+    }
+    y[r] = Hsum(a0) + ((nb & 3) ? TailQ4(p0, x, nb) : 0.f);
+  }
+}
+
+// Scattered rows; the row after next is prefetched as the groups go by.
+void GemvRowsQ4Grouped(const uint8_t* const* rows, int64_t m, const uint8_t* x, int64_t nb,
+                       float* y) {
+  const int64_t ng = nb / 4;
+  const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(BlockQ4_0));
+  const uint8_t* xg = Q8ActGroups(x, nb);
+  for (int64_t j = 0; j < (m < 2 ? m : 2); ++j) {
+    for (int64_t o = 0; o < row_bytes; o += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(rows[j] + o), _MM_HINT_T0);
+    }
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    const uint8_t* p = rows[j];
+    const uint8_t* pn = j + 2 < m ? rows[j + 2] : nullptr;
+    __m256 a0 = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      if (pn != nullptr) {
+        _mm_prefetch(reinterpret_cast<const char*>(pn + g * kGroupBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(pn + g * kGroupBytes + 64), _MM_HINT_T0);
+      }
+      a0 = GroupDot(LoadGroupQ4(p + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
+    }
+    y[j] = Hsum(a0) + ((nb & 3) ? TailQ4(p, x, nb) : 0.f);
+  }
+}
+
+// Prefill: one row against T activation rows, each group unpacked once for four tokens.
+void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t nb, float* y,
+                      int64_t ys) {
+  const int64_t ng = nb / 4;
+  const size_t go = Q8ActBaseBytes(nb);
+  int t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const uint8_t* x0 = X + (t + 0) * xs + go;
+    const uint8_t* x1 = X + (t + 1) * xs + go;
+    const uint8_t* x2 = X + (t + 2) * xs + go;
+    const uint8_t* x3 = X + (t + 3) * xs + go;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t g = 0; g < ng; ++g) {
+      const GroupQ4 wg = LoadGroupQ4(w + g * kGroupBytes);
+      const int64_t o = g * static_cast<int64_t>(kQ8GroupBytes);
+      a0 = GroupDot(wg, x0 + o, a0);
+      a1 = GroupDot(wg, x1 + o, a1);
+      a2 = GroupDot(wg, x2 + o, a2);
+      a3 = GroupDot(wg, x3 + o, a3);
+    }
+    y[(t + 0) * ys] = Hsum(a0);
+    y[(t + 1) * ys] = Hsum(a1);
+    y[(t + 2) * ys] = Hsum(a2);
+    y[(t + 3) * ys] = Hsum(a3);
+    if (nb & 3) {
+      for (int k = 0; k < 4; ++k) y[(t + k) * ys] += TailQ4(w, X + (t + k) * xs, nb);
+    }
+  }
+  for (; t < T; ++t) {
+    const uint8_t* x0 = X + t * xs + go;
+    __m256 a0 = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      a0 = GroupDot(LoadGroupQ4(w + g * kGroupBytes), x0 + g * kQ8GroupBytes, a0);
+    }
+    y[t * ys] = Hsum(a0) + ((nb & 3) ? TailQ4(w, X + t * xs, nb) : 0.f);
+  }
 }
 
 // 8 weights of type F32 / F16 / BF16 as floats.
@@ -246,7 +332,7 @@ void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int
              int64_t ys) {
   switch (wt) {
     case DType::kQ4_0:
-      return RowDotsQuant<true>(w, X, xs, T, n / kQBlock, y, ys);
+      return RowDotsQ4Grouped(w, X, xs, T, n / kQBlock, y, ys);
     case DType::kQ8_0:
       return RowDotsQuant<false>(w, X, xs, T, n / kQBlock, y, ys);
     case DType::kF32:
@@ -310,13 +396,14 @@ void RowApply(DType wt, const uint8_t* w, int64_t c0, int64_t c1, float a, float
 
 void Gemv(DType wt, const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, int64_t n,
           float* y) {
-  if (wt == DType::kQ4_0) return GemvQ4(W, rb, rows, x, n / kQBlock, y);
+  if (wt == DType::kQ4_0) return GemvQ4Grouped(W, rb, rows, x, n / kQBlock, y);
   for (int64_t r = 0; r < rows; ++r) RowDots(wt, W + r * rb, x, 0, 1, n, y + r, 0);
 }
 
 // Scattered rows: the row after next is prefetched whole while this one computes.
 void GemvRows(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x, int64_t n,
               float* y) {
+  if (wt == DType::kQ4_0) return GemvRowsQ4Grouped(rows, m, x, n / kQBlock, y);
   const int64_t rb = DTypeBytes(wt, n);
   for (int64_t j = 0; j < m; ++j) {
     if (j + 2 < m) {
