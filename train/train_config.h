@@ -27,8 +27,8 @@ struct TrainConfig {
   double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8, weight_decay = 0.1;
   double grad_clip = 1.0;  // max global grad norm; 0 disables
   // Router losses.
-  double lbl_coef = 0.01;    // load-balance loss coefficient
-  int lbl_window = 1;        // micro-batches pooled into the token fractions f_i
+  double lbl_coef = 0.01;  // load-balance loss coefficient
+  int lbl_window = 1;      // micro-batches pooled into the token fractions f_i
   // Data-parallel runs: ranks per load-balance group whose token fractions are summed before
   // the loss (1 = per-rank loss, 0 = the whole world: the global-batch loss).
   int lbl_group_size = 0;

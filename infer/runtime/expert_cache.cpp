@@ -70,8 +70,8 @@ struct ExpertCache::Impl {
     double freq = 0;
     int64_t last_pass = -1;  // LRFU: the forward pass (token or chunk) of the last use
     double crf = 0;          // LRFU: decayed use count as of last_use
-    double order = 0;  // LRFU: log2(crf) + last_use / half_life (the eviction order, fixed
-                     // between uses: the score at time t is order - t / half_life)
+    double order = 0;        // LRFU: log2(crf) + last_use / half_life (the eviction order, fixed
+                             // between uses: the score at time t is order - t / half_life)
     uint8_t* data = nullptr;
   };
   struct Req {  // one chunk read

@@ -429,11 +429,12 @@ int main(int argc, char** argv) {
     auto file = st::ModelFile::Open(FLAGS_model);
     if (!file.ok()) return Fail(std::string(file.status().message()));
     auto tok = st::MakeTokenizer((*file)->tokenizer_name(), (*file)->tokenizer_json());
-    if (!tok.ok()) return Fail("the model file's tokenizer does not load: " +
-                               std::string(tok.status().message()));
+    if (!tok.ok())
+      return Fail("the model file's tokenizer does not load: " +
+                  std::string(tok.status().message()));
     text_ids = (*tok)->Encode(ss.str());
-    const size_t need = static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) *
-                        (FLAGS_reps + FLAGS_warmup);
+    const size_t need =
+        static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) * (FLAGS_reps + FLAGS_warmup);
     if (text_ids.size() < need) {
       return Fail("--text '" + FLAGS_text + "' has " + std::to_string(text_ids.size()) +
                   " tokens; these repetitions need " + std::to_string(need));
@@ -483,10 +484,10 @@ int main(int argc, char** argv) {
                    "(%s), %d reps after %d warm-up\n",
                    eng.KernelName().c_str(), FLAGS_kv_f16 ? "f16" : "f32", FLAGS_prompt_tokens,
                    FLAGS_gen_tokens,
-                   FLAGS_greedy            ? "greedy"
-                   : FLAGS_text.empty()    ? "synthetic ids fed back"
-                                           : "the text's tokens fed back", FLAGS_reps,
-                   FLAGS_warmup);
+                   FLAGS_greedy         ? "greedy"
+                   : FLAGS_text.empty() ? "synthetic ids fed back"
+                                        : "the text's tokens fed back",
+                   FLAGS_reps, FLAGS_warmup);
       if (!hwm_reset) {
         std::fprintf(Out(), "note        cannot reset VmHWM: peak RSS covers the whole process\n");
       }
