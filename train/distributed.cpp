@@ -10,6 +10,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(USE_C10D_NCCL)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -144,6 +147,19 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistOptio
     };
     d->world_pg_ =
         make(c10::make_intrusive<c10d::PrefixStore>("world", d->store_), o.rank, o.world);
+    d->param_pg_ = d->world_pg_;
+    if (o.cuda) {
+#if defined(USE_C10D_NCCL)
+      auto nopts = c10d::ProcessGroupNCCL::Options::create();
+      nopts->timeout = Ms(o.timeout_s);
+      d->param_pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl", d->store_), o.rank, o.world, nopts);
+#else
+      return absl::FailedPreconditionError(
+          "data-parallel training on CUDA needs a LibTorch built with NCCL; this one has none "
+          "(train on --device cpu, where Gloo is used)");
+#endif
+    }
     if (d->lbl_size_ == o.world) {
       d->lbl_pg_ = d->world_pg_;
     } else if (d->lbl_size_ > 1) {
@@ -166,7 +182,7 @@ void Distributed::Broadcast(const std::vector<torch::Tensor>& tensors) {
   if (!enabled()) return;
   for (const torch::Tensor& t : tensors) {
     std::vector<at::Tensor> v = {t.is_contiguous() ? t : t.contiguous()};
-    world_pg_->broadcast(v, c10d::BroadcastOptions{0})->wait();
+    param_pg_->broadcast(v, c10d::BroadcastOptions{0})->wait();
     if (!t.is_contiguous()) t.copy_(v[0]);
   }
 }
@@ -261,7 +277,7 @@ void Distributed::Launch(Bucket& b) {
     off += n;
   }
   std::vector<at::Tensor> v = {b.flat};
-  b.work = world_pg_->allreduce(v);
+  b.work = param_pg_->allreduce(v);
   b.launched = true;
 }
 

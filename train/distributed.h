@@ -1,7 +1,8 @@
-// Data-parallel training on PyTorch's c10d: the process group (Gloo over TCP on CPUs, found
-// through a TCPStore or a FileStore), launch settings from flags or the usual environment
-// variables (torchrun, Slurm, Open MPI), parameter broadcast, bucketed gradient all-reduce
-// overlapped with the backward pass, and the sub-groups of the DP-group load-balance loss.
+// Data-parallel training on PyTorch's c10d: the process groups (Gloo over TCP on CPUs, NCCL for
+// CUDA parameters when LibTorch is built with it; found through a TCPStore or a FileStore), launch
+// settings from flags or the usual environment variables (torchrun, Slurm, Open MPI), parameter
+// broadcast, bucketed gradient all-reduce overlapped with the backward pass, and the sub-groups of
+// the DP-group load-balance loss.
 //
 // Threads: one Distributed per process, used from the training thread; c10d runs the
 // collectives on its own threads. Every collective is issued in the same order on every rank.
@@ -36,6 +37,9 @@ struct DistOptions {
   double timeout_s = 300;  // a collective (or the rendezvous) waiting longer fails the run
   int lbl_group_size = 0;  // ranks per load-balance-loss group; 0 = the whole world
   int64_t bucket_bytes = 8 << 20;  // gradient all-reduce bucket size
+  // Parameters live on a CUDA device: broadcast and gradient buckets go through NCCL (when
+  // this LibTorch has it); CPU-side reductions (load-balance counts, logged sums) stay on Gloo.
+  bool cuda = false;
 };
 
 // Fills rank / world / local rank / master address and port from the environment, in this
@@ -96,7 +100,8 @@ class Distributed {
   DistOptions opt_;
   int lbl_size_ = 1;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> world_pg_, lbl_pg_;
+  c10::intrusive_ptr<c10d::ProcessGroup> world_pg_, lbl_pg_;  // Gloo: CPU tensors
+  c10::intrusive_ptr<c10d::ProcessGroup> param_pg_;  // parameters and gradients (Gloo or NCCL)
   std::vector<torch::Tensor> params_;
   std::vector<int> bucket_of_;  // param -> bucket
   std::vector<bool> param_ready_;

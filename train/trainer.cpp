@@ -126,6 +126,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   }
   DistOptions dopt = o.dist;
   if (dopt.lbl_group_size == 0) dopt.lbl_group_size = o.train.lbl_group_size;
+  dopt.cuda = t->device_.is_cuda();
+  // "--device cuda" in a data-parallel job: each rank takes the GPU of its local rank.
+  if (dopt.cuda && dopt.world > 1 && !t->device_.has_index()) {
+    t->device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dopt.local_rank));
+  }
   ST_ASSIGN_OR_RETURN(t->dist_, Distributed::Create(dopt));
   const int rank = t->dist_->rank(), world = t->dist_->world();
   if (rank != 0) o.quiet = true;  // rank 0 speaks for the job
