@@ -91,17 +91,22 @@ cat > "$work/long.json" << JSON
  "micro_batch_size": 8, "max_steps": 400, "warmup_steps": 1, "log_interval": 1,
  "eval_interval": 0, "eval_batches": 1, "checkpoint_interval": 2, "threads": 1}
 JSON
-port=$((MASTER_PORT + 7))
-RANK=0 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
-  --run_dir "$work/kill" --dist_timeout 20 > "$work/kill0.log" 2>&1 &
-r0=$!
-RANK=1 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
-  --run_dir "$work/kill" --dist_timeout 20 > "$work/kill1.log" 2>&1 &
-r1=$!
-for _ in $(seq 1 600); do  # until a checkpoint exists and a few more steps ran
-  if [[ -f $work/kill/checkpoint.h5 ]] && grep -q "step      5/" "$work/kill0.log"; then break; fi
-  sleep 0.1
-done
+# start_pair NAME TIMEOUT PORT_OFFSET: ranks 0 and 1 of the long run in the background (r0, r1),
+# then wait until rank 0 logged step 5 and a checkpoint exists.
+start_pair() {
+  local port=$((MASTER_PORT + $3))
+  RANK=0 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
+    --run_dir "$work/$1" --dist_timeout "$2" > "$work/${1}0.log" 2>&1 &
+  r0=$!
+  RANK=1 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
+    --run_dir "$work/$1" --dist_timeout "$2" > "$work/${1}1.log" 2>&1 &
+  r1=$!
+  for _ in $(seq 1 600); do
+    if [[ -f $work/$1/checkpoint.h5 ]] && grep -q "step      5/" "$work/${1}0.log"; then break; fi
+    sleep 0.1
+  done
+}
+start_pair kill 20 7
 kill -9 "$r1"
 start=$(date +%s)
 wait "$r0"
@@ -119,17 +124,7 @@ check "resumes on 1 rank" test $? -eq 0
 check "resumed run reached step 12" grep -q '"step":12' "$work/kill/metrics.jsonl"
 
 # 4. A rank hangs (stopped, its sockets open): the other fails once --dist_timeout has passed.
-port=$((MASTER_PORT + 11))
-RANK=0 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
-  --run_dir "$work/hang" --dist_timeout 5 > "$work/hang0.log" 2>&1 &
-r0=$!
-RANK=1 WORLD_SIZE=2 MASTER_PORT=$port "$build/train/st-train" --config "$work/long.json" \
-  --run_dir "$work/hang" --dist_timeout 5 > "$work/hang1.log" 2>&1 &
-r1=$!
-for _ in $(seq 1 600); do
-  if grep -q "step      3/" "$work/hang0.log"; then break; fi
-  sleep 0.1
-done
+start_pair hang 5 11
 kill -STOP "$r1"
 start=$(date +%s)
 wait "$r0"

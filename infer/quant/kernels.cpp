@@ -153,6 +153,11 @@ const Kernels* Avx2Table();  // kernels_avx2.cpp; nullptr when built without the
 const Kernels* Avx512Table(const Kernels* base);
 }  // namespace kernels_internal
 
+float Q4DotGroupTail(const uint8_t* w_row, const uint8_t* x_row, int64_t nb) {
+  const int64_t b0 = nb & ~int64_t{3};
+  return DotQ4Q8(Q4(w_row) + b0, Q8ActBlocks(x_row, nb) + b0, nb - b0);
+}
+
 void FillQ8ActGroups(uint8_t* row, int64_t nb) {
   const float* d = Q8ActScales(row);
   const BlockQ8_0* q = Q8ActBlocks(row, nb);

@@ -50,6 +50,9 @@ inline const uint8_t* Q8ActGroups(const uint8_t* row, int64_t nb) {
 }
 // Fills the groups part of a prepared row from its base part (portable; every table uses it).
 void FillQ8ActGroups(uint8_t* row, int64_t nb);
+// Q4_0 row . prepared activation row over the blocks the groups do not cover (nb % 4 of them,
+// none in the released shapes); portable, shared by the SIMD tables' four-block kernels.
+float Q4DotGroupTail(const uint8_t* w_row, const uint8_t* x_row, int64_t nb);
 // Bytes of one activation row of n elements for weights of type `t`: a prepared Q8_0 row, or
 // n floats.
 inline size_t ActivationRowBytes(DType t, int64_t n) {

@@ -174,23 +174,6 @@ inline __m256 GroupDot(const GroupQ4& w, const uint8_t* xg, __m256 acc) {
       acc);
 }
 
-// The nb % 4 tail blocks (none in the released shapes) from the base part of the row.
-float TailQ4(const uint8_t* w, const uint8_t* xrow, int64_t nb) {
-  const BlockQ4_0* wb = Q4(w);
-  const BlockQ8_0* xb = Q8ActBlocks(xrow, nb);
-  const float* xd = Q8ActScales(xrow);
-  float sum = 0.f;
-  for (int64_t b = nb & ~int64_t{3}; b < nb; ++b) {
-    int32_t isum = 0;
-    for (int i = 0; i < kQBlock / 2; ++i) {
-      isum += ((wb[b].qs[i] & 0x0F) - 8) * xb[b].qs[i];
-      isum += ((wb[b].qs[i] >> 4) - 8) * xb[b].qs[i + kQBlock / 2];
-    }
-    sum += Half(wb[b].d) * xd[b] * static_cast<float>(isum);
-  }
-  return sum;
-}
-
 constexpr int64_t kGroupBytes = 4 * sizeof(BlockQ4_0);  // 72
 
 // Decode GEMV, two rows a step sharing the activation loads; rows 16 ahead are prefetched.
@@ -210,8 +193,8 @@ void GemvQ4Grouped(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, 
       a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xgg, a0);
       a1 = GroupDot(LoadGroupQ4(p1 + g * kGroupBytes), xgg, a1);
     }
-    y[r] = Hsum(a0) + ((nb & 3) ? TailQ4(p0, x, nb) : 0.f);
-    y[r + 1] = Hsum(a1) + ((nb & 3) ? TailQ4(p1, x, nb) : 0.f);
+    y[r] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(p0, x, nb) : 0.f);
+    y[r + 1] = Hsum(a1) + ((nb & 3) ? Q4DotGroupTail(p1, x, nb) : 0.f);
   }
   for (; r < rows; ++r) {
     const uint8_t* p0 = W + r * rb;
@@ -219,7 +202,7 @@ void GemvQ4Grouped(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, 
     for (int64_t g = 0; g < ng; ++g) {
       a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
     }
-    y[r] = Hsum(a0) + ((nb & 3) ? TailQ4(p0, x, nb) : 0.f);
+    y[r] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(p0, x, nb) : 0.f);
   }
 }
 
@@ -245,7 +228,7 @@ void GemvRowsQ4Grouped(const uint8_t* const* rows, int64_t m, const uint8_t* x, 
       }
       a0 = GroupDot(LoadGroupQ4(p + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
     }
-    y[j] = Hsum(a0) + ((nb & 3) ? TailQ4(p, x, nb) : 0.f);
+    y[j] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(p, x, nb) : 0.f);
   }
 }
 
@@ -274,7 +257,7 @@ void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int6
     y[(t + 2) * ys] = Hsum(a2);
     y[(t + 3) * ys] = Hsum(a3);
     if (nb & 3) {
-      for (int k = 0; k < 4; ++k) y[(t + k) * ys] += TailQ4(w, X + (t + k) * xs, nb);
+      for (int k = 0; k < 4; ++k) y[(t + k) * ys] += Q4DotGroupTail(w, X + (t + k) * xs, nb);
     }
   }
   for (; t < T; ++t) {
@@ -283,7 +266,7 @@ void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int6
     for (int64_t g = 0; g < ng; ++g) {
       a0 = GroupDot(LoadGroupQ4(w + g * kGroupBytes), x0 + g * kQ8GroupBytes, a0);
     }
-    y[t * ys] = Hsum(a0) + ((nb & 3) ? TailQ4(w, X + t * xs, nb) : 0.f);
+    y[t * ys] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + t * xs, nb) : 0.f);
   }
 }
 

@@ -59,23 +59,6 @@ inline __m512 GroupDot(const GroupQ4& w, const uint8_t* xg, __m512 acc) {
   return _mm512_fmadd_ps(w.dw, _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), dx, cx), acc);
 }
 
-// The nb % 4 tail blocks (none in the released shapes) from the base part of the row.
-float TailQ4(const uint8_t* w, const uint8_t* xrow, int64_t nb) {
-  const BlockQ4_0* wb = Q4(w);
-  const BlockQ8_0* xb = Q8ActBlocks(xrow, nb);
-  const float* xd = Q8ActScales(xrow);
-  float sum = 0.f;
-  for (int64_t b = nb & ~int64_t{3}; b < nb; ++b) {
-    int32_t isum = 0;
-    for (int i = 0; i < kQBlock / 2; ++i) {
-      isum += ((wb[b].qs[i] & 0x0F) - 8) * xb[b].qs[i];
-      isum += ((wb[b].qs[i] >> 4) - 8) * xb[b].qs[i + kQBlock / 2];
-    }
-    sum += F16ToF32(wb[b].d) * xd[b] * static_cast<float>(isum);
-  }
-  return sum;
-}
-
 inline void Prefetch(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
@@ -108,8 +91,8 @@ void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, int64_t
     y[r] = _mm512_reduce_add_ps(a0);
     y[r + 1] = _mm512_reduce_add_ps(a1);
     if (nb & 3) {
-      y[r] += TailQ4(p0, x, nb);
-      y[r + 1] += TailQ4(p1, x, nb);
+      y[r] += Q4DotGroupTail(p0, x, nb);
+      y[r + 1] += Q4DotGroupTail(p1, x, nb);
     }
   }
   for (; r < rows; ++r) {
@@ -120,7 +103,7 @@ void GemvQ4(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, int64_t
       Prefetch(p0 + kAhead + g * kGroupBytes + 64);
       a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
     }
-    y[r] = _mm512_reduce_add_ps(a0) + ((nb & 3) ? TailQ4(p0, x, nb) : 0.f);
+    y[r] = _mm512_reduce_add_ps(a0) + ((nb & 3) ? Q4DotGroupTail(p0, x, nb) : 0.f);
   }
 }
 
@@ -162,7 +145,8 @@ void GemvRows(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x,
       if (pn != nullptr) Prefetch(pn + g * kGroupBytes + 64);
       a0 = GroupDot(LoadGroupQ4(p + g * kGroupBytes), xg + g * kQ8GroupBytes, a0);
     }
-    y[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + ((nb & 3) ? TailQ4(p, x, nb) : 0.f);
+    y[j] =
+        _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + ((nb & 3) ? Q4DotGroupTail(p, x, nb) : 0.f);
   }
 }
 
@@ -193,7 +177,7 @@ void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int
     y[(t + 2) * ys] = _mm512_reduce_add_ps(a2);
     y[(t + 3) * ys] = _mm512_reduce_add_ps(a3);
     if (nb & 3) {
-      for (int k = 0; k < 4; ++k) y[(t + k) * ys] += TailQ4(w, X + (t + k) * xs, nb);
+      for (int k = 0; k < 4; ++k) y[(t + k) * ys] += Q4DotGroupTail(w, X + (t + k) * xs, nb);
     }
   }
   for (; t < T; ++t) {
@@ -202,7 +186,7 @@ void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int
     for (int64_t g = 0; g < ng; ++g) {
       a0 = GroupDot(LoadGroupQ4(w + g * kGroupBytes), x0 + g * kQ8GroupBytes, a0);
     }
-    y[t * ys] = _mm512_reduce_add_ps(a0) + ((nb & 3) ? TailQ4(w, X + t * xs, nb) : 0.f);
+    y[t * ys] = _mm512_reduce_add_ps(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + t * xs, nb) : 0.f);
   }
 }
 

@@ -205,6 +205,7 @@ struct Engine::Impl {
   // cur_e[e] for expert e (grouped prefill). In memory they are the layer's own matrices; in
   // the budget mode they point into cache slots.
   std::vector<ExpertMats> cur_k, cur_e;
+  std::vector<int> all_k;  // 0, 1, ..., k - 1
   // Decode MoE.
   std::vector<float> g_KF;                   // gate outputs of the k experts
   std::vector<int32_t> act_expert, act_row;  // active (slot, neuron) pairs
@@ -341,6 +342,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   if (options.simd && !options.avx512 && Avx2Kernels() != nullptr) m.kern = Avx2Kernels();
   m.pool = std::make_unique<ThreadPool>(threads);
   m.scratch.resize(threads);
+  m.all_k.resize(c.moe_num_active_primary_experts);
+  std::iota(m.all_k.begin(), m.all_k.end(), 0);
 
   ST_ASSIGN_OR_RETURN(m.token_embd, FindMat(f, "token_embd", {V, H}));
   ST_RETURN_IF_ERROR(LoadF32(f, "output_norm", {H}, &m.output_norm));
@@ -725,9 +728,7 @@ absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool a
           ST_RETURN_IF_ERROR(MoeDecodeStreamed(l));
         } else {
           for (int i = 0; i < K; ++i) m.cur_k[i] = L.experts[m.sel_TK[i]];
-          std::vector<int> all(K);
-          std::iota(all.begin(), all.end(), 0);
-          MoeGates(all);
+          MoeGates(m.all_k);
           MoeUpDown();
         }
       } else {
