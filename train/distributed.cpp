@@ -41,11 +41,13 @@ std::chrono::milliseconds Ms(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
+// A Gloo group; `host` names the interface to bind ("" = the one the hostname resolves to).
 c10::intrusive_ptr<c10d::ProcessGroup> MakeGloo(const c10::intrusive_ptr<c10d::Store>& store,
                                                 int rank, int size, double timeout_s,
                                                 const std::string& host) {
   auto opts = c10d::ProcessGroupGloo::Options::create(Ms(timeout_s));
-  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+  opts->devices.push_back(host.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                       : c10d::ProcessGroupGloo::createDeviceForHostname(host));
   opts->threads = 2;
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
 }
@@ -130,20 +132,11 @@ absl::StatusOr<std::unique_ptr<Distributed>> Distributed::Create(const DistOptio
       d->store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
     }
     d->store_->setTimeout(Ms(o.timeout_s));
-    // The transport binds to the address other ranks reach: the master's for rank 0 on
-    // loopback, this host's name otherwise.
+    // On loopback the transport binds to 127.0.0.1; otherwise to this host's own address.
     const std::string host =
         (o.master_addr == "127.0.0.1" || o.master_addr == "localhost") ? "127.0.0.1" : "";
-    auto device_host = host.empty() ? std::string() : host;
     auto make = [&](const c10::intrusive_ptr<c10d::Store>& st, int r, int n) {
-      if (device_host.empty()) {
-        auto opts = c10d::ProcessGroupGloo::Options::create(Ms(o.timeout_s));
-        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-        opts->threads = 2;
-        return c10::intrusive_ptr<c10d::ProcessGroup>(
-            c10::make_intrusive<c10d::ProcessGroupGloo>(st, r, n, opts));
-      }
-      return MakeGloo(st, r, n, o.timeout_s, device_host);
+      return MakeGloo(st, r, n, o.timeout_s, host);
     };
     d->world_pg_ =
         make(c10::make_intrusive<c10d::PrefixStore>("world", d->store_), o.rank, o.world);

@@ -60,12 +60,6 @@ absl::Status LoadF32(const ModelFile& f, const std::string& name, const std::vec
   return absl::OkStatus();
 }
 
-// Asks for [p, p + n) to be brought into cache (scattered expert rows the hardware prefetcher
-// cannot predict).
-inline void PrefetchBytes(const uint8_t* p, size_t n) {
-  for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
-}
-
 // Adds the wall time since the last lap to one of the stats' phase counters.
 class PhaseClock {
  public:

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
@@ -23,18 +24,17 @@ constexpr int64_t kH = 1536;
 // A byte buffer on 2 MiB-aligned memory advised for transparent huge pages, as the engine
 // holds its weights (EngineOptions::huge_pages).
 struct Buffer {
-  uint8_t* p = nullptr;
+  std::unique_ptr<uint8_t, void (*)(void*)> p{nullptr, std::free};  // owns; move-only
   size_t n = 0;
   void resize(size_t bytes) {
-    std::free(p);
     n = bytes;
     const size_t cap = (bytes + (2u << 20) - 1) & ~size_t{(2u << 20) - 1};
-    p = static_cast<uint8_t*>(std::aligned_alloc(2u << 20, cap));
-    madvise(p, cap, MADV_HUGEPAGE);
-    std::memset(p, 0, bytes);
+    p.reset(static_cast<uint8_t*>(std::aligned_alloc(2u << 20, cap)));
+    madvise(p.get(), cap, MADV_HUGEPAGE);
+    std::memset(p.get(), 0, bytes);
   }
-  uint8_t* data() { return p; }
-  const uint8_t* data() const { return p; }
+  uint8_t* data() { return p.get(); }
+  const uint8_t* data() const { return p.get(); }
   size_t size() const { return n; }
 };
 
