@@ -75,7 +75,18 @@ const std::vector<std::string>& FixedAndAliasKeys() {
                                                 "moe_enable_early_router",
                                                 "rope_scaling",
                                                 "num_experts_per_tok",
-                                                "moe_intermediate_size"};
+                                                "moe_intermediate_size",
+                                                "hidden_act",
+                                                "attention_bias",
+                                                "mlp_bias",
+                                                "qk_layernorm",
+                                                "partial_rotary_factor",
+                                                "attn_logit_softcapping",
+                                                "final_logit_softcapping",
+                                                "embedding_multiplier",
+                                                "logits_scaling",
+                                                "residual_multiplier",
+                                                "attention_multiplier"};
   return keys;
 }
 
@@ -95,7 +106,6 @@ const std::vector<std::string>& IgnoredKeys() {
                                                 "output_router_logits",
                                                 "router_aux_loss_coef",
                                                 "attention_dropout",
-                                                "hidden_act",
                                                 "_name_or_path"};
   return keys;
 }
@@ -177,7 +187,7 @@ absl::Status GetIntList(const json& j, const char* key, std::vector<int>& out) {
 
 // A key of the Hugging Face SmallthinkerConfig whose only supported value is `want`.
 absl::Status Fixed(const json& j, const char* key, const json& want, absl::string_view why) {
-  if (!j.contains(key) || j[key] == want) return absl::OkStatus();
+  if (!j.contains(key) || j[key].is_null() || j[key] == want) return absl::OkStatus();
   return Bad(key, absl::StrCat("= ", j[key].dump(), " is not supported (", why,
                                "); remove the key or set it to ", want.dump()));
 }
@@ -192,11 +202,14 @@ absl::Status CheckRange(const char* key, int64_t v, int64_t lo, int64_t hi) {
 
 // Fills `c` from the JSON object (types and key policy only; ValidateModelConfig checks the
 // invariants).
-absl::Status FromJson(const json& j, ModelConfig& c) {
+absl::Status FromJson(const json& j, ConfigKeys mode, std::vector<std::string>* ignored,
+                      ModelConfig& c) {
   for (const auto& item : j.items()) {
     const std::string& key = item.key();
+    if (Contains(SemanticKeys(), key) || Contains(FixedAndAliasKeys(), key)) continue;
     if (key.rfind("_comment", 0) == 0 || Contains(IgnoredKeys(), key) ||
-        Contains(SemanticKeys(), key) || Contains(FixedAndAliasKeys(), key)) {
+        mode == ConfigKeys::kHuggingFace) {
+      if (ignored != nullptr) ignored->push_back(key);
       continue;
     }
     return absl::InvalidArgumentError(
@@ -287,6 +300,19 @@ absl::Status FromJson(const json& j, ModelConfig& c) {
   ST_RETURN_IF_ERROR(Fixed(j, "moe_enable_early_router", true,
                            "the router always reads the residual stream before attention"));
   ST_RETURN_IF_ERROR(Fixed(j, "rope_scaling", nullptr, "RoPE scaling is not implemented"));
+  ST_RETURN_IF_ERROR(Fixed(j, "hidden_act", "relu", "SmallThinker experts are ReGLU"));
+  ST_RETURN_IF_ERROR(Fixed(j, "attention_bias", false, "SmallThinker has no biases"));
+  ST_RETURN_IF_ERROR(Fixed(j, "mlp_bias", false, "SmallThinker has no biases"));
+  ST_RETURN_IF_ERROR(Fixed(j, "qk_layernorm", false, "SmallThinker has no QK-norm"));
+  ST_RETURN_IF_ERROR(Fixed(j, "partial_rotary_factor", 1.0,
+                           "RoPE rotates the whole head; partial rotation is not implemented"));
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    ST_RETURN_IF_ERROR(Fixed(j, key, nullptr, "logit soft-capping is not implemented"));
+  }
+  for (const char* key :
+       {"embedding_multiplier", "logits_scaling", "residual_multiplier", "attention_multiplier"}) {
+    ST_RETURN_IF_ERROR(Fixed(j, key, 1.0, "SmallThinker scales nothing by a multiplier"));
+  }
   if (j.contains("moe_layer_layout")) {
     std::vector<int> moe_layout;
     ST_RETURN_IF_ERROR(GetIntList(j, "moe_layer_layout", moe_layout));
@@ -335,7 +361,8 @@ int64_t LayerParams(const ModelConfig& c, int64_t experts) {
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, ConfigKeys keys,
+                                             std::vector<std::string>* ignored) {
   // Duplicate top-level keys would silently keep the last value: report them instead.
   std::string duplicate;
   std::set<std::string> seen;
@@ -366,12 +393,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
     return Bad(duplicate, "appears more than once; give each key once");
   }
   ModelConfig c;
-  ST_RETURN_IF_ERROR(FromJson(j, c));
+  ST_RETURN_IF_ERROR(FromJson(j, keys, ignored, c));
   ST_RETURN_IF_ERROR(ValidateModelConfig(c));
   return c;
 }
 
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path, ConfigKeys keys,
+                                            std::vector<std::string>* ignored) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -388,7 +416,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
   if (in.bad()) {
     return absl::DataLossError(absl::StrCat("error while reading model config '", path, "'"));
   }
-  absl::StatusOr<ModelConfig> c = ParseModelConfig(text.str());
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(text.str(), keys, ignored);
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   }

@@ -51,12 +51,28 @@ struct ModelConfig {
   std::string ToJson() const;
 };
 
+// How keys outside the ones this program reads are treated.
+enum class ConfigKeys {
+  // Our own configs (configs/model/*.json, model files): an unknown key is an error (a typo
+  // must not pass silently). Hugging Face bookkeeping keys are accepted and ignored.
+  kStrict,
+  // A Hugging Face config.json as published: like transformers' PretrainedConfig, any key the
+  // SmallThinker model code does not read is accepted and ignored (tokenizer_class,
+  // max_length, temperature, use_cache, ...). Keys that the model code reads and this program
+  // does not implement are refused in both modes, naming the key and its value.
+  kHuggingFace,
+};
+
 // Parses and validates. Errors name the offending key and say what to do.
-// Unknown keys are rejected; Hugging Face bookkeeping keys (architectures, torch_dtype,
-// transformers_version, ...) are accepted and ignored; feature keys this architecture does
-// not have (use_qk_norm=true, dense layers, shared/secondary experts) are rejected.
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text);
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
+// Keys that change the computation and are not implemented (rope_scaling, use_qk_norm=true,
+// dense layers, shared/secondary experts, a non-ReLU hidden_act, ...) are rejected in every
+// mode. `ignored` (optional) receives the keys that were accepted and ignored, in file order.
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
+                                             ConfigKeys keys = ConfigKeys::kStrict,
+                                             std::vector<std::string>* ignored = nullptr);
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path,
+                                            ConfigKeys keys = ConfigKeys::kStrict,
+                                            std::vector<std::string>* ignored = nullptr);
 
 // Checks invariants and fills the derived arrays. Called by Parse/Load; call it again after
 // editing a config by hand.

@@ -173,14 +173,27 @@ absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::str
   w->SetString(kMetaTokenizerName, src.tokenizer_name());
   w->SetBytes(kMetaTokenizerJson, src.tokenizer_json());
   w->SetString(kMetaChatTemplate, src.chat_template());
-  w->SetI64(kMetaBosTokenId, cfg.bos_token_id);
-  // End-of-sequence ids: the config's (Hugging Face checkpoints name them), else the
-  // tokenizer's end-of-text token (our configs leave them to the tokenizer).
-  std::vector<int64_t> eos(cfg.eos_token_id.begin(), cfg.eos_token_id.end());
+  const TokenizerPolicy policy = src.tokenizer_policy();
+  const GenerationDefaults gen = src.generation_defaults();
+  w->SetTokenizerPolicy(policy);
+  w->SetGenerationDefaults(gen);
+  // The BOS the policy names (tokenizer_config.json's bos_token), else the config's; it is put
+  // in front of a prompt only where tokenizer.add_bos_token says so.
+  w->SetI64(kMetaBosTokenId, policy.bos_token_id >= 0 ? policy.bos_token_id : cfg.bos_token_id);
+  // Ids that end a reply: the config's and generation_config.json's (Hugging Face checkpoints
+  // name them) and tokenizer_config.json's eos_token; else the tokenizer's end-of-text token
+  // (our configs leave them to the tokenizer).
+  std::vector<int64_t> eos;
+  auto add_eos = [&eos](int64_t id) {
+    if (id >= 0 && std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
+  };
+  for (int id : cfg.eos_token_id) add_eos(id);
+  for (int id : gen.eos_token_id) add_eos(id);
+  add_eos(policy.eos_token_id);
   if (eos.empty()) {
     ST_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok,
                         MakeTokenizer(src.tokenizer_name(), src.tokenizer_json()));
-    if (tok->eos_id() >= 0) eos.push_back(tok->eos_id());
+    add_eos(tok->eos_id());
   }
   w->SetI64Array(kMetaEosTokenIds, eos);
   w->SetString(kMetaExportSource, src.description());

@@ -14,7 +14,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "infer/export/tensor_source.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "infer/quant/codec.h"
 #include "model/check.h"
 #include "nlohmann/json.hpp"
@@ -316,6 +318,9 @@ class HfCheckpointSource final : public TensorSource {
   std::string tokenizer_name() const override { return "bpe"; }
   std::string tokenizer_json() const override { return tokenizer_json_; }
   std::string chat_template() const override { return chat_template_; }
+  TokenizerPolicy tokenizer_policy() const override { return policy_; }
+  GenerationDefaults generation_defaults() const override { return generation_; }
+  std::vector<std::string> notes() const override { return notes_; }
   std::string description() const override {
     return absl::StrCat("hf checkpoint ", dir_, " (", files_.size(), " safetensors file",
                         files_.size() == 1 ? "" : "s", ", ", tensors_.size(), " tensors)");
@@ -326,6 +331,8 @@ class HfCheckpointSource final : public TensorSource {
  private:
   // Adds every tensor of `file` (already validated); duplicates across files are an error.
   absl::Status AddFile(SafetensorsFile file);
+  // tokenizer_config.json, chat_template.jinja and generation_config.json (all optional).
+  absl::Status ReadSideFiles(const std::string& base);
 
   std::string dir_;
   ModelConfig config_;
@@ -334,7 +341,76 @@ class HfCheckpointSource final : public TensorSource {
   std::vector<SourceTensor> tensors_;
   std::string tokenizer_json_;
   std::string chat_template_;
+  TokenizerPolicy policy_;
+  GenerationDefaults generation_;
+  std::vector<std::string> ignored_keys_;  // of config.json
+  std::vector<std::string> notes_;
 };
+
+// Generation settings a config.json may carry (transformers takes them as the generation
+// defaults when there is no generation_config.json).
+constexpr const char* kConfigGenerationKeys[] = {"do_sample", "temperature", "top_p", "top_k",
+                                                 "min_p",     "repetition_penalty"};
+
+absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
+  if (!ignored_keys_.empty()) {
+    notes_.push_back(absl::StrCat("config.json: ignored keys that do not change the computation: ",
+                                  absl::StrJoin(ignored_keys_, ", ")));
+  }
+  ST_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, MakeTokenizer("bpe", tokenizer_json_));
+  const std::string tok_cfg_path = base + "tokenizer_config.json";
+  if (FileExists(tok_cfg_path)) {
+    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(tok_cfg_path));
+    ChatTemplates templates;
+    absl::StatusOr<TokenizerPolicy> policy = ParseTokenizerConfig(text, *tok, &templates);
+    if (!policy.ok()) {
+      return absl::Status(policy.status().code(),
+                          absl::StrCat(base, policy.status().message()));
+    }
+    policy_ = *std::move(policy);
+    chat_template_ = templates.default_template;
+    if (chat_template_.empty() && !templates.named.empty()) {
+      notes_.push_back(absl::StrCat(
+          "tokenizer_config.json: named chat templates but none called \"default\"; using \"",
+          templates.named.front().first, "\""));
+      chat_template_ = templates.named.front().second;
+    }
+  } else {
+    notes_.push_back(
+        "no tokenizer_config.json: no BOS/EOS is added to prompts and there is no chat template");
+  }
+  // transformers reads chat_template.jinja in preference to tokenizer_config.json's template.
+  const std::string jinja_path = base + "chat_template.jinja";
+  if (FileExists(jinja_path)) {
+    ST_ASSIGN_OR_RETURN(chat_template_, ReadWholeFile(jinja_path));
+  }
+  const std::string gen_path = base + "generation_config.json";
+  if (FileExists(gen_path)) {
+    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(gen_path));
+    absl::StatusOr<GenerationDefaults> g = ParseGenerationConfig(text, config_.vocab_size);
+    if (!g.ok()) {
+      return absl::Status(g.status().code(), absl::StrCat(base, g.status().message()));
+    }
+    generation_ = *std::move(g);
+  } else {
+    // As transformers' GenerationConfig.from_model_config: the generation keys of config.json.
+    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(base + "config.json"));
+    const json c = json::parse(text, nullptr, false);
+    json g = json::object();
+    for (const char* key : kConfigGenerationKeys) {
+      if (c.is_object() && c.contains(key) && !c[key].is_null()) g[key] = c[key];
+    }
+    absl::StatusOr<GenerationDefaults> parsed =
+        ParseGenerationConfig(g.dump(), config_.vocab_size);
+    if (!parsed.ok()) {
+      return absl::Status(parsed.status().code(),
+                          absl::StrCat(base, "config.json (generation keys): ",
+                                       parsed.status().message()));
+    }
+    generation_ = *std::move(parsed);
+  }
+  return absl::OkStatus();
+}
 
 absl::Status HfCheckpointSource::AddFile(SafetensorsFile file) {
   const size_t idx = files_.size();
@@ -367,7 +443,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std
     return absl::NotFoundError(
         absl::StrCat(dir, ": no config.json (not a Hugging Face checkpoint directory)"));
   }
-  absl::StatusOr<ModelConfig> cfg = LoadModelConfig(config_path);
+  absl::StatusOr<ModelConfig> cfg =
+      LoadModelConfig(config_path, ConfigKeys::kHuggingFace, &src->ignored_keys_);
   if (!cfg.ok()) {
     return absl::Status(cfg.status().code(),
                         absl::StrCat(config_path, ": ", cfg.status().message()));
@@ -452,31 +529,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std
       return absl::InvalidArgumentError(absl::StrCat(tok_path, ": not a valid JSON object"));
     }
   }
-  const std::string tok_cfg_path = base + "tokenizer_config.json";
-  if (FileExists(tok_cfg_path)) {
-    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(tok_cfg_path));
-    const json t = json::parse(text, nullptr, false);
-    if (t.is_discarded() || !t.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(tok_cfg_path, ": not a valid JSON object"));
-    }
-    if (t.contains("chat_template")) {
-      const json& ct = t["chat_template"];
-      if (ct.is_string()) {
-        src->chat_template_ = ct.get<std::string>();
-      } else if (ct.is_array()) {
-        // transformers also allows [{"name": ..., "template": ...}]; take "default".
-        for (const json& item : ct) {
-          if (item.is_object() && item.value("name", json()) == "default" &&
-              item.contains("template") && item["template"].is_string()) {
-            src->chat_template_ = item["template"].get<std::string>();
-          }
-        }
-      } else if (!ct.is_null()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            tok_cfg_path, ": 'chat_template' must be a string or a list of named templates"));
-      }
-    }
-  }
+  ST_RETURN_IF_ERROR(src->ReadSideFiles(base));
   return std::unique_ptr<TensorSource>(std::move(src));
 }
 

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
 
 namespace st {
@@ -39,6 +40,13 @@ class TensorSource {
   virtual std::string tokenizer_json() const = 0;
   // Jinja chat template ("" when the source has none).
   virtual std::string chat_template() const = 0;
+  // tokenizer_config.json's policy (default: nothing added, no named tokens) and
+  // generation_config.json's defaults (empty when the source has none).
+  virtual TokenizerPolicy tokenizer_policy() const { return TokenizerPolicy(); }
+  virtual GenerationDefaults generation_defaults() const { return GenerationDefaults(); }
+  // What the user should know about how the source was read, one line each (keys ignored, files
+  // missing); empty when there is nothing to say.
+  virtual std::vector<std::string> notes() const { return {}; }
   // One line for logs: "hf checkpoint <dir> (3 safetensors files)".
   virtual std::string description() const = 0;
 
@@ -89,10 +97,13 @@ class SafetensorsFile {
 // "BF16" 2); 0 for anything else.
 int SafetensorsDTypeSize(const std::string& dtype);
 
-// A Hugging Face SmallThinker directory: config.json (loaded with ParseModelConfig),
-// model.safetensors or model.safetensors.index.json ("weight_map": name -> shard) with its
-// shards, tokenizer.json (required: an export without a tokenizer is unusable), and the
-// optional "chat_template" of tokenizer_config.json. tokenizer_name() is "bpe".
+// A Hugging Face SmallThinker directory: config.json (ParseModelConfig with
+// ConfigKeys::kHuggingFace: keys that do not change the computation are ignored and listed in
+// notes()), model.safetensors or model.safetensors.index.json ("weight_map": name -> shard) with
+// its shards, tokenizer.json (required: an export without a tokenizer is unusable), and the
+// optional tokenizer_config.json (BOS/EOS policy, special tokens, chat template; a
+// chat_template.jinja beside it wins, as in transformers) and generation_config.json (else the
+// generation keys of config.json). tokenizer_name() is "bpe".
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenHfCheckpoint(const std::string& dir);
 
 // Our HDF5 checkpoint (train/checkpoint.h layout): attribute format ==

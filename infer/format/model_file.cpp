@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -263,7 +266,34 @@ constexpr RequiredKey kRequiredKeys[] = {
     {kMetaExportSource, MetaType::kString}, {kMetaExportRecipe, MetaType::kString},
 };
 
+constexpr RequiredKey kOptionalKeys[] = {
+    {kMetaAddBosToken, MetaType::kI64},
+    {kMetaAddEosToken, MetaType::kI64},
+    {kMetaBosToken, MetaType::kString},
+    {kMetaEosToken, MetaType::kString},
+    {kMetaPadToken, MetaType::kString},
+    {kMetaUnkToken, MetaType::kString},
+    {kMetaSpecialTokenIds, MetaType::kI64Array},
+    {kMetaTokenizerClass, MetaType::kString},
+    {kMetaGenDoSample, MetaType::kI64},
+    {kMetaGenTemperature, MetaType::kF64},
+    {kMetaGenTopP, MetaType::kF64},
+    {kMetaGenTopK, MetaType::kI64},
+    {kMetaGenMinP, MetaType::kF64},
+    {kMetaGenRepetitionPenalty, MetaType::kF64},
+    {kMetaGenMaxNewTokens, MetaType::kI64},
+    {kMetaGenEosTokenIds, MetaType::kI64Array},
+};
+
 absl::Status CheckRequiredMetadata(const std::map<std::string, MetaValue>& md) {
+  for (const RequiredKey& r : kOptionalKeys) {
+    auto it = md.find(r.key);
+    if (it != md.end() && it->second.type != r.type) {
+      return absl::InvalidArgumentError(absl::StrCat("metadata key '", r.key, "' has type ",
+                                                     MetaTypeName(it->second.type), "; expected ",
+                                                     MetaTypeName(r.type)));
+    }
+  }
   for (const RequiredKey& r : kRequiredKeys) {
     auto it = md.find(r.key);
     if (it == md.end()) {
@@ -672,6 +702,36 @@ void ModelFileWriter::SetI64Array(const std::string& key, std::vector<int64_t> v
 }
 void ModelFileWriter::SetConfig(const ModelConfig& cfg) { SetString(kMetaConfig, cfg.ToJson()); }
 
+void ModelFileWriter::SetTokenizerPolicy(const TokenizerPolicy& p) {
+  SetI64(kMetaAddBosToken, p.add_bos_token ? 1 : 0);
+  SetI64(kMetaAddEosToken, p.add_eos_token ? 1 : 0);
+  const std::pair<const char*, const std::string*> texts[] = {
+      {kMetaBosToken, &p.bos_token},
+      {kMetaEosToken, &p.eos_token},
+      {kMetaPadToken, &p.pad_token},
+      {kMetaUnkToken, &p.unk_token},
+      {kMetaTokenizerClass, &p.tokenizer_class}};
+  for (const auto& [key, text] : texts) {
+    if (!text->empty()) SetString(key, *text);
+  }
+  SetI64Array(kMetaSpecialTokenIds,
+              std::vector<int64_t>(p.special_token_ids.begin(), p.special_token_ids.end()));
+}
+
+void ModelFileWriter::SetGenerationDefaults(const GenerationDefaults& g) {
+  if (g.do_sample) SetI64(kMetaGenDoSample, *g.do_sample ? 1 : 0);
+  if (g.temperature) SetF64(kMetaGenTemperature, *g.temperature);
+  if (g.top_p) SetF64(kMetaGenTopP, *g.top_p);
+  if (g.top_k) SetI64(kMetaGenTopK, *g.top_k);
+  if (g.min_p) SetF64(kMetaGenMinP, *g.min_p);
+  if (g.repetition_penalty) SetF64(kMetaGenRepetitionPenalty, *g.repetition_penalty);
+  if (g.max_new_tokens) SetI64(kMetaGenMaxNewTokens, *g.max_new_tokens);
+  if (!g.eos_token_id.empty()) {
+    SetI64Array(kMetaGenEosTokenIds,
+                std::vector<int64_t>(g.eos_token_id.begin(), g.eos_token_id.end()));
+  }
+}
+
 absl::Status ModelFileWriter::AddEntry(TensorInfo info, const void* data, size_t size) {
   if (failed_ || finished_) {
     return absl::FailedPreconditionError("the writer already failed or finished");
@@ -974,6 +1034,97 @@ absl::StatusOr<std::unique_ptr<ModelFile>> ModelFile::OpenFromMemory(absl::strin
   return f;
 }
 
+absl::Status ModelFile::DecodePolicy() {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  const int64_t V = config_.vocab_size;
+  auto flag = [&](const char* key, bool* out) -> absl::Status {
+    const MetaValue* v = FindMetadata(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (v->i64 != 0 && v->i64 != 1) {
+      return InvalidArgumentError(StrCat("metadata '", key, "' = ", v->i64, "; expected 0 or 1"));
+    }
+    *out = v->i64 == 1;
+    return absl::OkStatus();
+  };
+  auto text = [&](const char* key, std::string* out) {
+    if (const MetaValue* v = FindMetadata(key)) *out = v->str;
+  };
+  auto ids = [&](const char* key, std::vector<int>* out) -> absl::Status {
+    const MetaValue* v = FindMetadata(key);
+    if (v == nullptr) return absl::OkStatus();
+    for (int64_t id : v->i64s) {
+      if (id < 0 || id >= V) {
+        return InvalidArgumentError(
+            StrCat("metadata '", key, "' holds the id ", id, ", outside the vocabulary of ", V));
+      }
+      out->push_back(static_cast<int>(id));
+    }
+    return absl::OkStatus();
+  };
+  auto number = [&](const char* key, double lo, double hi, bool lo_open,
+                    std::optional<double>* out) -> absl::Status {
+    const MetaValue* v = FindMetadata(key);
+    if (v == nullptr) return absl::OkStatus();
+    const double x = v->f64;
+    if (!std::isfinite(x) || x < lo || (lo_open && x == lo) || x > hi) {
+      return InvalidArgumentError(StrCat("metadata '", key, "' = ", x, " is out of range"));
+    }
+    *out = x;
+    return absl::OkStatus();
+  };
+  auto count = [&](const char* key, std::optional<int>* out) -> absl::Status {
+    const MetaValue* v = FindMetadata(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (v->i64 < 0 || v->i64 > std::numeric_limits<int>::max()) {
+      return InvalidArgumentError(StrCat("metadata '", key, "' = ", v->i64, " is out of range"));
+    }
+    *out = static_cast<int>(v->i64);
+    return absl::OkStatus();
+  };
+  TokenizerPolicy& p = policy_;
+  ST_RETURN_IF_ERROR(flag(kMetaAddBosToken, &p.add_bos_token));
+  ST_RETURN_IF_ERROR(flag(kMetaAddEosToken, &p.add_eos_token));
+  text(kMetaBosToken, &p.bos_token);
+  text(kMetaEosToken, &p.eos_token);
+  text(kMetaPadToken, &p.pad_token);
+  text(kMetaUnkToken, &p.unk_token);
+  text(kMetaTokenizerClass, &p.tokenizer_class);
+  ST_RETURN_IF_ERROR(ids(kMetaSpecialTokenIds, &p.special_token_ids));
+  GenerationDefaults& g = generation_;
+  if (const MetaValue* v = FindMetadata(kMetaGenDoSample)) {
+    bool b = false;
+    ST_RETURN_IF_ERROR(flag(kMetaGenDoSample, &b));
+    g.do_sample = b;
+    (void)v;
+  }
+  constexpr double kBig = std::numeric_limits<double>::max();
+  ST_RETURN_IF_ERROR(number(kMetaGenTemperature, 0, kBig, false, &g.temperature));
+  ST_RETURN_IF_ERROR(number(kMetaGenTopP, 0, 1, true, &g.top_p));
+  ST_RETURN_IF_ERROR(number(kMetaGenMinP, 0, 1, false, &g.min_p));
+  ST_RETURN_IF_ERROR(number(kMetaGenRepetitionPenalty, 0, kBig, true, &g.repetition_penalty));
+  ST_RETURN_IF_ERROR(count(kMetaGenTopK, &g.top_k));
+  ST_RETURN_IF_ERROR(count(kMetaGenMaxNewTokens, &g.max_new_tokens));
+  ST_RETURN_IF_ERROR(ids(kMetaGenEosTokenIds, &g.eos_token_id));
+  const int64_t bos = bos_token_id();
+  if (bos < -1 || bos >= V) {
+    return InvalidArgumentError(StrCat("metadata '", kMetaBosTokenId, "' = ", bos,
+                                       " is outside the vocabulary of ", V, " (-1 = none)"));
+  }
+  for (int64_t id : eos_token_ids()) {
+    if (id < 0 || id >= V) {
+      return InvalidArgumentError(StrCat("metadata '", kMetaEosTokenIds, "' holds the id ", id,
+                                         ", outside the vocabulary of ", V));
+    }
+  }
+  p.bos_token_id = static_cast<int>(bos);
+  if ((p.add_bos_token) && bos < 0) {
+    return InvalidArgumentError(StrCat("metadata '", kMetaAddBosToken, "' is 1 but '",
+                                       kMetaBosTokenId, "' is -1: there is no BOS to add"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelFile::Parse(const Options& options) {
   using absl::InvalidArgumentError;
   using absl::StrCat;
@@ -1224,6 +1375,7 @@ absl::Status ModelFile::Parse(const Options& options) {
     }
     config_ = *std::move(cfg);
   }
+  ST_RETURN_IF_ERROR(DecodePolicy());
   const int64_t L = config_.num_hidden_layers, E = config_.moe_num_primary_experts;
   const int64_t H = config_.hidden_size, V = config_.vocab_size, F = config_.moe_ffn_hidden_size;
   const int64_t Q = static_cast<int64_t>(config_.num_attention_heads) * config_.head_dim;

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "infer/quant/types.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
 
 namespace st {
@@ -40,6 +41,25 @@ constexpr char kMetaBosTokenId[] = "tokenizer.bos_token_id";     // i64, -1 = no
 constexpr char kMetaEosTokenIds[] = "tokenizer.eos_token_ids";   // i64 array, may be empty
 constexpr char kMetaExportSource[] = "export.source";            // string
 constexpr char kMetaExportRecipe[] = "export.recipe";            // string
+// Optional keys (absent in files written before them; a wrong type or value is an error).
+// The tokenizer policy of tokenizer_config.json (TokenizerPolicy):
+constexpr char kMetaAddBosToken[] = "tokenizer.add_bos_token";          // i64 0/1 (absent: 0)
+constexpr char kMetaAddEosToken[] = "tokenizer.add_eos_token";          // i64 0/1 (absent: 0)
+constexpr char kMetaBosToken[] = "tokenizer.bos_token";                 // string (token text)
+constexpr char kMetaEosToken[] = "tokenizer.eos_token";                 // string
+constexpr char kMetaPadToken[] = "tokenizer.pad_token";                 // string
+constexpr char kMetaUnkToken[] = "tokenizer.unk_token";                 // string
+constexpr char kMetaSpecialTokenIds[] = "tokenizer.special_token_ids";  // i64[]
+constexpr char kMetaTokenizerClass[] = "tokenizer.class";               // string
+// The generation defaults of generation_config.json (GenerationDefaults):
+constexpr char kMetaGenDoSample[] = "generation.do_sample";                    // i64 0/1
+constexpr char kMetaGenTemperature[] = "generation.temperature";               // f64 >= 0
+constexpr char kMetaGenTopP[] = "generation.top_p";                            // f64 (0, 1]
+constexpr char kMetaGenTopK[] = "generation.top_k";                            // i64 >= 0
+constexpr char kMetaGenMinP[] = "generation.min_p";                            // f64 [0, 1]
+constexpr char kMetaGenRepetitionPenalty[] = "generation.repetition_penalty";  // f64 > 0
+constexpr char kMetaGenMaxNewTokens[] = "generation.max_new_tokens";           // i64 >= 0
+constexpr char kMetaGenEosTokenIds[] = "generation.eos_token_ids";             // i64[]
 
 // ---- Metadata values ----
 enum class MetaType : uint32_t {
@@ -133,6 +153,9 @@ class ModelFileWriter {
   void SetI64Array(const std::string& key, std::vector<int64_t> value);
   // Sets kMetaConfig to cfg.ToJson() (and remembers cfg for Finish's checks).
   void SetConfig(const ModelConfig& cfg);
+  // The tokenizer.* policy keys and the generation.* keys (only what is set).
+  void SetTokenizerPolicy(const TokenizerPolicy& policy);
+  void SetGenerationDefaults(const GenerationDefaults& g);
 
   // A resident (non-expert) tensor; `size` must equal DTypeBytes(dtype, product of dims).
   absl::Status AddTensor(const std::string& name, DType dtype, const std::vector<int64_t>& dims,
@@ -232,6 +255,10 @@ class ModelFile {
   const std::string& chat_template() const { return metadata_.at(kMetaChatTemplate).str; }
   int64_t bos_token_id() const { return metadata_.at(kMetaBosTokenId).i64; }
   const std::vector<int64_t>& eos_token_ids() const { return metadata_.at(kMetaEosTokenIds).i64s; }
+  // The optional policy and generation keys, validated at Open (defaults where absent: no BOS
+  // or EOS added, no generation defaults). Token ids are resolved by the caller's tokenizer.
+  const TokenizerPolicy& tokenizer_policy() const { return policy_; }
+  const GenerationDefaults& generation_defaults() const { return generation_; }
 
   // The directory in file order (sorted by offset).
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
@@ -256,6 +283,7 @@ class ModelFile {
  private:
   ModelFile() = default;
   absl::Status Parse(const Options& options);
+  absl::Status DecodePolicy();  // policy_ and generation_ from the optional metadata keys
   absl::Status AllocateCopy(const std::string& path);  // virtual, 2 MiB aligned, THP-advised
   absl::Status ReadRange(const std::string& path, uint64_t offset, uint64_t size);
   absl::Status ReadResidentsOnly(const std::string& path, const Options& options);
@@ -272,6 +300,8 @@ class ModelFile {
   uint64_t metadata_offset_ = 0, metadata_size_ = 0;
   uint64_t directory_offset_ = 0, directory_size_ = 0;
   ModelConfig config_;
+  TokenizerPolicy policy_;
+  GenerationDefaults generation_;
   std::map<std::string, MetaValue> metadata_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> by_name_;
