@@ -228,22 +228,22 @@ class Progress {
 };
 
 // Encodes texts[i] for every i with want[i], on `threads` threads (results in order).
-void EncodeBatch(const Tokenizer& tok, const std::vector<Document>& docs,
-                 const std::vector<bool>& want, int threads,
+void EncodeBatch(const Tokenizer& tok, const TokenizerPolicy& policy,
+                 const std::vector<Document>& docs, const std::vector<bool>& want, int threads,
                  std::vector<std::vector<int32_t>>* out) {
   out->assign(docs.size(), {});
   const int n = static_cast<int>(docs.size());
   threads = std::max(1, std::min(threads, n));
   if (threads == 1) {
     for (int i = 0; i < n; ++i)
-      if (want[i]) (*out)[i] = tok.Encode(docs[i].text);
+      if (want[i]) (*out)[i] = policy.Encode(tok, docs[i].text);
     return;
   }
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       for (int i = t; i < n; i += threads)
-        if (want[i]) (*out)[i] = tok.Encode(docs[i].text);
+        if (want[i]) (*out)[i] = policy.Encode(tok, docs[i].text);
     });
   }
   for (std::thread& th : pool) th.join();
@@ -281,10 +281,13 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
     total_bytes += f.bytes;
     files_json.push_back({f.path, f.bytes});
   }
-  m.prepare_json = json({{"val_fraction", opt.val_fraction},
-                         {"shard_tokens", opt.shard_tokens},
-                         {"inputs", files_json}})
-                       .dump();
+  json prepare = {{"val_fraction", opt.val_fraction},
+                  {"shard_tokens", opt.shard_tokens},
+                  {"inputs", files_json}};
+  // Recorded only where set, so datasets prepared before the policy existed still resume.
+  if (opt.policy.add_bos_token) prepare["add_bos_token_id"] = opt.policy.bos_token_id;
+  if (opt.policy.add_eos_token) prepare["add_eos_token_id"] = opt.policy.eos_token_id;
+  m.prepare_json = prepare.dump();
   const std::string& dir = opt.output;
   PrepareResult result;
 
@@ -392,7 +395,7 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
   auto append = [&](std::vector<int32_t>* buf, std::set<int>* src, const std::vector<int32_t>& ids,
                     int source) {
     buf->insert(buf->end(), ids.begin(), ids.end());
-    buf->push_back(eos);
+    if (ids.empty() || ids.back() != eos) buf->push_back(eos);  // add_eos may have put it there
     src->insert(source);
   };
 
@@ -432,7 +435,7 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
       is_val[i] = IsValDocument(batch[i].text, opt.val_fraction);
       if (next_doc + static_cast<int64_t>(i) < resume_docs) want[i] = is_val[i];
     }
-    EncodeBatch(tok, batch, want, threads, &encoded);
+    EncodeBatch(tok, opt.policy, batch, want, threads, &encoded);
     for (size_t i = 0; i < batch.size(); ++i, ++next_doc) {
       doc_bytes += static_cast<int64_t>(batch[i].text.size());
       if (is_val[i]) {
@@ -465,14 +468,15 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
         std::min(0.5, opt.val_fraction * static_cast<double>(doc_bytes) / last.text.size());
     const size_t cut = ValCut(last.text, frac);
     absl::string_view text(last.text);
-    if (!in_shards) append(&train_buf, &train_src, tok.Encode(text.substr(0, cut)), last.source);
+    if (!in_shards)
+      append(&train_buf, &train_src, opt.policy.Encode(tok, text.substr(0, cut)), last.source);
     if (cut < text.size()) {
-      append(&val_buf, &val_src, tok.Encode(text.substr(cut)), last.source);
+      append(&val_buf, &val_src, opt.policy.Encode(tok, text.substr(cut)), last.source);
     }
   } else if (last_val) {
-    append(&val_buf, &val_src, tok.Encode(last.text), last.source);
+    append(&val_buf, &val_src, opt.policy.Encode(tok, last.text), last.source);
   } else if (!in_shards) {
-    append(&train_buf, &train_src, tok.Encode(last.text), last.source);
+    append(&train_buf, &train_src, opt.policy.Encode(tok, last.text), last.source);
   }
   ++next_doc;
   ST_RETURN_IF_ERROR(flush_train(next_doc));

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/token_dataset.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
 
 namespace st {
@@ -57,6 +58,9 @@ struct PrepareOptions {
   bool overwrite = false;
   int threads = 0;        // encoding threads; 0 = hardware concurrency
   bool progress = false;  // progress line on stderr about once a second
+  // tokenizer_config.json's policy: each document is encoded as policy.Encode does (a BOS in
+  // front where add_bos_token says so), then ends with the tokenizer's end-of-text separator.
+  TokenizerPolicy policy;
 };
 
 struct PrepareResult {

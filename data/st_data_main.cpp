@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -23,11 +24,14 @@
 #include "data/prepare.h"
 #include "data/token_dataset.h"
 #include "infer/tokenizer/bpe_trainer.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/config.h"
 #include "nlohmann/json.hpp"
 
-DEFINE_string(tokenizer, "byte", "\"byte\" or the path of a Hugging Face tokenizer.json");
+DEFINE_string(tokenizer, "byte",
+              "\"byte\", a Hugging Face tokenizer.json, or a Hugging Face checkpoint directory "
+              "(its tokenizer.json and tokenizer_config.json: BOS/EOS policy, chat template)");
 DEFINE_string(input, "", "input path(s), comma separated");
 DEFINE_string(output, "", "output path");
 DEFINE_double(val_fraction, 0.01, "fraction held out for validation, in [0, 0.5]");
@@ -115,11 +119,35 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// The tokenizer policy of --tokenizer: a Hugging Face directory's tokenizer_config.json (as
+// AutoTokenizer.from_pretrained reads it); a bare tokenizer.json or "byte" adds nothing.
+st::TokenizerPolicy g_policy;
+
 absl::StatusOr<std::unique_ptr<st::Tokenizer>> LoadTok() {
-  auto tok = st::LoadTokenizer(FLAGS_tokenizer);
-  if (!tok.ok()) {
-    return absl::Status(tok.status().code(), absl::StrCat("--tokenizer ", FLAGS_tokenizer, ": ",
-                                                          tok.status().message()));
+  auto fail = [](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("--tokenizer ", FLAGS_tokenizer, ": ", s.message()));
+  };
+  std::string path = FLAGS_tokenizer;
+  std::error_code ec;
+  const bool dir = std::filesystem::is_directory(path, ec);
+  if (dir) {
+    path = (std::filesystem::path(path) / "tokenizer.json").string();
+    if (!std::filesystem::exists(path, ec)) {
+      return fail(absl::NotFoundError(
+          "is a directory without a tokenizer.json (give a Hugging Face checkpoint directory, a "
+          "tokenizer.json, or byte)"));
+    }
+  }
+  auto tok = st::LoadTokenizer(path);
+  if (!tok.ok()) return fail(tok.status());
+  const std::string config_path =
+      (std::filesystem::path(FLAGS_tokenizer) / "tokenizer_config.json").string();
+  if (dir && std::filesystem::exists(config_path, ec)) {
+    auto text = ReadFile(config_path);
+    if (!text.ok()) return fail(text.status());
+    auto policy = st::ParseTokenizerConfig(*text, **tok);
+    if (!policy.ok()) return fail(policy.status());
+    g_policy = *std::move(policy);
   }
   return tok;
 }
@@ -165,6 +193,7 @@ int Prepare() {
   opt.overwrite = FLAGS_overwrite;
   opt.threads = FLAGS_threads;
   opt.progress = true;
+  opt.policy = g_policy;
   auto r = st::PrepareDataset(**tok, opt);
   if (!r.ok()) return Failure(r.status());
   const st::Manifest& m = r->manifest;
@@ -212,7 +241,7 @@ int Encode() {
     size_t n = 0;
     for (int run = 0; run < 3; ++run) {
       const auto t0 = std::chrono::steady_clock::now();
-      n = (*tok)->Encode(*text).size();
+      n = g_policy.Encode(**tok, *text).size();
       best = std::min(best,
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
@@ -220,7 +249,7 @@ int Encode() {
                 text->size() / 1e6 / std::max(best, 1e-12), n);
     return 0;
   }
-  std::vector<int32_t> ids = (*tok)->Encode(*text);
+  std::vector<int32_t> ids = g_policy.Encode(**tok, *text);
   std::string out = "[";
   for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&out, i ? "," : "", ids[i]);
   out += "]\n";

@@ -66,7 +66,7 @@ enum class ConfigKeys {
 // Parses and validates. Errors name the offending key and say what to do.
 // Keys that change the computation and are not implemented (rope_scaling, use_qk_norm=true,
 // dense layers, shared/secondary experts, a non-ReLU hidden_act, ...) are rejected in every
-// mode. `ignored` (optional) receives the keys that were accepted and ignored, in file order.
+// mode. `ignored` (optional) receives the keys that were accepted and ignored, sorted by name.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
                                              ConfigKeys keys = ConfigKeys::kStrict,
                                              std::vector<std::string>* ignored = nullptr);

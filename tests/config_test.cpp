@@ -2,21 +2,26 @@
 // Hugging Face config.json files load unchanged, and every bad config gets an error naming the key.
 #include "model/config.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
 namespace {
 
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 const char* const kShipped[] = {"tiny", "small", "smallthinker-4b-a0.6b", "smallthinker-21b-a3b"};
 
@@ -251,6 +256,70 @@ TEST(ModelConfigParseTest, HuggingFaceConfigJsonLoadsUnchanged) {
   EXPECT_DOUBLE_EQ(c->rope_theta, 1.5e6);
   EXPECT_FALSE(c->moe_primary_router_apply_softmax);
   EXPECT_EQ(c->ToJson(), LoadOrDie("smallthinker-4b-a0.6b").ToJson());
+}
+
+// Every key of the released 4B config.json, values as published (tests/data/released/).
+std::string ReleasedConfigText() {
+  std::ifstream in(ST_SOURCE_DIR "/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(HfConfigTest, ReleasedConfigJsonLoadsAsPublished) {
+  const std::string text = ReleasedConfigText();
+  ASSERT_FALSE(text.empty());
+  // Our strict mode names the first key it does not know...
+  absl::StatusOr<ModelConfig> strict = ParseModelConfig(text);
+  ASSERT_FALSE(strict.ok());
+  EXPECT_THAT(std::string(strict.status().message()), HasSubstr("unknown key 'max_length'"));
+  // ...Hugging Face's mode loads it and lists what it ignored, sorted by name.
+  std::vector<std::string> ignored;
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(text, ConfigKeys::kHuggingFace, &ignored);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->ToJson(), LoadOrDie("smallthinker-4b-a0.6b").ToJson());
+  EXPECT_EQ(ignored, (std::vector<std::string>{
+                         "architectures", "attention_dropout", "auto_map", "initializer_range",
+                         "max_length", "model_name", "norm_topk_prob", "output_router_logits",
+                         "repetition_penalty", "temperature", "tokenizer_class", "top_p",
+                         "torch_dtype", "transformers_version", "use_cache"}));
+}
+
+TEST(HfConfigTest, UnknownKeysAreIgnoredButUnimplementedMathsIsRefused) {
+  json j = json::parse(ReleasedConfigText());
+  j["some_future_bookkeeping_key"] = {{"a", 1}};
+  std::vector<std::string> ignored;
+  ASSERT_TRUE(ParseModelConfig(j.dump(), ConfigKeys::kHuggingFace, &ignored).ok());
+  EXPECT_NE(std::find(ignored.begin(), ignored.end(), "some_future_bookkeeping_key"),
+            ignored.end());
+  const std::pair<const char*, json> refused[] = {
+      {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}},
+      {"moe_shared_primary_experts", 2},
+      {"moe_enable_secondary_experts", true},
+      {"use_qk_norm", true},
+      {"hidden_act", "silu"},
+      {"attention_bias", true},
+      {"mlp_bias", true},
+      {"partial_rotary_factor", 0.5},
+      {"final_logit_softcapping", 30.0},
+      {"logits_scaling", 8.0},
+  };
+  for (const auto& [key, value] : refused) {
+    json bad = j;
+    bad[key] = value;
+    absl::StatusOr<ModelConfig> c = ParseModelConfig(bad.dump(), ConfigKeys::kHuggingFace);
+    ASSERT_FALSE(c.ok()) << key;
+    // The message names the key and the value it has.
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(absl::StrCat("'", key, "'")));
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(value.dump())) << key;
+  }
+  // Values that mean "not used" pass: null, the ReGLU activation, no biases, a whole rotation.
+  json fine = j;
+  fine["hidden_act"] = "relu";
+  fine["attention_bias"] = false;
+  fine["partial_rotary_factor"] = 1;
+  fine["final_logit_softcapping"] = nullptr;
+  EXPECT_TRUE(ParseModelConfig(fine.dump(), ConfigKeys::kHuggingFace).ok());
 }
 
 TEST(ModelConfigParseTest, OptionalKeysTakeTheirDefaults) {

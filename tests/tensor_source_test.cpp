@@ -15,8 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/hdf5.h"
-#include "infer/tokenizer/bpe.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_tokenizers.h"
 
 namespace st {
 namespace {
@@ -149,36 +149,7 @@ std::vector<StTensor> TinyTensors(bool tied, const std::vector<std::string>& dty
   return out;
 }
 
-// The smallest tokenizer.json our BPE loader takes: the 256 byte tokens, no merges, and the
-// added tokens a chat model names (ids 256, 257, 258).
-std::string MinimalTokenizerJson() {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[BytesToByteLevel(std::string(1, static_cast<char>(b)))] = b;
-  json added = json::array();
-  const char* specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  for (int i = 0; i < 3; ++i) {
-    added.push_back({{"id", 256 + i},
-                     {"content", specials[i]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  }
-  const json byte_level = {{"type", "ByteLevel"},
-                           {"add_prefix_space", false},
-                           {"trim_offsets", true},
-                           {"use_regex", true}};
-  return json{{"version", "1.0"},
-              {"added_tokens", added},
-              {"normalizer", nullptr},
-              {"pre_tokenizer", byte_level},
-              {"post_processor", nullptr},
-              {"decoder", byte_level},
-              {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}}
-      .dump();
-}
-const std::string kTokenizerJson = MinimalTokenizerJson();
+const std::string kTokenizerJson = test_util::MinimalTokenizerJson();
 
 // Writes an HF checkpoint directory. `shards` > 1 splits tensors round-robin and writes the
 // index; returns the tensors written.

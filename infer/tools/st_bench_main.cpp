@@ -432,7 +432,10 @@ int main(int argc, char** argv) {
     if (!tok.ok())
       return Fail("the model file's tokenizer does not load: " +
                   std::string(tok.status().message()));
-    text_ids = (*tok)->Encode(ss.str());
+    // As st-run and st-perplexity encode: with the model's tokenizer policy (BOS where it says).
+    st::TokenizerPolicy policy = (*file)->tokenizer_policy();
+    if (!policy.eos_token.empty()) policy.eos_token_id = (*tok)->TokenId(policy.eos_token);
+    text_ids = policy.Encode(**tok, ss.str());
     const size_t need =
         static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) * (FLAGS_reps + FLAGS_warmup);
     if (text_ids.size() < need) {

@@ -62,6 +62,17 @@ int main(int argc, char** argv) {
       }
     }
   }
+  const st::TokenizerPolicy& p = m.tokenizer_policy();
+  auto token = [](const std::string& t) { return t.empty() ? std::string("none") : t; };
+  std::printf(
+      "tokenizer policy: add_bos_token %s (bos id %lld), add_eos_token %s, bos_token %s, "
+      "eos_token %s, pad_token %s; chat template: %s\n",
+      p.add_bos_token ? "true" : "false", (long long)m.bos_token_id(),
+      p.add_eos_token ? "true" : "false", token(p.bos_token).c_str(), token(p.eos_token).c_str(),
+      token(p.pad_token).c_str(),
+      m.chat_template().empty() ? "none"
+                                : (std::to_string(m.chat_template().size()) + " bytes").c_str());
+  std::printf("generation defaults: %s\n", m.generation_defaults().ToString().c_str());
   if (FLAGS_tensors) {
     std::printf("tensors (offset, bytes, type, dims):\n");
     for (const st::TensorInfo& t : m.tensors()) {

@@ -1,7 +1,8 @@
 // st-perplexity: perplexity of a model file on a text, computed as llama.cpp's
 // llama-perplexity does: the text's tokens are cut into non-overlapping chunks of --ctx tokens;
-// each chunk runs from an empty context (its first token replaced by BOS when the model has
-// one) and only the second half of each chunk is scored, so every scored token sees at least
+// each chunk runs from an empty context (its first token replaced by BOS where the model's
+// tokenizer policy adds one, as llama-perplexity does with add_bos; Qwen-vocabulary models add
+// none) and only the second half of each chunk is scored, so every scored token sees at least
 // ctx/2 tokens of context.
 //   st-perplexity --model m.stmf --file wiki.test.raw --ctx 512
 #include <algorithm>
@@ -82,7 +83,8 @@ int Main() {
   }
   const int64_t n_chunks =
       FLAGS_chunks > 0 ? std::min<int64_t>(FLAGS_chunks, available) : available;
-  const int64_t bos = eng.file().bos_token_id();
+  // -1: the policy adds no BOS, so the chunk stays as the text has it.
+  const int64_t bos = loaded->policy.add_bos_token ? loaded->policy.bos_token_id : -1;
   const int first = n_ctx / 2;  // positions [first, n_ctx - 1) predict tokens first+1 .. n_ctx-1
   const int V = eng.config().vocab_size;
   std::printf(

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "gflags/gflags.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/sampler.h"
@@ -93,6 +94,48 @@ SamplerOptions SamplerFlags() {
   o.repeat_penalty = FLAGS_repeat_penalty;
   o.repeat_last_n = FLAGS_repeat_last_n;
   o.seed = FLAGS_seed;
+  return o;
+}
+
+bool FlagGiven(const char* name) { return !gflags::GetCommandLineFlagInfoOrDie(name).is_default; }
+
+// The sampling settings of this run: a flag the user gave wins; else the model's
+// generation_config.json (stored at export) as Hugging Face applies it (do_sample false or
+// absent = greedy; a repetition penalty looks at the whole context); else the flag's default.
+// `*note` says where each setting came from when the model file had any.
+SamplerOptions SamplerSettings(const GenerationDefaults& g, std::string* note) {
+  SamplerOptions o = SamplerFlags();
+  if (g.empty()) return o;
+  std::vector<std::string> from_file;
+  auto take = [&](const char* flag, const auto& value, auto* field) {
+    if (!value || FlagGiven(flag)) return;
+    *field = *value;
+    from_file.push_back(absl::StrCat(flag, " ", *value));
+  };
+  take("top_k", g.top_k, &o.top_k);
+  take("top_p", g.top_p, &o.top_p);
+  take("min_p", g.min_p, &o.min_p);
+  if (g.repetition_penalty && !FlagGiven("repeat_penalty")) {
+    o.repeat_penalty = *g.repetition_penalty;
+    from_file.push_back(absl::StrCat("repeat_penalty ", o.repeat_penalty));
+    if (!FlagGiven("repeat_last_n")) o.repeat_last_n = -1;
+  }
+  if (!FlagGiven("temperature")) {
+    if (!g.do_sample.value_or(false)) {
+      o.temperature = 0;
+      from_file.push_back("greedy (do_sample false)");
+    } else {
+      take("temperature", g.temperature, &o.temperature);
+    }
+  }
+  if (g.max_new_tokens && !FlagGiven("max_new_tokens")) {
+    FLAGS_max_new_tokens = *g.max_new_tokens;
+    from_file.push_back(absl::StrCat("max_new_tokens ", *g.max_new_tokens));
+  }
+  if (!from_file.empty()) {
+    *note = absl::StrCat("sampling from the model's generation_config: ",
+                         absl::StrJoin(from_file, ", "), " (flags override)");
+  }
   return o;
 }
 
@@ -308,10 +351,8 @@ std::string ContextFullNote(const Engine& e) {
 
 int RunPrompt(const LoadedModel& m, Runner& run, const std::string& prompt) {
   Engine& e = *m.engine;
-  std::vector<int32_t> tokens = m.tokenizer->Encode(prompt);
-  if (e.file().bos_token_id() >= 0) {
-    tokens.insert(tokens.begin(), static_cast<int32_t>(e.file().bos_token_id()));
-  }
+  // As Hugging Face's tokenizer(prompt): BOS/EOS only where the model's policy adds them.
+  std::vector<int32_t> tokens = m.policy.Encode(*m.tokenizer, prompt);
   if (tokens.empty()) return Fail("the prompt encodes to no tokens");
   if (static_cast<int64_t>(tokens.size()) > e.max_context()) {
     return Fail(absl::StrCat("the prompt is ", tokens.size(),
@@ -441,7 +482,10 @@ int Main() {
     if (logits_out == nullptr) return Fail("cannot write --logits_out '" + FLAGS_logits_out + "'");
   }
   LogitDump dump(*m.tokenizer, FLAGS_top_logits, logits_out);
-  auto sampler = Sampler::Create(SamplerFlags());
+  std::string sampling_note;
+  auto sampler =
+      Sampler::Create(SamplerSettings(m.engine->file().generation_defaults(), &sampling_note));
+  if (!sampling_note.empty()) Note(sampling_note);
   if (!sampler.ok()) return Fail(sampler.status().message());
   StopCondition stop(StopCondition::EndOfTextIds(m.engine->file().eos_token_ids(), *m.tokenizer),
                      ParseStopStrings(FLAGS_stop));

@@ -35,6 +35,13 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptio
         absl::StrCat("the tokenizer in '", path, "' does not load: ", tok.status().message()));
   }
   m.tokenizer = *std::move(tok);
+  m.policy = f.tokenizer_policy();
+  if (!m.policy.eos_token.empty()) m.policy.eos_token_id = m.tokenizer->TokenId(m.policy.eos_token);
+  if (m.policy.add_eos_token && m.policy.eos_token_id < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", path, "' asks for an end-of-sequence token after every text (add_eos_token) but its ",
+        "tokenizer has no token \"", m.policy.eos_token, "\"; re-export the model"));
+  }
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return m;
 }

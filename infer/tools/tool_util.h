@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "infer/runtime/engine.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
 
 namespace st {
@@ -16,6 +17,10 @@ namespace st {
 struct LoadedModel {
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Tokenizer> tokenizer;
+  // The file's tokenizer policy (tokenizer_config.json at export) with its ids resolved: every
+  // tool encodes prompts and texts with policy.Encode, so a BOS goes in front only where the
+  // checkpoint says so (Qwen / SmallThinker: never).
+  TokenizerPolicy policy;
   double load_seconds = 0;
 };
 
