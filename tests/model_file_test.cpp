@@ -90,13 +90,15 @@ void SetRequiredMetadata(ModelFileWriter& w, const ModelConfig& cfg) {
 }
 
 // Writes the tiny model to `path`; returns every tensor's content.
-std::map<std::string, Written> WriteModel(const std::string& path, const ModelConfig& cfg,
-                                          const Recipe& r, uint32_t seed = 1) {
+std::map<std::string, Written> WriteModel(
+    const std::string& path, const ModelConfig& cfg, const Recipe& r, uint32_t seed = 1,
+    const std::function<void(ModelFileWriter&)>& more_metadata = nullptr) {
   std::mt19937 rng(seed);
   std::map<std::string, Written> out;
   absl::StatusOr<std::unique_ptr<ModelFileWriter>> w = ModelFileWriter::Create(path);
   EXPECT_TRUE(w.ok()) << w.status();
   SetRequiredMetadata(**w, cfg);
+  if (more_metadata) more_metadata(**w);
   const int64_t H = cfg.hidden_size, V = cfg.vocab_size, F = cfg.moe_ffn_hidden_size,
                 E = cfg.moe_num_primary_experts;
   auto make = [&](const std::string& name, DType t, std::vector<int64_t> dims) -> Written& {
@@ -663,6 +665,100 @@ TEST(ModelFileRejectTest, ConfigAgainstTensors) {
   p = Decompose(bytes);
   p.metadata.erase(kMetaExportRecipe);
   ExpectRejected(p.Assemble(), "metadata key 'export.recipe' is missing");
+}
+
+}  // namespace
+}  // namespace st
+
+namespace st {
+namespace {
+
+// The optional tokenizer-policy and generation keys: written, read back, and refused when their
+// type or value is wrong.
+TEST(ModelFilePolicyTest, RoundTripsAndOldFilesReadAsNothingAdded) {
+  const std::string bytes = SmallValidFile();
+  {
+    absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::OpenFromMemory(bytes, {});
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_FALSE((*f)->tokenizer_policy().add_bos_token);  // a file without the keys
+    EXPECT_TRUE((*f)->generation_defaults().empty());
+  }
+  Parts p = Decompose(bytes);
+  p.metadata[kMetaBosTokenId] = MetaValue::I64(3);
+  p.metadata[kMetaAddBosToken] = MetaValue::I64(1);
+  p.metadata[kMetaEosToken] = MetaValue::String("<|im_end|>");
+  p.metadata[kMetaSpecialTokenIds] = MetaValue::I64Array({3, 5});
+  p.metadata[kMetaGenDoSample] = MetaValue::I64(1);
+  p.metadata[kMetaGenTemperature] = MetaValue::F64(0.6);
+  p.metadata[kMetaGenTopK] = MetaValue::I64(20);
+  p.metadata[kMetaGenEosTokenIds] = MetaValue::I64Array({5, 7});
+  const std::string good = p.Assemble();
+  absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::OpenFromMemory(good, {});
+  ASSERT_TRUE(f.ok()) << f.status();
+  const TokenizerPolicy& policy = (*f)->tokenizer_policy();
+  EXPECT_TRUE(policy.add_bos_token);
+  EXPECT_EQ(policy.bos_token_id, 3);
+  EXPECT_EQ(policy.eos_token, "<|im_end|>");
+  EXPECT_EQ(policy.special_token_ids, (std::vector<int>{3, 5}));
+  const GenerationDefaults& g = (*f)->generation_defaults();
+  EXPECT_EQ(g.ToString(), "do_sample true, temperature 0.6, top_k 20, eos [5, 7]");
+
+  struct Bad {
+    const char* key;
+    MetaValue value;
+    const char* needle;
+  };
+  const Bad bad[] = {
+      {kMetaAddBosToken, MetaValue::String("yes"), "'tokenizer.add_bos_token' has type string"},
+      {kMetaAddBosToken, MetaValue::I64(2), "expected 0 or 1"},
+      {kMetaGenTemperature, MetaValue::F64(-1), "'generation.temperature' = -1 is out of range"},
+      {kMetaGenTopP, MetaValue::F64(0), "'generation.top_p' = 0 is out of range"},
+      {kMetaGenTopK, MetaValue::I64(-4), "'generation.top_k' = -4 is out of range"},
+      {kMetaGenEosTokenIds, MetaValue::I64Array({1 << 20}), "outside the vocabulary"},
+      {kMetaSpecialTokenIds, MetaValue::I64Array({-1}), "outside the vocabulary"},
+      {kMetaBosTokenId, MetaValue::I64(1 << 20), "'tokenizer.bos_token_id'"},
+  };
+  for (const Bad& b : bad) {
+    Parts q = Decompose(good);
+    q.metadata[b.key] = b.value;
+    ExpectRejected(q.Assemble(), b.needle);
+  }
+  // add_bos_token with no BOS to add.
+  Parts q = Decompose(good);
+  q.metadata[kMetaBosTokenId] = MetaValue::I64(-1);
+  ExpectRejected(q.Assemble(), "there is no BOS to add");
+}
+
+TEST(ModelFilePolicyTest, WriterStoresPolicyAndGenerationDefaults) {
+  const std::string path = TestDir() + "/policy.stmf";
+  TokenizerPolicy policy;
+  policy.add_eos_token = true;
+  policy.eos_token = "</s>";
+  policy.pad_token = "<pad>";
+  policy.tokenizer_class = "LlamaTokenizer";
+  policy.special_token_ids = {2, 9};
+  GenerationDefaults g;
+  g.temperature = 0.7;
+  g.repetition_penalty = 1.1;
+  g.max_new_tokens = 99;
+  g.eos_token_id = {7};
+  WriteModel(path, TinyConfig(), Recipe::All(DType::kQ4_0), 1, [&](ModelFileWriter& w) {
+    w.SetTokenizerPolicy(policy);
+    w.SetGenerationDefaults(g);
+  });
+  absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  const TokenizerPolicy& p = (*f)->tokenizer_policy();
+  EXPECT_FALSE(p.add_bos_token);
+  EXPECT_TRUE(p.add_eos_token);
+  EXPECT_EQ(p.eos_token, "</s>");
+  EXPECT_EQ(p.pad_token, "<pad>");
+  EXPECT_EQ(p.bos_token, "");
+  EXPECT_EQ(p.tokenizer_class, "LlamaTokenizer");
+  EXPECT_EQ(p.special_token_ids, (std::vector<int>{2, 9}));
+  EXPECT_EQ((*f)->generation_defaults().ToString(),
+            "temperature 0.7, repetition_penalty 1.1, max_new_tokens 99, eos [7]");
+  EXPECT_EQ((*f)->FindMetadata(kMetaGenTopP), nullptr);  // only what is set is written
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The safetensors reader (full validation of untrusted files) and the Hugging Face checkpoint
-// directory source (config.json, single or sharded safetensors, tokenizer files).
+// The safetensors reader (full validation of untrusted files) and writer (streaming, temp name
+// + rename), and the Hugging Face checkpoint directory source (config.json, single or sharded
+// safetensors, tokenizer files).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "infer/export/safetensors.h"
 #include "infer/export/tensor_source.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "infer/quant/codec.h"
@@ -299,6 +301,171 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& n
 }
 
 // ---------------------------------------------------------------------------------------------
+// SafetensorsWriter
+
+namespace {
+
+// Writes exactly `n` bytes at the file position.
+absl::Status WriteFd(int fd, const std::string& path, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t put = write(fd, p, n);
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot write '", path, "': ", std::strerror(errno), " (disk full or not writable?)"));
+    }
+    p += put;
+    n -= static_cast<size_t>(put);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
+    const std::string& path, const std::vector<SourceTensor>& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
+  w->path_ = path;
+  w->temp_path_ = path + ".tmp";
+  // The header: "__metadata__" first, then the tensors in data order (ordered_json keeps
+  // insertion order; the reader sorts by name itself).
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) meta[k] = v;
+    header["__metadata__"] = std::move(meta);
+  }
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  for (const SourceTensor& t : tensors) {
+    auto bad = [&](const std::string& what) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("safetensors writer ", path, ": tensor '", t.name, "': ", what));
+    };
+    if (t.name.empty() || t.name == "__metadata__") return bad("invalid tensor name");
+    if (!names.insert(t.name).second) return bad("listed twice");
+    const int elem = SafetensorsDTypeSize(t.dtype);
+    if (elem == 0) {
+      return bad(absl::StrCat("unsupported dtype '", t.dtype, "' (F32, F16 or BF16)"));
+    }
+    if (t.shape.size() > static_cast<size_t>(SafetensorsFile::kMaxDims)) {
+      return bad(
+          absl::StrCat(t.shape.size(), " dimensions (at most ", SafetensorsFile::kMaxDims, ")"));
+    }
+    int64_t count = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0 || __builtin_mul_overflow(count, d, &count)) {
+        return bad(absl::StrCat("invalid shape [", absl::StrJoin(t.shape, ", "), "]"));
+      }
+    }
+    int64_t bytes = 0;
+    uint64_t end = 0;
+    if (__builtin_mul_overflow(count, static_cast<int64_t>(elem), &bytes) ||
+        __builtin_add_overflow(offset, static_cast<uint64_t>(bytes), &end)) {
+      return bad("size overflows 64 bits");
+    }
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, end}}};
+    w->sizes_.push_back(static_cast<uint64_t>(bytes));
+    offset = end;
+  }
+  w->tensors_ = tensors;
+  w->data_bytes_ = offset;
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception& e) {  // a name that is not valid UTF-8
+    return absl::InvalidArgumentError(absl::StrCat(
+        "safetensors writer ", path, ": a tensor name is not valid UTF-8: ", e.what()));
+  }
+  // Padded with spaces to a multiple of 8, as the reference implementation does.
+  text.append((8 - text.size() % 8) % 8, ' ');
+  if (text.size() > static_cast<size_t>(SafetensorsFile::kMaxHeaderBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors writer ", path, ": header of ", text.size(),
+                     " bytes exceeds the readers' limit of ", SafetensorsFile::kMaxHeaderBytes,
+                     " (too many tensors for one file: shard the checkpoint)"));
+  }
+  w->header_len_ = text.size();
+  w->fd_ = open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (w->fd_ < 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", w->temp_path_,
+                                                    "': ", std::strerror(errno),
+                                                    " (is the directory writable?)"));
+  }
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(w->header_len_ >> (8 * i));
+  ST_RETURN_IF_ERROR(w->WriteAll(len, 8));
+  ST_RETURN_IF_ERROR(w->WriteAll(text.data(), text.size()));
+  return w;
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) close(fd_);
+  if (!committed_ && !temp_path_.empty()) unlink(temp_path_.c_str());
+}
+
+absl::Status SafetensorsWriter::WriteAll(const void* data, size_t n) {
+  return WriteFd(fd_, temp_path_, data, n);
+}
+
+absl::Status SafetensorsWriter::Add(const std::string& name, const void* data, size_t bytes) {
+  if (fd_ < 0 || finished_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("safetensors writer ", path_, ": Add('", name, "') after Finish"));
+  }
+  if (next_ >= tensors_.size() || tensors_[next_].name != name) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "safetensors writer ", path_, ": got tensor '", name, "' but expected ",
+        next_ < tensors_.size() ? "'" + tensors_[next_].name + "'" : "no more tensors"));
+  }
+  if (bytes != sizes_[next_]) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors writer ", path_, ": tensor '", name,
+                                                   "' has ", bytes, " bytes, expected ",
+                                                   sizes_[next_]));
+  }
+  ST_RETURN_IF_ERROR(WriteAll(data, bytes));
+  ++next_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Finish() {
+  if (finished_) return absl::OkStatus();
+  if (next_ != tensors_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("safetensors writer ", path_, ": Finish after ", next_, " of ",
+                     tensors_.size(), " tensors (next: '", tensors_[next_].name, "')"));
+  }
+  if (fsync(fd_) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot flush '", temp_path_, "' to disk: ", std::strerror(errno)));
+  }
+  const int fd = fd_;
+  fd_ = -1;
+  if (close(fd) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot close '", temp_path_, "': ", std::strerror(errno)));
+  }
+  finished_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Commit() {
+  if (!finished_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("safetensors writer ", path_, ": Commit before Finish"));
+  }
+  if (committed_) return absl::OkStatus();
+  if (rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rename '", temp_path_, "' to '", path_, "': ", std::strerror(errno)));
+  }
+  committed_ = true;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hugging Face checkpoint directory
 
 namespace {
@@ -362,7 +529,7 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
   if (FileExists(tok_cfg_path)) {
     ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(tok_cfg_path));
     ChatTemplates templates;
-    absl::StatusOr<TokenizerPolicy> policy = ParseTokenizerConfig(text, *tok, &templates);
+    absl::StatusOr<TokenizerPolicy> policy = ParseTokenizerConfig(text, tok.get(), &templates);
     if (!policy.ok()) {
       return absl::Status(policy.status().code(),
                           absl::StrCat(base, policy.status().message()));

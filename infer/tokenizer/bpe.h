@@ -4,6 +4,7 @@
 // ByteLevel decoder. Anything else in a tokenizer.json is rejected with a clear error.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ bool ByteLevelToBytes(absl::string_view mapped, std::string* bytes);
 // Length (1-4) of the UTF-8 sequence `lead` starts, with the allowed range of its second byte
 // in [*lo, *hi] (Unicode table 3-7); 0 for a byte that cannot start a character.
 int Utf8LeadByte(unsigned char lead, unsigned char* lo, unsigned char* hi);
+// Appends the UTF-8 encoding of code point `cp` (a surrogate, which UTF-8 cannot hold, becomes
+// U+FFFD).
+void AppendUtf8(uint32_t cp, std::string* out);
 // Replaces each maximal invalid UTF-8 subsequence by U+FFFD (as Python's errors="replace").
 std::string SanitizeUtf8(absl::string_view text);
 // NFC normalization (ICU).

@@ -90,10 +90,10 @@ absl::Status GetTokenText(const json& j, absl::string_view file, const char* key
   return absl::OkStatus();
 }
 
-absl::Status ResolveToken(const Tokenizer& tok, absl::string_view file, const char* key,
+absl::Status ResolveToken(const Tokenizer* tok, absl::string_view file, const char* key,
                           const std::string& text, int* id) {
-  if (text.empty()) return absl::OkStatus();
-  *id = tok.TokenId(text);
+  if (text.empty() || tok == nullptr) return absl::OkStatus();
+  *id = tok->TokenId(text);
   if (*id < 0) {
     return Bad(file, key,
                absl::StrCat("= \"", text,
@@ -205,7 +205,7 @@ std::vector<int32_t> TokenizerPolicy::Encode(const Tokenizer& tok, absl::string_
   return ids;
 }
 
-absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view text, const Tokenizer& tok,
+absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view text, const Tokenizer* tok,
                                                      ChatTemplates* templates) {
   constexpr absl::string_view kFile = "tokenizer_config.json";
   ST_ASSIGN_OR_RETURN(json j, ParseObject(text, kFile));
@@ -220,11 +220,11 @@ absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view text, con
   ST_RETURN_IF_ERROR(ResolveToken(tok, kFile, "eos_token", p.eos_token, &p.eos_token_id));
   ST_RETURN_IF_ERROR(ResolveToken(tok, kFile, "pad_token", p.pad_token, &p.pad_token_id));
   ST_RETURN_IF_ERROR(ResolveToken(tok, kFile, "unk_token", p.unk_token, &p.unk_token_id));
-  if (p.add_bos_token && p.bos_token_id < 0) {
+  if (p.add_bos_token && p.bos_token.empty()) {
     return Bad(kFile, "add_bos_token",
                "is true but no bos_token is named: name the token to add or set it false");
   }
-  if (p.add_eos_token && p.eos_token_id < 0) {
+  if (p.add_eos_token && p.eos_token.empty()) {
     return Bad(kFile, "add_eos_token",
                "is true but no eos_token is named: name the token to add or set it false");
   }
@@ -240,17 +240,17 @@ absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view text, con
       const std::string what = absl::StrCat("added_tokens_decoder[\"", key, "\"]");
       int id = -1;
       const json parsed = json::parse(key, nullptr, false);
-      ST_RETURN_IF_ERROR(
-          ToId(parsed.is_discarded() ? json(key) : parsed, kFile, what, tok.vocab_size(), &id));
+      ST_RETURN_IF_ERROR(ToId(parsed.is_discarded() ? json(key) : parsed, kFile, what,
+                              tok != nullptr ? tok->vocab_size() : 0, &id));
       if (!entry.is_object() || !entry.contains("content") || !entry["content"].is_string()) {
         return Bad(kFile, what, "must be an object with a \"content\" string");
       }
       const std::string content = entry["content"].get<std::string>();
-      if (tok.TokenId(content) != id) {
+      if (tok != nullptr && tok->TokenId(content) != id) {
         return Bad(
             kFile, what,
             absl::StrCat("says id ", id, " is \"", content,
-                         "\", but tokenizer.json gives that text the id ", tok.TokenId(content),
+                         "\", but tokenizer.json gives that text the id ", tok->TokenId(content),
                          "; the two files come from different models"));
       }
       if (entry.contains("special") && !entry["special"].is_boolean()) {

@@ -39,9 +39,10 @@ struct ChatTemplates {
 
 // Parses tokenizer_config.json. `tok` resolves token texts to ids; a named token (bos, eos, pad,
 // unk) the vocabulary lacks, or an added_tokens_decoder entry whose id holds another token, is
-// an error. Keys that do not change tokenization are ignored. `templates` (optional) receives
-// the chat template(s).
-absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view json, const Tokenizer& tok,
+// an error. With `tok` null only the texts are read (ids stay -1; nothing is cross-checked). Keys
+// that do not change tokenization are ignored. `templates` (optional) receives the chat
+// template(s).
+absl::StatusOr<TokenizerPolicy> ParseTokenizerConfig(absl::string_view json, const Tokenizer* tok,
                                                      ChatTemplates* templates = nullptr);
 
 // Writes tokenizer_config.json as Hugging Face saves it (add_bos_token, add_eos_token, the token

@@ -1,5 +1,6 @@
-// st-export: writes the quantized model file from a Hugging Face SmallThinker checkpoint
-// directory, an st-train HDF5 checkpoint, or random weights for a model config (torch-free).
+// st-export: writes the quantized model file (--format stmf) or a Hugging Face checkpoint
+// directory (--format hf) from a Hugging Face SmallThinker checkpoint directory, an st-train
+// HDF5 checkpoint, or random weights for a model config (torch-free).
 #include <gflags/gflags.h>
 #include <malloc.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "infer/export/exporter.h"
+#include "infer/export/hf_writer.h"
 #include "infer/export/random_source.h"
 #include "infer/export/tensor_source.h"
 #include "infer/quant/types.h"
@@ -18,12 +20,27 @@
 #include "model/config.h"
 
 DEFINE_string(input, "", "Hugging Face checkpoint directory, or an st-train checkpoint.h5");
-DEFINE_string(output, "", "model file to write (e.g. model.stmf)");
+DEFINE_string(output, "",
+              "--format stmf: the model file to write (e.g. model.stmf); --format hf: the "
+              "directory to write (created if missing; must be empty unless --force)");
+DEFINE_string(format, "stmf",
+              "stmf: the quantized smallthinker.cpp model file; hf: a Hugging Face checkpoint "
+              "directory (config.json, safetensors, tokenizer files) as the released "
+              "SmallThinker models are published");
 DEFINE_string(recipe, "q4_0",
-              "type preset: f32, f16, q8_0, q4_0 (experts q4_0, other matrices q8_0) or "
-              "q4_0_pure (every matrix q4_0); router and norms stay f32");
+              "--format stmf: type preset: f32, f16, q8_0, q4_0 (experts q4_0, other matrices "
+              "q8_0) or q4_0_pure (every matrix q4_0); router and norms stay f32");
 DEFINE_string(quant, "", "the same as --recipe");
-DEFINE_bool(force, false, "replace --output if it exists");
+DEFINE_string(hf_dtype, "bf16",
+              "--format hf: the weights' type in the safetensors files: bf16 (as released; "
+              "round to nearest even) or f32 (exact)");
+DEFINE_string(max_shard_size, "5GB",
+              "--format hf: largest safetensors shard, as transformers' max_shard_size (5GB = "
+              "5e9 bytes; also MB, KB, GiB, MiB, KiB, bytes); more than one shard adds "
+              "model.safetensors.index.json");
+DEFINE_bool(force, false,
+            "replace --output if it exists (--format hf: replace the export's files in a "
+            "non-empty directory; other files there are kept)");
 DEFINE_bool(random_init, false,
             "random weights (N(0, 0.02^2) matrices, unit norms) for the model --config instead "
             "of a checkpoint: a synthetic model for speed measurements");
@@ -50,13 +67,112 @@ absl::StatusOr<std::unique_ptr<st::TensorSource>> OpenSource() {
   return st::MakeRandomSource(cfg, FLAGS_seed, tok->name(), tok->ToJson());
 }
 
+// Seconds since `start`.
+double Since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void PrintSource(const st::TensorSource& src) {
+  const st::ModelConfig& cfg = src.config();
+  std::printf("source: %s\n  %.1fM parameters, %d layers, %d experts (top-%d)\n",
+              src.description().c_str(), cfg.NumParams() / 1e6, cfg.num_hidden_layers,
+              cfg.moe_num_primary_experts, cfg.moe_num_active_primary_experts);
+  // How the source was read (config keys ignored, side files missing), once, at info level.
+  for (const std::string& note : src.notes()) std::printf("  note: %s\n", note.c_str());
+  const st::TokenizerPolicy policy = src.tokenizer_policy();
+  std::printf(
+      "  tokenizer policy: add_bos_token %s, add_eos_token %s; chat template %s; "
+      "generation defaults: %s\n",
+      policy.add_bos_token ? "true" : "false", policy.add_eos_token ? "true" : "false",
+      src.chat_template().empty() ? "none" : "stored",
+      src.generation_defaults().ToString().c_str());
+}
+
+// --format stmf: the quantized model file.
+int ExportStmf(const st::TensorSource& src, const st::ExportRecipe& recipe) {
+  const st::ModelConfig& cfg = src.config();
+  std::printf("recipe %s\n", recipe.ToString().c_str());
+  st::ExportOptions opt;
+  opt.recipe = recipe;
+  int64_t total_elements = 0;  // what the exporter reads: ExpectedTensors
+  for (const st::SourceTensor& t : st::ExpectedTensors(cfg)) total_elements += t.num_elements();
+  const auto start = std::chrono::steady_clock::now();
+  auto last = start;
+  opt.progress = [&](int64_t done, int64_t total, int64_t elements) {
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total && std::chrono::duration<double>(now - last).count() < 1.0) return;
+    last = now;
+    const double s = Since(start);
+    const double eta = elements > 0 ? s / elements * (total_elements - elements) : 0;
+    std::fprintf(stderr, "\r  %lld/%lld tensors, %.1fM weights, %.1f M weights/s, ETA %.0f s   ",
+                 (long long)done, (long long)total, elements / 1e6, elements / 1e6 / s, eta);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+  auto report = st::ExportModel(src, FLAGS_output, opt);
+  if (!report.ok()) {
+    std::fprintf(stderr, "\n");
+    return Fail(1, std::string(report.status().message()));
+  }
+  std::printf("quantization error by tensor class:\n");
+  std::printf("  %-10s %-6s %8s %12s %14s %12s\n", "class", "type", "tensors", "elements",
+              "max |error|", "rel. RMS");
+  for (const auto& [cls, e] : report->classes) {
+    std::printf("  %-10s %-6s %8lld %12lld %14.3g %12.3g%s\n", cls.c_str(), st::DTypeName(e.dtype),
+                (long long)e.tensors, (long long)e.elements, e.max_abs_error, e.relative_rms(),
+                e.fallbacks ? " (some rows not multiples of 32: stored f16)" : "");
+  }
+  std::printf("wrote %s: %.1f MB in %.1f s (%.0f MB/s)\n", FLAGS_output.c_str(),
+              report->bytes / 1e6, report->seconds, report->bytes / 1e6 / report->seconds);
+  return 0;
+}
+
+// --format hf: a Hugging Face checkpoint directory.
+int ExportHf(const st::TensorSource& src, const st::HfExportOptions& base) {
+  st::HfExportOptions opt = base;
+  std::printf("writing a Hugging Face directory: %s weights, shards of at most %s (%lld bytes)\n",
+              st::HfTorchDType(opt.dtype), FLAGS_max_shard_size.c_str(),
+              (long long)opt.max_shard_bytes);
+  const auto start = std::chrono::steady_clock::now();
+  auto last = start;
+  opt.progress = [&](int64_t done, int64_t total, int64_t bytes, int64_t total_bytes) {
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total && std::chrono::duration<double>(now - last).count() < 1.0) return;
+    last = now;
+    const double s = std::max(Since(start), 1e-9);
+    const double eta = bytes > 0 ? s / bytes * (total_bytes - bytes) : 0;
+    std::fprintf(stderr, "\r  %lld/%lld tensors, %.1f/%.1f MB, %.1f MB/s, ETA %.0f s   ",
+                 (long long)done, (long long)total, bytes / 1e6, total_bytes / 1e6, bytes / 1e6 / s,
+                 eta);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+  auto report = st::ExportHfDirectory(src, FLAGS_output, opt);
+  if (!report.ok()) {
+    std::fprintf(stderr, "\n");
+    return Fail(1, std::string(report.status().message()));
+  }
+  std::printf("wrote %s: %lld tensors in %d safetensors file%s, %.1f MB in %.1f s (%.0f MB/s)\n",
+              FLAGS_output.c_str(), (long long)report->tensors, report->shards,
+              report->shards == 1 ? "" : "s", report->bytes / 1e6, report->seconds,
+              report->bytes / 1e6 / std::max(report->seconds, 1e-9));
+  for (const std::string& f : report->files) std::printf("  %s\n", f.c_str());
+  return 0;
+}
+
+// Both name the same existing directory (a Hugging Face export onto its own input).
+bool SameDirectory(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && S_ISDIR(sa.st_mode) &&
+         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
-      "export a checkpoint to the smallthinker.cpp model file\n"
+      "export a checkpoint to the smallthinker.cpp model file or a Hugging Face directory\n"
       "  st-export --input runs/tiny/checkpoint.h5 --output tiny.stmf --recipe q4_0\n"
       "  st-export --input path/to/SmallThinker-4BA0.6B-Instruct --output 4b-q4_0.stmf\n"
+      "  st-export --input runs/tiny/checkpoint.h5 --format hf --output tiny-hf/\n"
       "  st-export --random-init --config configs/model/smallthinker-4b-a0.6b.json "
       "--quant q4_0_pure --output 4b-random.stmf");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
@@ -87,57 +203,60 @@ int main(int argc, char** argv) {
     }
   }
   if (FLAGS_output.empty()) return Fail(2, "--output is required (see --help)");
+  if (FLAGS_format != "stmf" && FLAGS_format != "hf") {
+    return Fail(2, "--format " + FLAGS_format +
+                       " is not a format; use stmf (the model file) or hf (a Hugging Face "
+                       "checkpoint directory)");
+  }
+  const bool hf = FLAGS_format == "hf";
   std::string recipe_name = FLAGS_recipe;
-  if (!FLAGS_quant.empty()) {
-    if (FlagGiven("recipe") && FLAGS_recipe != FLAGS_quant) {
-      return Fail(2, "--quant " + FLAGS_quant + " and --recipe " + FLAGS_recipe +
-                         " disagree (--quant is another name for --recipe; give one)");
+  st::HfExportOptions hf_opt;
+  if (hf) {
+    for (const char* flag : {"recipe", "quant"}) {
+      if (FlagGiven(flag)) {
+        return Fail(2, std::string("--") + flag +
+                           " applies only to --format stmf; a Hugging Face export is not "
+                           "quantized (choose its weight type with --hf_dtype bf16|f32)");
+      }
     }
-    recipe_name = FLAGS_quant;
+    auto dtype = st::ParseHfDType(FLAGS_hf_dtype);
+    if (!dtype.ok()) return Fail(2, "--hf_dtype: " + std::string(dtype.status().message()));
+    auto shard = st::ParseByteSize(FLAGS_max_shard_size);
+    if (!shard.ok()) {
+      return Fail(2, "--max_shard_size: " + std::string(shard.status().message()));
+    }
+    hf_opt.dtype = *dtype;
+    hf_opt.max_shard_bytes = *shard;
+    hf_opt.force = FLAGS_force;
+    if (!FLAGS_input.empty() && SameDirectory(FLAGS_input, FLAGS_output)) {
+      return Fail(2, "--output " + FLAGS_output +
+                         " is the --input directory; write the export to another directory");
+    }
+  } else {
+    for (const char* flag : {"hf_dtype", "max_shard_size"}) {
+      if (FlagGiven(flag)) {
+        return Fail(2, std::string("--") + flag + " applies only with --format hf");
+      }
+    }
+    if (!FLAGS_quant.empty()) {
+      if (FlagGiven("recipe") && FLAGS_recipe != FLAGS_quant) {
+        return Fail(2, "--quant " + FLAGS_quant + " and --recipe " + FLAGS_recipe +
+                           " disagree (--quant is another name for --recipe; give one)");
+      }
+      recipe_name = FLAGS_quant;
+    }
+    struct stat sb;
+    if (!FLAGS_force && stat(FLAGS_output.c_str(), &sb) == 0) {
+      return Fail(2, FLAGS_output + " exists; pass --force to replace it");
+    }
   }
-  struct stat sb;
-  if (!FLAGS_force && stat(FLAGS_output.c_str(), &sb) == 0) {
-    return Fail(2, FLAGS_output + " exists; pass --force to replace it");
+  absl::StatusOr<st::ExportRecipe> recipe = st::ExportRecipe();
+  if (!hf) {
+    recipe = st::RecipePreset(recipe_name);
+    if (!recipe.ok()) return Fail(2, std::string(recipe.status().message()));
   }
-  auto recipe = st::RecipePreset(recipe_name);
-  if (!recipe.ok()) return Fail(2, std::string(recipe.status().message()));
   auto src = OpenSource();
   if (!src.ok()) return Fail(1, std::string(src.status().message()));
-  const st::ModelConfig& cfg = (*src)->config();
-  std::printf("source: %s\n  %.1fM parameters, %d layers, %d experts (top-%d)\nrecipe %s\n",
-              (*src)->description().c_str(), cfg.NumParams() / 1e6, cfg.num_hidden_layers,
-              cfg.moe_num_primary_experts, cfg.moe_num_active_primary_experts,
-              recipe->ToString().c_str());
-  st::ExportOptions opt;
-  opt.recipe = *recipe;
-  int64_t total_elements = 0;  // what the exporter reads: ExpectedTensors
-  for (const st::SourceTensor& t : st::ExpectedTensors(cfg)) total_elements += t.num_elements();
-  const auto start = std::chrono::steady_clock::now();
-  auto last = start;
-  opt.progress = [&](int64_t done, int64_t total, int64_t elements) {
-    const auto now = std::chrono::steady_clock::now();
-    if (done != total && std::chrono::duration<double>(now - last).count() < 1.0) return;
-    last = now;
-    const double s = std::chrono::duration<double>(now - start).count();
-    const double eta = elements > 0 ? s / elements * (total_elements - elements) : 0;
-    std::fprintf(stderr, "\r  %lld/%lld tensors, %.1fM weights, %.1f M weights/s, ETA %.0f s   ",
-                 (long long)done, (long long)total, elements / 1e6, elements / 1e6 / s, eta);
-    if (done == total) std::fprintf(stderr, "\n");
-  };
-  auto report = st::ExportModel(**src, FLAGS_output, opt);
-  if (!report.ok()) {
-    std::fprintf(stderr, "\n");
-    return Fail(1, std::string(report.status().message()));
-  }
-  std::printf("quantization error by tensor class:\n");
-  std::printf("  %-10s %-6s %8s %12s %14s %12s\n", "class", "type", "tensors", "elements",
-              "max |error|", "rel. RMS");
-  for (const auto& [cls, e] : report->classes) {
-    std::printf("  %-10s %-6s %8lld %12lld %14.3g %12.3g%s\n", cls.c_str(), st::DTypeName(e.dtype),
-                (long long)e.tensors, (long long)e.elements, e.max_abs_error, e.relative_rms(),
-                e.fallbacks ? " (some rows not multiples of 32: stored f16)" : "");
-  }
-  std::printf("wrote %s: %.1f MB in %.1f s (%.0f MB/s)\n", FLAGS_output.c_str(),
-              report->bytes / 1e6, report->seconds, report->bytes / 1e6 / report->seconds);
-  return 0;
+  PrintSource(**src);
+  return hf ? ExportHf(**src, hf_opt) : ExportStmf(**src, *recipe);
 }

@@ -21,6 +21,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "gflags/gflags.h"
+#include "infer/chat/chat_template.h"
+#include "infer/chat/jinja.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/sampler.h"
 #include "infer/tokenizer/tokenizer.h"
@@ -59,7 +61,12 @@ DEFINE_bool(chat, false,
             "interactive chat: one user message a line on stdin; /reset clears the "
             "conversation, /exit or the end of input quits");
 DEFINE_string(system, "", "system prompt for --chat");
-DEFINE_bool(raw, false, "with --chat: send each line as it is, without the ChatML template");
+DEFINE_bool(raw, false, "with --chat: send each line as it is, without the chat template");
+DEFINE_string(chat_template_file, "",
+              "with --chat: render this Jinja chat template instead of the model file's");
+DEFINE_string(chat_template_kwargs, "",
+              "with --chat: extra template variables as a JSON object, e.g. "
+              "'{\"enable_thinking\": false}' (as apply_chat_template's keyword arguments)");
 DEFINE_bool(echo, true, "print the prompt before the generated text (without --chat)");
 DEFINE_int32(top_logits, 0,
              "print the N largest logits after every prompt token and generated token, as "
@@ -149,8 +156,16 @@ absl::Status CheckFlags() {
   if (!FLAGS_chat && FLAGS_prompt.empty() && FLAGS_prompt_file.empty()) {
     return bad("--prompt is required (or --prompt_file, or --chat for a conversation)");
   }
-  if (!FLAGS_chat && (FLAGS_raw || !FLAGS_system.empty())) {
-    return bad("--raw and --system go with --chat (without --chat the prompt is always raw)");
+  if (!FLAGS_chat && (FLAGS_raw || !FLAGS_system.empty() || !FLAGS_chat_template_file.empty() ||
+                      !FLAGS_chat_template_kwargs.empty())) {
+    return bad(
+        "--raw, --system, --chat_template_file and --chat_template_kwargs go with --chat "
+        "(without --chat the prompt is always raw)");
+  }
+  if (FLAGS_raw && (!FLAGS_chat_template_file.empty() || !FLAGS_system.empty())) {
+    return bad(
+        "--raw sends lines without a template: --system and --chat_template_file do not "
+        "apply");
   }
   if (FLAGS_max_new_tokens < -1) {
     return bad(
@@ -246,13 +261,19 @@ class Runner {
     totals_.prefill_s += Since(turn_start_);
     totals_.prefill_tokens += static_cast<int64_t>(tokens.size());
     sampler_.Accept(tokens);
+    context_.insert(context_.end(), tokens.begin(), tokens.end());
     return last;
   }
 
   // Samples up to `max_new` tokens (-1: no limit) after `logits`, streaming the text to stdout.
-  // Returns why it stopped.
+  // Returns why it stopped; reply() is the text shown.
   absl::StatusOr<std::string> Generate(std::vector<float> logits, int max_new) {
     stop_.Reset();
+    reply_.clear();
+    auto show = [this](const std::string& text) {
+      reply_ += text;
+      Emit(text);
+    };
     StreamDecoder dec(&tok_);
     const auto t0 = Clock::now();
     std::string reason;
@@ -270,7 +291,7 @@ class Runner {
       }
       ++totals_.generated;
       sampler_.Accept(next);
-      Emit(stop_.Push(dec.Push(next)));
+      show(stop_.Push(dec.Push(next)));
       if (stop_.stopped()) {
         reason = absl::StrCat("stop string \"", stop_.matched(), "\"");
         break;
@@ -286,13 +307,14 @@ class Runner {
       const int pos = eng_.position();
       auto r = eng_.Forward(next);
       if (!r.ok()) return r.status();
+      context_.push_back(next);
       logits = *std::move(r);
       ++totals_.decode_forwards;
       if (dump_->on()) dump_->Row(pos, next, logits.data(), static_cast<int>(logits.size()));
     }
     if (!stop_.stopped()) {
-      Emit(stop_.Push(dec.Flush()));
-      Emit(stop_.Flush());
+      show(stop_.Push(dec.Flush()));
+      show(stop_.Flush());
     }
     totals_.decode_s += Since(t0);
     ++totals_.replies;
@@ -303,8 +325,12 @@ class Runner {
   void Reset() {
     eng_.Reset();
     sampler_.ClearHistory();
+    context_.clear();
   }
   const Totals& totals() const { return totals_; }
+  // The tokens in the engine's context, in order (prompt turns and the replies' fed tokens).
+  const std::vector<int32_t>& context() const { return context_; }
+  const std::string& reply() const { return reply_; }
 
  private:
   Engine& eng_;
@@ -314,6 +340,8 @@ class Runner {
   LogitDump* dump_;
   Totals totals_;
   Clock::time_point turn_start_;
+  std::vector<int32_t> context_;
+  std::string reply_;
 };
 
 void PrintStats(const LoadedModel& m, const Totals& t) {
@@ -370,49 +398,100 @@ int RunPrompt(const LoadedModel& m, Runner& run, const std::string& prompt) {
   return 0;
 }
 
+// ChatML, for model files without a chat template of their own (what llama.cpp falls back to).
+constexpr char kDefaultChatTemplate[] =
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' "
+    "}}{%- endif %}";
+
+// The chat template this run renders: --chat_template_file, else the model file's, else ChatML.
+absl::StatusOr<std::string> ChatTemplateSource(const Engine& e) {
+  if (!FLAGS_chat_template_file.empty()) {
+    return ReadTextFile(FLAGS_chat_template_file, "--chat_template_file");
+  }
+  if (!e.file().chat_template().empty()) return e.file().chat_template();
+  Note(
+      "chat: the model file has no chat template; turns use ChatML (<|im_start|>role ... "
+      "<|im_end|>)");
+  return std::string(kDefaultChatTemplate);
+}
+
 int RunChat(const LoadedModel& m, Runner& run) {
   Engine& e = *m.engine;
   const Tokenizer& tok = *m.tokenizer;
-  const std::string& tmpl = e.file().chat_template();
+  nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
+  if (!FLAGS_chat_template_kwargs.empty()) {
+    kwargs = nlohmann::ordered_json::parse(FLAGS_chat_template_kwargs, nullptr, false);
+    if (kwargs.is_discarded() || !kwargs.is_object()) {
+      return Fail(
+          absl::StrCat("--chat_template_kwargs must be a JSON object such as "
+                       "'{\"enable_thinking\": false}', got '",
+                       FLAGS_chat_template_kwargs, "'"));
+    }
+  }
+  std::string tmpl;
   if (FLAGS_raw) {
     Note("chat: --raw, each line goes to the model as it is (no chat template)");
-  } else if (tmpl.empty()) {
-    Note(
-        "chat: the model file has no chat template; turns use ChatML (<|im_start|>role ... "
-        "<|im_end|>)");
-  } else if (tmpl.find("<|im_start|>") != std::string::npos &&
-             tmpl.find("<|im_end|>") != std::string::npos) {
-    Note(
-        "chat: turns use ChatML, as the model file's chat template does (<|im_start|>/<|im_end|>)");
   } else {
-    return Fail(
-        "the model file's chat template does not use ChatML markers (<|im_start|>/<|im_end|>), "
-        "the only format st-run writes; use --raw to send lines as they are");
-  }
-  if (!FLAGS_raw && (tok.TokenId("<|im_start|>") < 0 || tok.TokenId("<|im_end|>") < 0)) {
-    Note(
-        "chat: the tokenizer has no <|im_start|>/<|im_end|> tokens; the markers go in as plain "
-        "text");
+    auto source = ChatTemplateSource(e);
+    if (!source.ok()) return Fail(source.status().message());
+    tmpl = *std::move(source);
+    // A template that does not parse is reported now, not after the first message.
+    auto parsed = jinja::Template::Parse(tmpl);
+    if (!parsed.ok()) return Fail(absl::StrCat("the chat template: ", parsed.status().message()));
   }
   const bool tty = ::isatty(0);
-  bool close_reply = false;  // the last reply's <|im_end|> is not in the context yet
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  auto start_conversation = [&] {
+    messages = nlohmann::ordered_json::array();
+    if (!FLAGS_system.empty()) messages.push_back({{"role", "system"}, {"content", FLAGS_system}});
+  };
+  start_conversation();
+  bool noted_rerender = false;
 
   auto turn = [&](const std::string& line) -> absl::Status {
-    std::string text;
+    std::vector<int32_t> tokens;
     if (FLAGS_raw) {
-      text = line + "\n";
+      tokens = tok.Encode(line + "\n");
     } else {
-      if (close_reply) text += "<|im_end|>\n";
-      if (e.position() == 0 && !FLAGS_system.empty()) {
-        absl::StrAppend(&text, "<|im_start|>system\n", FLAGS_system, "<|im_end|>\n");
+      // The whole conversation, rendered as Hugging Face's apply_chat_template renders it, and
+      // tokenized as it does (no BOS/EOS added: a template writes its own special tokens).
+      messages.push_back({{"role", "user"}, {"content", line}});
+      ChatRenderInput in;
+      in.messages = messages;
+      in.add_generation_prompt = true;
+      in.bos_token = m.policy.bos_token;
+      in.eos_token = m.policy.eos_token;
+      in.kwargs = kwargs;
+      auto text = RenderChatTemplate(tmpl, in);
+      if (!text.ok()) {
+        messages.erase(messages.end() - 1);
+        return absl::InvalidArgumentError(
+            absl::StrCat("the chat template: ", text.status().message()));
       }
-      absl::StrAppend(&text, "<|im_start|>user\n", line, "<|im_end|>\n<|im_start|>assistant\n");
+      std::vector<int32_t> all = tok.Encode(*text);
+      // Feed only what follows the context already computed. When the template renders the
+      // earlier turns differently from the tokens the model produced (Qwen3 drops the
+      // reasoning of past turns), the conversation is read again from the start.
+      const std::vector<int32_t>& ctx = run.context();
+      const bool extends =
+          all.size() >= ctx.size() && std::equal(ctx.begin(), ctx.end(), all.begin());
+      if (!extends) {
+        if (!noted_rerender) {
+          Note(
+              "chat: the template renders earlier turns differently from what the model wrote; "
+              "the conversation is read again from its start each turn");
+          noted_rerender = true;
+        }
+        run.Reset();
+        tokens = std::move(all);
+      } else {
+        tokens.assign(all.begin() + static_cast<std::ptrdiff_t>(ctx.size()), all.end());
+      }
     }
-    std::vector<int32_t> tokens = tok.Encode(text);
-    if (e.position() == 0 && e.file().bos_token_id() >= 0) {
-      tokens.insert(tokens.begin(), static_cast<int32_t>(e.file().bos_token_id()));
-    }
+    if (tokens.empty()) return absl::OkStatus();
     if (e.position() + static_cast<int64_t>(tokens.size()) > e.max_context()) {
+      if (!FLAGS_raw) messages.erase(messages.end() - 1);
       Note(absl::StrCat("the context is full: ", e.position(), " of ", e.max_context(),
                         " tokens used and this message needs ", tokens.size(),
                         "; type /reset to start a new conversation"));
@@ -423,7 +502,7 @@ int RunChat(const LoadedModel& m, Runner& run) {
     auto reason = run.Generate(*std::move(logits), FLAGS_max_new_tokens);
     if (!reason.ok()) return reason.status();
     Emit("\n");
-    close_reply = !FLAGS_raw;
+    if (!FLAGS_raw) messages.push_back({{"role", "assistant"}, {"content", run.reply()}});
     if (*reason == "context full") Note(ContextFullNote(e) + "; type /reset to start over");
     return absl::OkStatus();
   };
@@ -440,7 +519,7 @@ int RunChat(const LoadedModel& m, Runner& run) {
     if (line == "/exit") break;
     if (line == "/reset") {
       run.Reset();
-      close_reply = false;
+      start_conversation();
       Note("context cleared");
       continue;
     }

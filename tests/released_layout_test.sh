@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A checkpoint directory laid out as the released SmallThinker-4BA0.6B-Instruct is, end to end
+# with no hand edits: config.json with every published key (small sizes, random weights),
+# the real Qwen3 tokenizer.json and tokenizer_config.json (its chat template, add_bos_token
+# false), a Qwen3-style generation_config.json. Checks: st-export imports it and names the keys
+# it ignored; st-inspect shows the policy and the defaults; st-run puts nothing in front of a
+# prompt; st-run --chat feeds exactly the string the checkpoint's own template renders
+# (st-data render-chat, which the Jinja golden test ties to Hugging Face's renderer).
+#   tests/released_layout_test.sh ST_EXPORT ST_RUN ST_INSPECT ST_DATA SOURCE_DIR BINARY_DIR
+set -euo pipefail
+st_export=$1 st_run=$2 st_inspect=$3 st_data=$4 src=$5 bin=$6
+qwen="$bin/tokenizers/qwen3"
+for f in tokenizer.json tokenizer_config.json; do
+  [[ -f "$qwen/$f" ]] || { echo "missing $qwen/$f (ctest fixture fetch_tokenizers)"; exit 1; }
+done
+dir="$bin/test_tmp/released_layout"
+rm -rf "$dir"
+mkdir -p "$dir"
+hf="$dir/SmallThinker-tiny-Instruct"
+
+fail=0
+check() {  # description, then a command that must succeed
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
+}
+matches() { grep -Eq -- "$2" "$1"; }
+
+# Random weights for small sizes, written as a Hugging Face directory by our own exporter...
+python3 - "$src/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json" "$dir" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+small = dict(hidden_size=64, head_dim=32, num_attention_heads=4, num_key_value_heads=2,
+             num_hidden_layers=2, moe_num_primary_experts=4, moe_num_active_primary_experts=2,
+             moe_ffn_hidden_size=64, max_position_embeddings=2048)
+c.update(small)
+c["rope_layout"] = [1] * 2
+c["sliding_window_layout"] = [0] * 2
+# ...then given exactly the published key set (every key of the released file, same order).
+json.dump(c, open(sys.argv[2] + "/config.json", "w"), indent=2)
+ours = {k: v for k, v in c.items() if k in (
+    "model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "max_position_embeddings",
+    "rope_layout", "sliding_window_layout", "sliding_window_size", "moe_num_primary_experts",
+    "moe_num_active_primary_experts", "moe_ffn_hidden_size", "tie_word_embeddings",
+    "bos_token_id", "eos_token_id")}
+json.dump(ours, open(sys.argv[2] + "/ours.json", "w"), indent=2)
+EOF
+"$st_export" --random-init --config "$dir/ours.json" --tokenizer "$qwen/tokenizer.json" \
+  --format hf --output "$hf" > "$dir/hf.log" 2>&1 || { cat "$dir/hf.log"; exit 1; }
+cp "$dir/config.json" "$hf/config.json"
+cp "$qwen/tokenizer.json" "$qwen/tokenizer_config.json" "$hf/"
+cat > "$hf/generation_config.json" <<'EOF'
+{
+  "bos_token_id": 151643,
+  "do_sample": true,
+  "eos_token_id": [151645, 151643],
+  "pad_token_id": 151643,
+  "temperature": 0.6,
+  "top_k": 20,
+  "top_p": 0.95,
+  "transformers_version": "4.53.3"
+}
+EOF
+check "config.json has every published key" python3 -c "
+import json, sys
+a = list(json.load(open('$src/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json')))
+b = list(json.load(open('$hf/config.json')))
+sys.exit(a != b)"
+
+# Import: no hand edits.
+model="$dir/model.stmf"
+"$st_export" --input "$hf" --output "$model" --quant q8_0 > "$dir/export.log" 2>&1 ||
+  { cat "$dir/export.log"; exit 1; }
+check "export names the ignored config keys" matches "$dir/export.log" \
+  'config.json: ignored keys that do not change the computation: .*tokenizer_class.*use_cache'
+"$st_inspect" "$model" > "$dir/inspect.txt"
+check "policy stored: no BOS, eos <|im_end|>" matches "$dir/inspect.txt" \
+  'tokenizer policy: add_bos_token false .* add_eos_token false, bos_token none, eos_token <\|im_end\|>'
+check "generation defaults stored" matches "$dir/inspect.txt" \
+  'generation defaults: do_sample true, temperature 0.6, top_k 20, top_p 0.95, eos \[151645, 151643\]'
+check "end ids include <|im_end|>" matches "$dir/inspect.txt" 'tokenizer.eos_token_ids = \[151643, 151645\]'
+
+# The first prompt token is the prompt's own first token.
+"$st_data" encode --tokenizer "$hf" --text "Hello world" > "$dir/ids.json"
+first=$(python3 -c "import json; print(json.load(open('$dir/ids.json'))[0])")
+"$st_run" --model "$model" --prompt "Hello world" --max_new_tokens 2 --top_logits 1 \
+  --logits_out "$dir/prompt.jsonl" > /dev/null 2> "$dir/prompt.err"
+check "first prompt token is $first (no BOS in front)" \
+  matches "$dir/prompt.jsonl" "^\{\"pos\":0,\"token\":$first,"
+check "sampling defaults from generation_config" matches "$dir/prompt.err" \
+  'sampling from the model.s generation_config: top_k 20, top_p 0.95, temperature 0.6'
+
+# Chat renders the checkpoint's own template: the prompt tokens st-run feeds spell exactly what
+# st-data render-chat prints for the same conversation.
+printf 'What is 2+2?\n' |
+  "$st_run" --model "$model" --chat --system "You are brief." --temperature 0 \
+    --max_new_tokens 3 --chat_template_kwargs '{"enable_thinking": false}' --top_logits 1 \
+    --logits_out "$dir/chat.jsonl" > "$dir/chat.txt" 2> "$dir/chat.err" ||
+  { cat "$dir/chat.err"; exit 1; }
+cat > "$dir/conv.json" <<'EOF'
+[{"role": "system", "content": "You are brief."}, {"role": "user", "content": "What is 2+2?"}]
+EOF
+"$st_data" render-chat --template "$hf/tokenizer_config.json" --messages "$dir/conv.json" \
+  --add_generation_prompt --kwargs '{"enable_thinking": false}' > "$dir/rendered.txt"
+check "rendered prompt ends in the empty think block" \
+  python3 -c "import sys; sys.exit(not open('$dir/rendered.txt').read().endswith('<|im_start|>assistant\n<think>\n\n</think>\n\n'))"
+"$st_data" encode --tokenizer "$hf" --input "$dir/rendered.txt" > "$dir/rendered_ids.json"
+check "st-run --chat fed the rendered template, token for token" python3 - "$dir" <<'EOF'
+import json, sys
+d = sys.argv[1]
+want = json.load(open(d + "/rendered_ids.json"))
+rows = [json.loads(l) for l in open(d + "/chat.jsonl")]
+got = [r["token"] for r in rows[:len(want)]]
+sys.exit(got != want or [r["pos"] for r in rows[:len(want)]] != list(range(len(want))))
+EOF
+
+exit $fail
