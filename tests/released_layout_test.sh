@@ -115,4 +115,43 @@ got = [r["token"] for r in rows[:len(want)]]
 sys.exit(got != want or [r["pos"] for r in rows[:len(want)]] != list(range(len(want))))
 EOF
 
+# Bad chat inputs get clear errors: a template with a syntax error (line and column), kwargs that
+# are not a JSON object.
+printf '{%% if messages %%}\n{{ messages[0].content }\n{%% endif %%}' > "$dir/bad.jinja"
+if echo hi | "$st_run" --model "$model" --chat --chat_template_file "$dir/bad.jinja" \
+  > /dev/null 2> "$dir/bad_template.err"; then
+  echo "FAIL: a broken template was accepted"; fail=1
+fi
+check "broken template: line and column" matches "$dir/bad_template.err" \
+  '^st-run: chat template:2:24: expected .}}. to close the expression'
+if echo hi | "$st_run" --model "$model" --chat --chat_template_kwargs '[1]' \
+  > /dev/null 2> "$dir/bad_kwargs.err"; then
+  echo "FAIL: kwargs that are not an object were accepted"; fail=1
+fi
+check "kwargs must be an object" matches "$dir/bad_kwargs.err" '--chat_template_kwargs must be a JSON object'
+
+# A checkpoint whose tokenizer_config.json asks for a BOS gets one, in front of the prompt only.
+python3 - "$hf/tokenizer_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["add_bos_token"] = True
+c["bos_token"] = "<|endoftext|>"
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
+"$st_export" --input "$hf" --output "$dir/bos.stmf" --quant q8_0 > "$dir/bos.log" 2>&1 ||
+  { cat "$dir/bos.log"; exit 1; }
+"$st_run" --model "$dir/bos.stmf" --prompt "Hello world" --max_new_tokens 1 --top_logits 1 \
+  --logits_out "$dir/bos.jsonl" > /dev/null 2>&1
+check "add_bos_token true: BOS first, then the prompt's first token" python3 - "$dir" "$first" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + "/bos.jsonl")]
+sys.exit([r["token"] for r in rows[:2]] != [151643, int(sys.argv[2])])
+PY
+"$st_data" encode --tokenizer "$hf" --text "Hello world" > "$dir/bos_ids.json"
+check "st-data applies the directory's policy too" python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+sys.exit(json.load(open(d + "/bos_ids.json")) != [151643] + json.load(open(d + "/ids.json")))
+PY
+
 exit $fail

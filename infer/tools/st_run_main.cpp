@@ -438,7 +438,8 @@ int RunChat(const LoadedModel& m, Runner& run) {
     tmpl = *std::move(source);
     // A template that does not parse is reported now, not after the first message.
     auto parsed = jinja::Template::Parse(tmpl);
-    if (!parsed.ok()) return Fail(absl::StrCat("the chat template: ", parsed.status().message()));
+    // Messages read "chat template:LINE:COLUMN: ...".
+    if (!parsed.ok()) return Fail(parsed.status().message());
   }
   const bool tty = ::isatty(0);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
@@ -466,8 +467,7 @@ int RunChat(const LoadedModel& m, Runner& run) {
       auto text = RenderChatTemplate(tmpl, in);
       if (!text.ok()) {
         messages.erase(messages.end() - 1);
-        return absl::InvalidArgumentError(
-            absl::StrCat("the chat template: ", text.status().message()));
+        return text.status();
       }
       std::vector<int32_t> all = tok.Encode(*text);
       // Feed only what follows the context already computed. When the template renders the
