@@ -294,6 +294,7 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
   // An existing directory: refuse, clear, or resume.
   int64_t resume_docs = 0;
   std::error_code ec;
+  const bool dir_existed = fs::exists(dir, ec);
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
     return absl::AlreadyExistsError(
         absl::StrCat("--output '", dir, "' exists and is not a directory; choose another path"));
@@ -451,6 +452,10 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
                     train_tokens_written + static_cast<int64_t>(train_buf.size() + val_buf.size()));
   }
   if (carry == nullptr) {
+    // Nothing was written but the incomplete manifest: remove what this run made, so that the
+    // directory does not look like an interrupted preparation (re-running could not finish it).
+    ST_RETURN_IF_ERROR(ClearDataset(dir, false, 0));
+    if (!dir_existed) fs::remove(dir, ec);
     return absl::InvalidArgumentError(
         "the input holds no text (empty files or JSONL without non-empty \"text\"); nothing to "
         "tokenize");

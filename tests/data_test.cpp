@@ -740,6 +740,23 @@ TEST(PrepareTest, EmptyInputAndTokenizerWithoutEosAreErrors) {
   auto r = PrepareDataset(tok, opt);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(Contains(r.status().message(), "no text")) << r.status();
+  // Nothing is left that looks like an interrupted preparation: the same input into an existing
+  // directory leaves it as it was, and real text afterwards prepares normally.
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out"));
+  std::filesystem::create_directories(dir + "/kept");
+  WriteText(dir + "/kept/notes.txt", "mine");
+  opt.output = dir + "/kept";
+  r = PrepareDataset(tok, opt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir + "/kept"),
+                          std::filesystem::directory_iterator()),
+            1);
+  WriteText(dir + "/text.txt", "In the beginning\n");
+  opt.inputs = {dir + "/text.txt"};
+  opt.val_fraction = 0;
+  r = PrepareDataset(tok, opt);
+  EXPECT_TRUE(r.ok()) << r.status();
+  opt.output = dir + "/out";
   opt.inputs = {dir + "/missing.txt"};
   r = PrepareDataset(tok, opt);
   ASSERT_FALSE(r.ok());

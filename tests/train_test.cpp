@@ -333,8 +333,10 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   const double after = (*t)->Evaluate();
   std::printf("unigram entropy %.3f nats, val loss %.3f -> %.3f after 300 steps\n", unigram, before,
               after);
-  EXPECT_GT(before, unigram);  // an untrained model is no better than counting
-  EXPECT_LT(after, 0.75 * unigram);
+  // Untrained (N(0, 0.02) weights), the model predicts almost uniformly over its vocabulary: a
+  // broken initialisation, loss or evaluation moves this away from log V.
+  EXPECT_NEAR(before, std::log(static_cast<double>(model->vocab_size)), 0.05);
+  EXPECT_LT(after, 0.75 * unigram);  // and 300 steps take it well below counting bytes
 }
 
 // The DP-group load-balance loss on 4 ranks (threads of this process, Gloo over loopback,
