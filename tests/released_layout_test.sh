@@ -115,6 +115,52 @@ got = [r["token"] for r in rows[:len(want)]]
 sys.exit(got != want or [r["pos"] for r in rows[:len(want)]] != list(range(len(want))))
 EOF
 
+# A second turn feeds only what follows the context, /reset starts again from position 0 with
+# exactly the first turn's tokens. The template writes each user turn with the assistant header
+# after it and leaves replies out, so turn 2's rendering extends turn 1's whatever the random
+# model replies (one token a reply: the sampled token is not in the KV cache yet).
+chatml="$dir/user_turns.jinja"
+cat > "$chatml" <<'JINJA'
+{%- for m in messages if m.role != 'assistant' -%}
+<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% if m.role == 'user' %}<|im_start|>assistant
+{% endif %}
+{%- endfor -%}
+JINJA
+printf 'What is 2+2?\nAnd 3+3?\n/reset\nWhat is 2+2?\n' |
+  "$st_run" --model "$model" --chat --system "You are brief." --temperature 0 \
+    --max_new_tokens 1 --chat_template_file "$chatml" --top_logits 1 \
+    --logits_out "$dir/turns.jsonl" > /dev/null 2> "$dir/turns.err" ||
+  { cat "$dir/turns.err"; exit 1; }
+cat > "$dir/conv1.json" <<'JSON'
+[{"role": "system", "content": "You are brief."}, {"role": "user", "content": "What is 2+2?"}]
+JSON
+"$st_data" render-chat --template "$chatml" --messages "$dir/conv1.json" \
+  > "$dir/chatml1.txt"
+"$st_data" encode --tokenizer "$hf" --input "$dir/chatml1.txt" > "$dir/chatml1_ids.json"
+check "/reset noted" matches "$dir/turns.err" 'context cleared'
+check "no re-read when the template extends the context" bash -c "! grep -q 'read again' '$dir/turns.err'"
+check "turn 2 continues at the end of turn 1; /reset restarts at 0 with the same tokens" \
+  python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+rows = [json.loads(l) for l in open(d + "/turns.jsonl")]
+first = json.load(open(d + "/chatml1_ids.json"))
+n = len(first)
+starts = [i for i, r in enumerate(rows) if r["pos"] == 0]
+ok = (len(starts) == 2 and [r["token"] for r in rows[:n]] == first and
+      [r["pos"] for r in rows[:n]] == list(range(n)) and rows[n]["pos"] == n and
+      [r["token"] for r in rows[starts[1]:starts[1] + n]] == first)
+sys.exit(not ok)
+PY
+# Qwen3's template drops the (empty) thinking block of past turns, so the conversation is read
+# again from its start, as Hugging Face would compute it; st-run says so once.
+printf 'What is 2+2?\nAnd 3+3?\n' |
+  "$st_run" --model "$model" --chat --temperature 0 --max_new_tokens 2 \
+    --chat_template_kwargs '{"enable_thinking": false}' > /dev/null 2> "$dir/reread.err"
+check "re-read noted for Qwen3" matches "$dir/reread.err" 'the conversation is read again from its start'
+
 # Bad chat inputs get clear errors: a template with a syntax error (line and column), kwargs that
 # are not a JSON object.
 printf '{%% if messages %%}\n{{ messages[0].content }\n{%% endif %%}' > "$dir/bad.jinja"
@@ -123,7 +169,7 @@ if echo hi | "$st_run" --model "$model" --chat --chat_template_file "$dir/bad.ji
   echo "FAIL: a broken template was accepted"; fail=1
 fi
 check "broken template: line and column" matches "$dir/bad_template.err" \
-  '^st-run: chat template:2:24: expected .}}. to close the expression'
+  '^st-run: error: chat template:2:24: expected .}}. to close the expression'
 if echo hi | "$st_run" --model "$model" --chat --chat_template_kwargs '[1]' \
   > /dev/null 2> "$dir/bad_kwargs.err"; then
   echo "FAIL: kwargs that are not an object were accepted"; fail=1
