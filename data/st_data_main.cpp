@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "data/hdf5.h"
 #include "data/prepare.h"
@@ -30,6 +31,7 @@
 #include "infer/tokenizer/bpe_trainer.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/cli.h"
 #include "model/check.h"
 #include "model/config.h"
 #include "nlohmann/json.hpp"
@@ -43,7 +45,6 @@ DEFINE_double(val_fraction, 0.01, "fraction held out for validation, in [0, 0.5]
 DEFINE_int64(shard_tokens, 50000000, "tokens a shard (closed at the next document end)");
 DEFINE_bool(overwrite, false, "replace an existing dataset");
 DEFINE_string(model_config, "", "model config JSON: check that the vocabulary fits it");
-DEFINE_int32(threads, 0, "encoding threads; 0 = all cores");
 DEFINE_string(text, "", "text to encode");
 DEFINE_bool(bench, false, "print encoding speed instead of the ids");
 DEFINE_string(ids, "", "ids to decode, comma separated");
@@ -60,12 +61,10 @@ DEFINE_string(kwargs, "", "render-chat: extra template variables, a JSON object"
 
 namespace {
 
-constexpr int kUsage = 2;
-constexpr int kFailure = 1;
-
 struct Command {
   const char* name;
-  const char* usage;
+  const char* usage;  // usage lines
+  const char* about;  // what it does
   std::vector<std::string> flags;
 };
 
@@ -74,37 +73,38 @@ const std::vector<Command>& Commands() {
       {"prepare",
        "st-data prepare --tokenizer {byte|PATH/tokenizer.json} --input PATH[,PATH...] --output "
        "DIR\n        [--val_fraction 0.01] [--shard_tokens 50000000] [--overwrite] "
-       "[--model_config configs/model/x.json] [--threads N]\n"
-       "    Tokenizes text files, directories (*.txt, *.jsonl, recursively) and JSONL files\n"
-       "    (\"text\" field) into a dataset directory of HDF5 token shards; an interrupted run\n"
-       "    resumes when re-run with the same arguments.",
+       "[--model_config configs/model/x.json] [--threads N]",
+       "Tokenizes text files, directories (*.txt, *.jsonl, recursively) and JSONL files "
+       "(\"text\" field) into a dataset directory of HDF5 token shards; an interrupted run "
+       "resumes when re-run with the same arguments.",
        {"tokenizer", "input", "output", "val_fraction", "shard_tokens", "overwrite", "model_config",
         "threads"}},
       {"encode",
-       "st-data encode --tokenizer T (--text STR | --input FILE) [--bench]\n"
-       "    Prints the ids as a JSON array; --bench prints the encoding speed instead.",
+       "st-data encode --tokenizer T (--text STR | --input FILE) [--bench]",
+       "Prints the ids as a JSON array; --bench prints the encoding speed instead.",
        {"tokenizer", "text", "input", "bench"}},
       {"decode",
-       "st-data decode --tokenizer T (--ids 1,2,3 | --input FILE)\n"
-       "    Prints the text of ids (FILE: a JSON array or ids separated by spaces or commas).",
+       "st-data decode --tokenizer T (--ids 1,2,3 | --input FILE)",
+       "Prints the text of ids (FILE: a JSON array or ids separated by spaces or commas).",
        {"tokenizer", "ids", "input"}},
       {"train-tokenizer",
        "st-data train-tokenizer --input PATH[,PATH...] --vocab_size N --output tokenizer.json "
-       "[--min_frequency 2]\n"
-       "    Trains a byte-level BPE tokenizer (Hugging Face tokenizer.json).",
+       "[--min_frequency 2]",
+       "Trains a byte-level BPE tokenizer (Hugging Face tokenizer.json).",
        {"input", "vocab_size", "output", "min_frequency"}},
       {"info",
-       "st-data info DIR\n    Prints a dataset's manifest: tokens per split, tokenizer, sources.",
+       "st-data info DIR",
+       "Prints a dataset's manifest: tokens per split, tokenizer, sources.",
        {}},
       {"render-chat",
        "st-data render-chat --template PATH --messages conv.json [--add_generation_prompt]\n"
-       "        [--bos_token S] [--eos_token S] [--kwargs JSON]\n"
-       "    Prints exactly the string a chat template renders for a conversation, as Hugging\n"
-       "    Face's apply_chat_template does, byte for byte, nothing appended. PATH: a\n"
-       "    tokenizer_config.json, a .jinja file or a model file (.stmf); conv.json: a JSON array\n"
-       "    of {\"role\", \"content\", ...} messages, or {\"messages\": [...], \"tools\": [...]}.\n"
-       "    bos/eos default to the tokens PATH names; --kwargs adds template variables, e.g.\n"
-       "    '{\"enable_thinking\": false}'.",
+       "        [--bos_token S] [--eos_token S] [--kwargs JSON]",
+       "Prints exactly the string a chat template renders for a conversation, as Hugging "
+       "Face's apply_chat_template does, byte for byte, nothing appended. PATH: a "
+       "tokenizer_config.json, a .jinja file or a model file (.stmf); conv.json: a JSON array "
+       "of {\"role\", \"content\", ...} messages, or {\"messages\": [...], \"tools\": [...]}. "
+       "bos/eos default to the tokens PATH names; --kwargs adds template variables, e.g. "
+       "'{\"enable_thinking\": false}'.",
        {"template", "messages", "add_generation_prompt", "bos_token", "eos_token", "kwargs"}},
   };
   return commands;
@@ -112,19 +112,17 @@ const std::vector<Command>& Commands() {
 
 void PrintList(FILE* out) {
   std::fprintf(out, "st-data: the smallthinker.cpp data tool\nusage: st-data COMMAND [flags]\n\n");
-  for (const Command& c : Commands()) std::fprintf(out, "  %s\n\n", c.usage);
-  std::fprintf(out, "st-data COMMAND --help shows one command.\n");
+  for (const Command& c : Commands()) {
+    std::fprintf(out, "  %s\n%s\n", c.usage, st::cli::WrapText(c.about, 4).c_str());
+  }
+  std::fprintf(out,
+               "st-data COMMAND --help shows one command and its flags; st-data --version the "
+               "version.\n");
 }
 
-int UsageError(const std::string& msg) {
-  std::fprintf(stderr, "st-data: %s\n", msg.c_str());
-  return kUsage;
-}
-int Failure(const std::string& msg) {
-  std::fprintf(stderr, "st-data: error: %s\n", msg.c_str());
-  return kFailure;
-}
-int Failure(const absl::Status& s) { return Failure(std::string(s.message())); }
+using st::cli::UsageError;
+int Failure(const std::string& msg) { return st::cli::Fail(msg); }
+int Failure(const absl::Status& s) { return st::cli::Fail(s); }
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
@@ -132,14 +130,8 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read '", path, "': ", std::strerror(errno)));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what = "") {
+  return st::cli::ReadFile(path, what);
 }
 
 // The tokenizer policy of --tokenizer: a Hugging Face directory's tokenizer_config.json (as
@@ -214,7 +206,7 @@ int Prepare() {
   opt.val_fraction = FLAGS_val_fraction;
   opt.shard_tokens = FLAGS_shard_tokens;
   opt.overwrite = FLAGS_overwrite;
-  opt.threads = FLAGS_threads;
+  opt.threads = st::cli::Threads();
   opt.progress = true;
   opt.policy = g_policy;
   auto r = st::PrepareDataset(**tok, opt);
@@ -242,21 +234,13 @@ int Prepare() {
   return 0;
 }
 
-absl::StatusOr<std::string> TextArg() {
-  if (FLAGS_text.empty() == FLAGS_input.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --text STR or --input FILE");
-  }
-  if (!FLAGS_text.empty()) return FLAGS_text;
-  return ReadFile(FLAGS_input);
-}
-
 int Encode() {
-  auto text = TextArg();
-  if (!text.ok()) {
-    return text.status().code() == absl::StatusCode::kInvalidArgument
-               ? UsageError(absl::StrCat("encode: ", text.status().message()))
-               : Failure(text.status());
+  if (FLAGS_text.empty() == FLAGS_input.empty()) {
+    return UsageError("encode: give exactly one of --text STR or --input FILE");
   }
+  auto text = FLAGS_text.empty() ? ReadFile(FLAGS_input, "--input")
+                                 : absl::StatusOr<std::string>(FLAGS_text);
+  if (!text.ok()) return Failure(text.status());
   auto tok = LoadTok();
   if (!tok.ok()) return Failure(tok.status());
   if (FLAGS_bench) {
@@ -286,7 +270,7 @@ int Decode() {
   }
   std::string spec = FLAGS_ids;
   if (!FLAGS_input.empty()) {
-    auto t = ReadFile(FLAGS_input);
+    auto t = ReadFile(FLAGS_input, "--input");
     if (!t.ok()) return Failure(t.status());
     spec = *t;
   }
@@ -307,8 +291,8 @@ int Decode() {
   int bad = 0;
   for (int32_t id : ids) bad += id < 0 || id >= (*tok)->vocab_size();
   if (bad > 0) {
-    std::fprintf(stderr, "st-data: warning: %d id(s) outside [0, %d) decode to U+FFFD\n", bad,
-                 (*tok)->vocab_size());
+    st::cli::Warn(
+        absl::StrCat(bad, " id(s) outside [0, ", (*tok)->vocab_size(), ") decode to U+FFFD"));
   }
   const std::string text = (*tok)->Decode(ids);
   std::fwrite(text.data(), 1, text.size(), stdout);
@@ -407,7 +391,7 @@ struct TemplateSource {
 
 absl::StatusOr<TemplateSource> ReadTemplateSource(const std::string& path) {
   TemplateSource t;
-  ST_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  ST_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path, "--template"));
   auto where = [&path](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("--template ", path, ": ", s.message()));
   };
@@ -444,7 +428,7 @@ int RenderChat() {
   if (FLAGS_messages.empty()) return UsageError("render-chat: --messages conv.json is required");
   auto source = ReadTemplateSource(FLAGS_template);
   if (!source.ok()) return Failure(source.status());
-  auto conv_text = ReadFile(FLAGS_messages);
+  auto conv_text = ReadFile(FLAGS_messages, "--messages");
   if (!conv_text.ok()) return Failure(conv_text.status());
   using ojson = nlohmann::ordered_json;
   const ojson conv = ojson::parse(*conv_text, nullptr, false);
@@ -475,9 +459,7 @@ int RenderChat() {
     }
   }
   in.add_generation_prompt = FLAGS_add_generation_prompt;
-  auto given = [](const char* flag) {
-    return !gflags::GetCommandLineFlagInfoOrDie(flag).is_default;
-  };
+  auto given = [](const char* flag) { return st::cli::FlagGiven(flag); };
   in.bos_token = given("bos_token") ? FLAGS_bos_token : source->bos_token;
   in.eos_token = given("eos_token") ? FLAGS_eos_token : source->eos_token;
   auto text = st::RenderChatTemplate(source->text, in);
@@ -513,29 +495,42 @@ int Info(const std::string& dir) {
   return 0;
 }
 
-bool IsHelp(const char* a) {
-  return !std::strcmp(a, "--help") || !std::strcmp(a, "-help") || !std::strcmp(a, "-h") ||
-         !std::strcmp(a, "--helpshort") || !std::strcmp(a, "help");
+// Every flag of st-data and the shared --threads: the flags some command takes.
+std::vector<std::string> AllFlags() {
+  std::vector<std::string> all;
+  for (const Command& c : Commands()) {
+    for (const std::string& f : c.flags) {
+      if (std::find(all.begin(), all.end(), f) == all.end()) all.push_back(f);
+    }
+  }
+  return all;
+}
+
+std::string CommandNames() {
+  std::vector<std::string> names;
+  for (const Command& c : Commands()) names.push_back(c.name);
+  return absl::StrJoin(names, ", ");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("st-data COMMAND [flags]; st-data --help lists the commands");
-  if (argc < 2) {
-    PrintList(stderr);
-    return kUsage;
-  }
-  if (IsHelp(argv[1])) {
+  namespace cli = st::cli;
+  cli::SetToolName("st-data");
+  if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+                    !std::strcmp(argv[1], "-help") || !std::strcmp(argv[1], "help"))) {
     PrintList(stdout);
     return 0;
   }
-  if (argv[1][0] == '-') {
-    // Flags without a command: let gflags report unknown flags first.
-    gflags::ParseCommandLineFlags(&argc, &argv, true);
-    return UsageError(
-        "the first argument must be a command: prepare, encode, decode, train-tokenizer or info "
-        "(see st-data --help)");
+  if (argc < 2 || argv[1][0] == '-') {
+    // Flags without a command: unknown flags and bad values are reported first.
+    cli::Spec spec;
+    spec.name = "st-data";
+    spec.usage = "st-data COMMAND [flags]";
+    spec.groups = {{"st-data flags", "", AllFlags()}};
+    const cli::Parsed parsed = cli::Parse(spec, argc, argv);
+    if (parsed.done()) return parsed.exit_code;
+    return UsageError(absl::StrCat("give a command first: ", CommandNames()));
   }
   const std::string name = argv[1];
   const Command* cmd = nullptr;
@@ -543,41 +538,35 @@ int main(int argc, char** argv) {
     if (name == c.name) cmd = &c;
   }
   if (cmd == nullptr) {
-    return UsageError(absl::StrCat("unknown command '", name,
-                                   "'; known: prepare, encode, decode, train-tokenizer, info, "
-                                   "render-chat "
-                                   "(see st-data --help)"));
+    std::string near;
+    for (const Command& c : Commands()) {
+      if (cli::EditDistance(name, c.name) <= 2) near = c.name;
+    }
+    return UsageError(absl::StrCat("unknown command '", name, "'",
+                                   near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?"),
+                                   " (known: ", CommandNames(), ")"));
   }
-  for (int i = 2; i < argc; ++i) {
-    if (IsHelp(argv[i])) {
-      std::printf("usage: %s\n", cmd->usage);
-      return 0;
+  cli::Spec spec;
+  spec.name = "st-data";
+  spec.usage = cmd->usage;
+  spec.about = cmd->about;
+  spec.groups = {{absl::StrCat("st-data ", name, " flags"), "", cmd->flags}};
+  spec.help_command = absl::StrCat("st-data ", name, " --help");
+  for (const std::string& f : AllFlags()) {
+    if (std::find(cmd->flags.begin(), cmd->flags.end(), f) == cmd->flags.end()) {
+      spec.inapplicable.push_back(f);
     }
   }
-  // Parse the flags after the command (argv[1] is dropped).
+  if (name == "info") {
+    spec.min_args = spec.max_args = 1;
+    spec.args_name = "dataset directory";
+  }
+  // The flags after the command (argv[1] is dropped).
   std::vector<char*> args = {argv[0]};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
-  int n = static_cast<int>(args.size());
-  char** a = args.data();
-  gflags::ParseCommandLineFlags(&n, &a, true);
-  // Flags of this tool that do not belong to the command are mistakes, not silently ignored.
-  std::vector<gflags::CommandLineFlagInfo> all;
-  gflags::GetAllFlags(&all);
-  for (const auto& f : all) {
-    if (f.filename.find("st_data_main") == std::string::npos || f.is_default) continue;
-    if (std::find(cmd->flags.begin(), cmd->flags.end(), f.name) == cmd->flags.end()) {
-      return UsageError(absl::StrCat("--", f.name, " does not apply to 'st-data ", name,
-                                     "'; usage: ", cmd->usage));
-    }
-  }
-  std::vector<std::string> rest(a + 1, a + n);
-  if (name == "info") {
-    if (rest.size() != 1) return UsageError(absl::StrCat("usage: ", cmd->usage));
-    return Info(rest[0]);
-  }
-  if (!rest.empty()) {
-    return UsageError(absl::StrCat("unexpected argument '", rest[0], "'; usage: ", cmd->usage));
-  }
+  const cli::Parsed parsed = cli::Parse(spec, static_cast<int>(args.size()), args.data());
+  if (parsed.done()) return parsed.exit_code;
+  if (name == "info") return Info(parsed.args[0]);
   if (name == "prepare") return Prepare();
   if (name == "encode") return Encode();
   if (name == "decode") return Decode();

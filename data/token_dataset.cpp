@@ -38,6 +38,34 @@ bool IsFile(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+// The integer j[key] in [lo, hi] into *out. nlohmann's get<int>() narrows an out-of-range integer
+// silently and converts a float (undefined behaviour beyond the type's range), so every integer
+// of the manifest is checked here first. `fallback`: the value when the key is absent (nullptr:
+// the key is required).
+absl::Status GetInt(const json& j, const char* key, int64_t lo, int64_t hi, const int64_t* fallback,
+                    int64_t* out) {
+  if (!j.is_object() || !j.contains(key)) {
+    if (fallback != nullptr) {
+      *out = *fallback;
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat("missing field '", key, "'"));
+  }
+  const json& v = j[key];
+  // (nlohmann types every non-negative integer as unsigned, negative ones as integer)
+  const bool in_range =
+      v.is_number_unsigned()
+          ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) &&
+                (lo <= 0 || v.get<uint64_t>() >= static_cast<uint64_t>(lo))
+          : v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  if (!in_range) {
+    return absl::InvalidArgumentError(absl::StrCat("field '", key, "' = ", v.dump(),
+                                                   " is not an integer in [", lo, ", ", hi, "]"));
+  }
+  *out = v.get<int64_t>();
+  return absl::OkStatus();
+}
+
 std::string Join(const std::string& dir, const std::string& name) {
   if (dir.empty() || dir.back() == '/') return dir + name;
   return dir + "/" + name;
@@ -130,7 +158,14 @@ absl::StatusOr<Manifest> ParseManifest(const std::string& text, const std::strin
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": format is not '", kTokenShardsFormat, "'", fix));
     }
-    const int version = j.at("version").get<int>();
+    auto get_int = [&](const json& o, const char* key, int64_t lo, int64_t hi,
+                       const int64_t* fallback, int64_t* out) -> absl::Status {
+      absl::Status st = GetInt(o, key, lo, hi, fallback, out);
+      if (st.ok()) return st;
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", st.message(), fix));
+    };
+    int64_t version = 0;
+    ST_RETURN_IF_ERROR(get_int(j, "version", INT64_MIN, INT64_MAX, nullptr, &version));
     if (version != kTokenShardsVersion) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": unsupported version ", version,
                                                      " (this build reads ", kTokenShardsVersion,
@@ -140,17 +175,29 @@ absl::StatusOr<Manifest> ParseManifest(const std::string& text, const std::strin
     const json& t = j.at("tokenizer");
     m.tokenizer = t.at("name").get<std::string>();
     m.fingerprint = t.at("fingerprint").get<std::string>();
-    m.vocab_size = t.at("vocab_size").get<int>();
-    m.eos_id = t.at("eos_id").get<int>();
-    if (m.vocab_size <= 0 || m.eos_id < -1 || m.eos_id >= m.vocab_size) {
+    int64_t vocab_size = 0, eos_id = 0;
+    ST_RETURN_IF_ERROR(get_int(t, "vocab_size", 1, INT32_MAX, nullptr, &vocab_size));
+    ST_RETURN_IF_ERROR(get_int(t, "eos_id", -1, INT32_MAX, nullptr, &eos_id));
+    m.vocab_size = static_cast<int>(vocab_size);
+    m.eos_id = static_cast<int>(eos_id);
+    if (m.eos_id >= m.vocab_size) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": bad vocab_size ", m.vocab_size, " / eos_id ", m.eos_id, fix));
     }
+    for (const char* list : {"train", "val", "sources"}) {
+      if (!j.contains(list) || !j[list].is_array()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": field '", list, "' is missing or not an array", fix));
+      }
+    }
+    const int64_t no_docs_end = -1;
     for (const char* split : {"train", "val"}) {
       for (const json& s : j.at(split)) {
-        ShardInfo info{s.at("file").get<std::string>(), s.at("tokens").get<int64_t>(),
-                       s.value("docs_end", int64_t{-1})};
-        if (info.tokens < 0 || info.file.empty() || info.file.find('/') != std::string::npos) {
+        ShardInfo info;
+        info.file = s.at("file").get<std::string>();
+        ST_RETURN_IF_ERROR(get_int(s, "tokens", 0, INT64_MAX, nullptr, &info.tokens));
+        ST_RETURN_IF_ERROR(get_int(s, "docs_end", -1, INT64_MAX, &no_docs_end, &info.docs_end));
+        if (info.file.empty() || info.file.find('/') != std::string::npos) {
           return absl::InvalidArgumentError(
               absl::StrCat(where, ": bad shard entry ", s.dump(), fix));
         }
@@ -158,7 +205,9 @@ absl::StatusOr<Manifest> ParseManifest(const std::string& text, const std::strin
       }
     }
     for (const json& s : j.at("sources")) {
-      m.sources.push_back({s.at("path").get<std::string>(), s.at("bytes").get<int64_t>()});
+      SourceInfo info{s.at("path").get<std::string>(), 0};
+      ST_RETURN_IF_ERROR(get_int(s, "bytes", 0, INT64_MAX, nullptr, &info.bytes));
+      m.sources.push_back(info);
     }
     if (j.contains("prepare")) m.prepare_json = j["prepare"].dump();
     m.complete = j.at("complete").get<bool>();

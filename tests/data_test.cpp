@@ -106,6 +106,46 @@ void RoundTripOne(H5File& f, H5Type type, const std::vector<T>& values) {
   EXPECT_EQ(back, values);
 }
 
+// Regressions of the manifest parser (fuzz_token_manifest): a float or out-of-range integer
+// where an int is expected was converted by nlohmann's get<int>() (undefined behaviour:
+// "vocab_size": 2.5e87), or silently narrowed (2^32 + 257 read as 257); a shard list that is
+// an object was iterated as one. Each is now an error naming the field.
+TEST(ManifestTest, RejectsFloatsHugeIntegersAndNonArrays) {
+  const nlohmann::json good = nlohmann::json::parse(R"({
+    "format": "smallthinker.token_shards", "version": 2,
+    "tokenizer": {"name": "byte", "fingerprint": "byte", "vocab_size": 257, "eos_id": 256},
+    "train": [{"file": "train-00000.h5", "tokens": 10, "docs_end": 2}],
+    "val": [{"file": "val-00000.h5", "tokens": 3}],
+    "sources": [{"path": "a.txt", "bytes": 13}], "complete": true})");
+  absl::StatusOr<Manifest> m = ParseManifest(good.dump(), "m.json");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->val[0].docs_end, -1);
+  auto reject = [&](const nlohmann::json::json_pointer& at, const nlohmann::json& value,
+                    const std::string& needle) {
+    nlohmann::json j = good;
+    j[at] = value;
+    absl::StatusOr<Manifest> r = ParseManifest(j.dump(), "m.json");
+    ASSERT_FALSE(r.ok()) << j.dump();
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find("m.json: "), std::string::npos) << r.status();
+  };
+  using P = nlohmann::json::json_pointer;
+  reject(P("/tokenizer/vocab_size"), 2.5e87, "field 'vocab_size' = 2.5e+87 is not an integer");
+  reject(P("/tokenizer/vocab_size"), 4294967553LL, "field 'vocab_size' = 4294967553");
+  reject(P("/tokenizer/vocab_size"), 0, "field 'vocab_size' = 0");
+  reject(P("/tokenizer/eos_id"), 1.5, "field 'eos_id' = 1.5");
+  reject(P("/tokenizer/eos_id"), 257, "bad vocab_size 257 / eos_id 257");
+  reject(P("/version"), 2.0, "field 'version' = 2.0");
+  reject(P("/version"), 18446744073709551615ULL, "field 'version'");
+  reject(P("/train/0/tokens"), -1, "field 'tokens' = -1");
+  reject(P("/train/0/tokens"), 1e300, "field 'tokens'");
+  reject(P("/train/0/docs_end"), "x", "field 'docs_end' = \"x\"");
+  reject(P("/sources/0/bytes"), 9.0, "field 'bytes' = 9.0");
+  reject(P("/train"), nlohmann::json{{"x", good["train"][0]}},
+         "field 'train' is missing or not an array");
+  reject(P("/sources"), 3, "field 'sources' is missing or not an array");
+}
+
 TEST(H5FileTest, RoundTripsEveryType) {
   const std::string file = TestDir() + "/types.h5";
   {

@@ -655,14 +655,14 @@ TEST(HfExportTest, FailureHalfwayLeavesNothingBehind) {
 }
 
 TEST(HfExportTest, ParsesSizesAndTypes) {
-  EXPECT_EQ(*ParseByteSize("5GB"), 5'000'000'000);
-  EXPECT_EQ(*ParseByteSize("500mb"), 500'000'000);
-  EXPECT_EQ(*ParseByteSize("2GiB"), int64_t{2} << 30);
-  EXPECT_EQ(*ParseByteSize("64KiB"), 65536);
-  EXPECT_EQ(*ParseByteSize("4096"), 4096);
-  EXPECT_EQ(*ParseByteSize("10KB"), 10'000);
+  EXPECT_EQ(*ParseShardSize("5GB"), 5'000'000'000);
+  EXPECT_EQ(*ParseShardSize("500mb"), 500'000'000);
+  EXPECT_EQ(*ParseShardSize("2GiB"), int64_t{2} << 30);
+  EXPECT_EQ(*ParseShardSize("64KiB"), 65536);
+  EXPECT_EQ(*ParseShardSize("4096"), 4096);
+  EXPECT_EQ(*ParseShardSize("10KB"), 10'000);
   for (const char* bad : {"", "0", "GB", "-1GB", "5XB", "1.5GB", "99999999999999999999GB"}) {
-    EXPECT_FALSE(ParseByteSize(bad).ok()) << bad;
+    EXPECT_FALSE(ParseShardSize(bad).ok()) << bad;
   }
   EXPECT_EQ(*ParseHfDType("bf16"), HfDType::kBF16);
   EXPECT_EQ(*ParseHfDType("float32"), HfDType::kF32);

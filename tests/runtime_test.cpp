@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "infer/format/model_file.h"
+#include "infer/quant/codec.h"
 #include "infer/quant/kernels.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/expert_cache.h"
@@ -62,7 +63,9 @@ Mat Random(std::mt19937& rng, size_t n, float stddev) {
   return m;
 }
 
-Weights MakeWeights(const ModelConfig& c, uint32_t seed) {
+// gain scales the stddev of the attention, router and expert matrices (wider models want
+// smaller weights to stay out of the chaotic regime: 1 suits H = 64).
+Weights MakeWeights(const ModelConfig& c, uint32_t seed, float gain = 1.f) {
   std::mt19937 rng(seed);
   Weights w;
   w.cfg = c;
@@ -80,20 +83,22 @@ Weights MakeWeights(const ModelConfig& c, uint32_t seed) {
     for (float& v : n2) v += 1.f;
     w.t[p + "attn_norm"] = n1;
     w.t[p + "ffn_norm"] = n2;
-    w.t[p + "attn_q"] = Random(rng, Q * H, 0.25f);
-    w.t[p + "attn_k"] = Random(rng, KV * H, 0.25f);
-    w.t[p + "attn_v"] = Random(rng, KV * H, 0.2f);
-    w.t[p + "attn_output"] = Random(rng, H * Q, 0.1f);
-    w.t[p + "ffn_gate_inp"] = Random(rng, E * H, 0.3f);
+    w.t[p + "attn_q"] = Random(rng, Q * H, 0.25f * gain);
+    w.t[p + "attn_k"] = Random(rng, KV * H, 0.25f * gain);
+    w.t[p + "attn_v"] = Random(rng, KV * H, 0.2f * gain);
+    w.t[p + "attn_output"] = Random(rng, H * Q, 0.1f * gain);
+    w.t[p + "ffn_gate_inp"] = Random(rng, E * H, 0.3f * gain);
     for (size_t e = 0; e < E; ++e) {
-      w.experts[l].push_back(
-          {Random(rng, F * H, 0.15f), Random(rng, F * H, 0.15f), Random(rng, F * H, 0.15f)});
+      w.experts[l].push_back({Random(rng, F * H, 0.15f * gain), Random(rng, F * H, 0.15f * gain),
+                              Random(rng, F * H, 0.15f * gain)});
     }
   }
   return w;
 }
 
-void WriteModel(const Weights& w, const std::string& path) {
+// Writes the model with every matrix (embedding, attention, experts) in `mats` (quantized from
+// the f32 weights row by row; norms and router stay f32).
+void WriteModel(const Weights& w, const std::string& path, DType mats = DType::kF32) {
   auto wr = ModelFileWriter::Create(path);
   ASSERT_TRUE(wr.ok()) << wr.status();
   ModelFileWriter& f = **wr;
@@ -105,12 +110,22 @@ void WriteModel(const Weights& w, const std::string& path) {
   f.SetI64(kMetaBosTokenId, -1);
   f.SetI64Array(kMetaEosTokenIds, {256});
   f.SetString(kMetaExportSource, "runtime_test");
-  f.SetString(kMetaExportRecipe, "f32");
+  f.SetString(kMetaExportRecipe, DTypeName(mats));
   const int64_t H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(),
                 E = c.moe_num_primary_experts, F = c.moe_ffn_hidden_size;
+  // Rows of `m` ([rows, cols]) in type t.
+  auto encode = [](const Mat& m, int64_t cols, DType t) {
+    const int64_t rows = static_cast<int64_t>(m.size()) / cols, rb = DTypeBytes(t, cols);
+    std::vector<uint8_t> out(static_cast<size_t>(rows * rb));
+    for (int64_t r = 0; r < rows; ++r) QuantizeRow(t, m.data() + r * cols, cols, &out[r * rb]);
+    return out;
+  };
   auto add = [&](const std::string& name, std::vector<int64_t> dims) {
     const Mat& m = w.t.at(name);
-    ASSERT_TRUE(f.AddTensor(name, DType::kF32, dims, m.data(), m.size() * 4).ok()) << name;
+    const DType t =
+        dims.size() == 2 && name.find("ffn_gate_inp") == std::string::npos ? mats : DType::kF32;
+    const std::vector<uint8_t> bytes = encode(m, dims.back(), t);
+    ASSERT_TRUE(f.AddTensor(name, t, dims, bytes.data(), bytes.size()).ok()) << name;
   };
   add("token_embd", {V, H});
   add("output_norm", {H});
@@ -127,8 +142,10 @@ void WriteModel(const Weights& w, const std::string& path) {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     for (int e = 0; e < E; ++e) {
       const auto& ex = w.experts[l][e];
+      const std::array<std::vector<uint8_t>, 3> bytes = {
+          encode(ex[0], H, mats), encode(ex[1], H, mats), encode(ex[2], H, mats)};
       auto part = [&](int i) {
-        return ModelFileWriter::Part{DType::kF32, {F, H}, ex[i].data(), ex[i].size() * 4};
+        return ModelFileWriter::Part{mats, {F, H}, bytes[i].data(), bytes[i].size()};
       };
       ASSERT_TRUE(f.AddExpert(l, e, part(0), part(1), part(2)).ok());
     }
@@ -168,7 +185,8 @@ void RopeRef(Mat& v, int heads, int D, int pos, double theta) {
   }
 }
 
-Mat NaiveLogits(const Weights& w, const std::vector<int32_t>& ids) {
+// The logits of positions [first, S) of `ids`, [S - first, V] row-major.
+Mat NaiveLogitsFrom(const Weights& w, const std::vector<int32_t>& ids, int first) {
   const ModelConfig& c = w.cfg;
   const int H = c.hidden_size, V = c.vocab_size, Q = c.q_width(), KV = c.kv_width(), D = c.head_dim,
             N = c.num_attention_heads, G = c.num_key_value_heads, E = c.moe_num_primary_experts,
@@ -241,8 +259,17 @@ Mat NaiveLogits(const Weights& w, const std::vector<int32_t>& ids) {
       }
     }
   }
-  Mat hN = Norm(x[S - 1], w.t.at("output_norm"), c.rms_norm_eps);
-  return Linear(w.t.at("token_embd"), hN, V, H);
+  Mat out;
+  for (int s = first; s < S; ++s) {
+    const Mat hN = Norm(x[s], w.t.at("output_norm"), c.rms_norm_eps);
+    const Mat row = Linear(w.t.at("token_embd"), hN, V, H);
+    out.insert(out.end(), row.begin(), row.end());
+  }
+  return out;
+}
+
+Mat NaiveLogits(const Weights& w, const std::vector<int32_t>& ids) {
+  return NaiveLogitsFrom(w, ids, static_cast<int>(ids.size()) - 1);
 }
 
 std::string TmpPath(const std::string& name) {
@@ -360,6 +387,164 @@ INSTANTIATE_TEST_SUITE_P(Router, RuntimeTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& i) {
                            return i.param ? std::string("Softmax") : std::string("Sigmoid");
                          });
+
+// ---- The sliding-window ring wraps where the defaults put it ----
+// A sliding-window layer keeps window + prefill_chunk slots, so with the default chunk (256) a
+// short test context never wraps the ring. Here it wraps in every way the engine meets it: a
+// full prefill chunk that straddles the wrap (it needs window + chunk - 1 slots at once), then
+// decode past it, with a small chunk and with the default one, with the f32 cache and the
+// default fp16 one; every position's logits against the naive recompute.
+TEST(RuntimeRingTest, SlidingWindowRingWrapsInPrefillAndDecode) {
+  ModelConfig cfg = TinyConfig(false);
+  cfg.num_hidden_layers = 3;
+  cfg.rope_layout = {0, 1, 1};
+  cfg.sliding_window_layout = {0, 1, 1};  // layer 0 global, layers 1-2 a ring each
+  cfg.sliding_window_size = 8;
+  cfg.max_position_embeddings = 560;
+  ASSERT_TRUE(ValidateModelConfig(cfg).ok());
+  const Weights w = MakeWeights(cfg, 4321);
+  const std::string path = TmpPath("rt_ring");
+  WriteModel(w, path);
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids(560);
+  for (int32_t& t : ids) t = static_cast<int32_t>(rng() % cfg.vocab_size);
+  const Mat naive = NaiveLogitsFrom(w, ids, 0);  // [560, V]
+  const size_t V = cfg.vocab_size;
+  double scale = 0;
+  for (float v : naive) scale = std::max(scale, std::abs(static_cast<double>(v)));
+
+  struct Case {
+    int chunk, context, prefill;  // tokens prefilled, then decoded up to `context`
+  };
+  const EngineOptions defaults;
+  for (const Case& k : {Case{12, 64, 30}, Case{defaults.prefill_chunk, 560, 520}}) {
+    const int ring = cfg.sliding_window_size + k.chunk;
+    // The ring wraps inside a full prefill chunk and again while decoding.
+    ASSERT_NE(ring % k.chunk, 0);  // the chunk holding position `ring` starts before it
+    ASSERT_LE((ring / k.chunk + 1) * k.chunk, k.prefill);
+    ASSERT_GT(k.context, k.prefill + cfg.sliding_window_size);
+    for (bool f16 : {false, true}) {
+      EngineOptions o;
+      o.kv_f16 = f16;
+      o.prefill_chunk = k.chunk;
+      o.max_context = k.context;
+      o.threads = 2;
+      auto eng = Engine::Load(path, o);
+      ASSERT_TRUE(eng.ok()) << eng.status();
+      Engine& e = **eng;
+      std::vector<float> got;  // [context, V]
+      const std::vector<int32_t> prompt(ids.begin(), ids.begin() + k.prefill);
+      ASSERT_TRUE(e.PrefillAll(prompt, &got).ok());
+      for (int p = k.prefill; p < k.context; ++p) {
+        auto l = e.Forward(ids[p]);
+        ASSERT_TRUE(l.ok()) << l.status();
+        got.insert(got.end(), l->begin(), l->end());
+      }
+      ASSERT_EQ(got.size(), static_cast<size_t>(k.context) * V);
+      double max_diff = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - naive[i]));
+      }
+      std::printf(
+          "chunk %d, ring %d, %d positions, %s KV: max |engine - naive| = %.3g (max "
+          "|logit| %.3g)\n",
+          k.chunk, ring, k.context, f16 ? "f16" : "f32", max_diff, scale);
+      // f32: the engine's float arithmetic against the double reference; f16: the cache's
+      // rounding (2^-11 relative per value), as the test above bounds it. A slot off by one
+      // position moves logits by their own size.
+      // (f32 is the sharp check: a key missing from or added to a window moves logits by far
+      // more; f16 adds the cache's rounding, 2^-11 relative per value, over 560 positions.)
+      EXPECT_LT(max_diff, f16 ? 1e-2 * scale : 2e-4) << "chunk " << k.chunk;
+    }
+  }
+  std::remove(path.c_str());
+}
+
+// ---- The SIMD tables' four-block paths, end to end ----
+// The Q4_0 kernels take four blocks (128 values) a step and the nb % 4 rest separately; the
+// models above (H = 64, two blocks) never reach the four-block code. Here H = 288 (nine blocks:
+// two groups of four and a tail), N*D = 256 (two groups), every matrix Q4_0 or Q8_0, and the
+// engine with each SIMD table against the scalar table (the reference codec's arithmetic) on
+// every prefilled and decoded position. The kernels promise each dot within 1e-5 of the sum of
+// |w x| of the scalar one; end to end that stays far below the bound used here, while a wrong
+// group layout moves logits by their own size. Routing must not change at all.
+TEST(RuntimeSimdTest, WideQuantizedModelMatchesScalarKernelsEndToEnd) {
+  if (Avx2Kernels() == nullptr) GTEST_SKIP() << "no SIMD kernel table on this CPU";
+  ModelConfig cfg = TinyConfig(false);
+  cfg.hidden_size = 288;
+  cfg.num_attention_heads = 4;
+  cfg.num_key_value_heads = 2;
+  cfg.head_dim = 64;
+  cfg.moe_num_primary_experts = 8;
+  cfg.moe_num_active_primary_experts = 2;
+  cfg.moe_ffn_hidden_size = 64;
+  cfg.sliding_window_size = 16;
+  cfg.max_position_embeddings = 64;
+  ASSERT_TRUE(ValidateModelConfig(cfg).ok());
+  // Gain 0.3 for the wider model: at the H = 64 gain its random layers are chaotic enough that
+  // a single Q8_0 rounding flip (below) moves a logit by 1% of the logit scale.
+  const Weights w = MakeWeights(cfg, 2024, 0.3f);
+  std::mt19937 rng(3);
+  std::vector<int32_t> ids(40);
+  for (int32_t& t : ids) t = static_cast<int32_t>(rng() % cfg.vocab_size);
+  const std::vector<int32_t> prompt(ids.begin(), ids.begin() + 32);
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    const std::string path = TmpPath(std::string("rt_wide_") + DTypeName(t));
+    WriteModel(w, path, t);
+    // Prefill in chunks of 16 (the grouped MoE, row_dots), then decode (GEMV, sparse up/down).
+    auto run = [&](int kernels, std::vector<float>* logits, RoutingProfile* routing) {
+      EngineOptions o;
+      o.simd = kernels > 0;
+      o.avx512 = kernels == 2;
+      o.threads = 2;
+      o.prefill_chunk = 16;
+      o.kv_f16 = false;
+      auto eng = Engine::Load(path, o);
+      ASSERT_TRUE(eng.ok()) << eng.status();
+      ASSERT_TRUE((*eng)->PrefillAll(prompt, logits).ok());
+      for (size_t p = prompt.size(); p < ids.size(); ++p) {
+        auto l = (*eng)->Forward(ids[p]);
+        ASSERT_TRUE(l.ok()) << l.status();
+        logits->insert(logits->end(), l->begin(), l->end());
+      }
+      *routing = (*eng)->routing();
+      if (kernels == 0) EXPECT_EQ((*eng)->KernelName(), "scalar");
+    };
+    std::vector<float> ref;
+    RoutingProfile ref_routing;
+    run(0, &ref, &ref_routing);
+    double scale = 0;
+    for (float v : ref) scale = std::max(scale, std::abs(static_cast<double>(v)));
+    for (int kernels : {2, 1}) {  // the best table, AVX2
+      std::vector<float> got;
+      RoutingProfile routing;
+      run(kernels, &got, &routing);
+      ASSERT_EQ(got.size(), ref.size());
+      // Per position: within the summation-order bound, except where an activation landed
+      // within rounding of a Q8_0 boundary and was quantized one step apart (a discontinuity of
+      // the activation codec, not of a kernel): at most 1/8 of the positions, within 1%.
+      const size_t V = cfg.vocab_size;
+      double max_diff = 0;
+      int off = 0;
+      for (size_t p = 0; p < ids.size(); ++p) {
+        double d = 0;
+        for (size_t i = 0; i < V; ++i) {
+          d = std::max(d, std::abs(static_cast<double>(got[p * V + i]) - ref[p * V + i]));
+        }
+        max_diff = std::max(max_diff, d);
+        if (d > 1e-5 * scale) ++off;
+      }
+      std::printf(
+          "%s, kernels %d: max |simd - scalar| = %.3g (max |logit| %.3g), %d of %zu "
+          "positions beyond 1e-5 of it\n",
+          DTypeName(t), kernels, max_diff, scale, off, ids.size());
+      EXPECT_LE(off, static_cast<int>(ids.size() / 8)) << DTypeName(t) << " kernels " << kernels;
+      EXPECT_LT(max_diff, 1e-2 * scale) << DTypeName(t) << " kernels " << kernels;
+      EXPECT_EQ(routing.counts, ref_routing.counts) << DTypeName(t) << " kernels " << kernels;
+    }
+    std::remove(path.c_str());
+  }
+}
 
 TEST(RuntimeErrors, ContextOverflowAndBadTokens) {
   const ModelConfig cfg = TinyConfig(false);
@@ -658,6 +843,34 @@ TEST(ExpertCacheTest, RoutingProfileRoundTripAndBadFiles) {
   }
   EXPECT_EQ(ReadRoutingProfile(path + ".absent").status().code(), absl::StatusCode::kNotFound);
   std::remove(path.c_str());
+}
+
+// Regressions of the routing-profile parser (fuzz_routing_profile): a mistyped "tokens" threw
+// nlohmann's type_error out of the parser (a crash), and sizes beyond int were narrowed
+// (2^32 + 1 layers read as 1) instead of refused.
+TEST(ExpertCacheTest, RoutingProfileRejectsMistypedAndHugeNumbers) {
+  for (const char* bad : {
+           R"({"layers":1,"experts":1,"tokens":"many","counts":[[1]]})",
+           R"({"layers":1,"experts":1,"tokens":-1,"counts":[[1]]})",
+           R"({"layers":1,"experts":1,"tokens":1.5,"counts":[[1]]})",
+           R"({"layers":4294967297,"experts":1,"counts":[[1]]})",
+           R"({"layers":0,"experts":1,"counts":[]})",
+           R"({"layers":1,"experts":0,"counts":[[]]})",
+           R"({"layers":1,"experts":18446744073709551615,"counts":[[1]]})",
+           R"({"layers":1,"experts":1,"counts":[[18446744073709551615]]})",
+           R"({"layers":1,"experts":1,"counts":[[1.0]]})",
+       }) {
+    auto r = ParseRoutingProfile(bad, "p.json");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("routing profile 'p.json'"), std::string::npos)
+        << r.status();
+  }
+  auto ok = ParseRoutingProfile(R"({"layers":1,"experts":2,"counts":[[0,9223372036854775807]]})",
+                                "p.json");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->tokens, 0);
+  EXPECT_EQ(ok->counts[1], INT64_MAX);
 }
 
 }  // namespace

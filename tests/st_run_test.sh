@@ -2,11 +2,12 @@
 # st-run and st-perplexity on a tiny random model (byte tokenizer, 4096 ids, context 512):
 # greedy and seeded sampling repeat, --top_logits rows, chat with /reset, perplexity output,
 # and the errors that need a model file (prompt longer than the context, a text shorter than
-# one chunk).
+# one chunk), the llama.cpp flag spellings, and --model given something that is not a model file.
 #   tests/st_run_test.sh ST_EXPORT ST_RUN ST_PERPLEXITY SOURCE_DIR BINARY_DIR
 set -euo pipefail
 st_export=$1 st_run=$2 st_ppl=$3 src=$4 bin=$5
 dir="$bin/test_tmp/st_run"
+rm -rf "$dir"  # a fresh directory: no file of an earlier run can satisfy a check
 mkdir -p "$dir"
 model="$dir/tiny.stmf"
 "$st_export" --random-init --config "$src/configs/model/tiny.json" --quant q4_0 \
@@ -61,47 +62,97 @@ check "chat notes ChatML" matches "$dir/chat.err" 'no chat template; turns use C
 check "chat /reset" matches "$dir/chat.err" 'context cleared'
 check "chat stats" matches "$dir/chat.err" 'mean of 2 replies'
 
+# The llama.cpp spellings give the same text as the long flags.
+"$st_run" -m "$model" -p "In the beginning" -n 24 -t 1 --temp 0 -s 3 > "$dir/alias.txt" 2> /dev/null
+"$st_run" --model "$model" --prompt "In the beginning" --max_new_tokens 24 --threads 1 \
+  --temperature 0 --seed 3 > "$dir/long.txt" 2> /dev/null
+check "aliases: same greedy text as the long flags" cmp -s "$dir/alias.txt" "$dir/long.txt"
+"$st_run" -m="$model" -p "And God said" --n-predict 32 --temp 1.2 --top-k 0 --top-p 1 --min-p 0 \
+  --repeat-penalty 1.0 --seed=7 -c 256 --threads=2 > "$dir/alias_s7.txt" 2> /dev/null
+check "aliases: same sampled text as the long flags" cmp -s "$dir/alias_s7.txt" "$dir/s7a.txt"
+printf 'In the beginning' > "$dir/prompt.txt"
+"$st_run" -m "$model" -f "$dir/prompt.txt" -n 24 --temp 0 -t 1 > "$dir/alias_f.txt" 2> /dev/null
+check "-f reads the prompt file" cmp -s "$dir/alias_f.txt" "$dir/long.txt"
+
+# Exit status and message of a command: status, then a regex for its stderr, then the command.
+expect() {
+  local want_rc=$1 want=$2 rc=0
+  shift 2
+  "$@" > /dev/null 2> "$dir/expect.err" || rc=$?
+  if [[ $rc -ne $want_rc ]]; then
+    echo "FAIL: $* exited $rc, expected $want_rc"; cat "$dir/expect.err"; fail=1
+  elif ! grep -Eq -- "$want" "$dir/expect.err"; then
+    echo "FAIL: $*: no line matches '$want' in:"; cat "$dir/expect.err"; fail=1
+  else
+    echo "ok: $* (exit $rc)"
+  fi
+}
+
+# --model given what a user may take for a model file: what it is and which command converts it.
+mkdir -p "$dir/hf"
+echo '{}' > "$dir/hf/config.json"
+printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000' > "$dir/m.gguf"
+python3 -c 'import struct, sys; h = b"{\"__metadata__\":{}}"; open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h)' \
+  "$dir/model.safetensors"
+printf '\211HDF\r\n\032\n\000\000\000\000\000\000\000\000' > "$dir/checkpoint.h5"
+expect 1 "^st-run: error: '.*/hf' is a Hugging Face checkpoint directory, not a model file; convert it with st-export --input DIR --output m.stmf" \
+  "$st_run" --model "$dir/hf" --prompt hi
+expect 1 "^st-run: error: '.*m.gguf' is a GGUF file: GGUF models are not supported yet \(issue 15\)" \
+  "$st_run" --model "$dir/m.gguf" --prompt hi
+expect 1 "^st-run: error: '.*model.safetensors' is a safetensors file, not a model file; convert .* with st-export --input DIR --output m.stmf" \
+  "$st_run" --model "$dir/model.safetensors" --prompt hi
+expect 1 "^st-run: error: '.*checkpoint.h5' is an HDF5 file .*st-export --input .*checkpoint.h5 --output m.stmf" \
+  "$st_run" --model "$dir/checkpoint.h5" --prompt hi
+expect 1 "^st-perplexity: error: '.*m.gguf' is a GGUF file" "$st_ppl" --model "$dir/m.gguf" --file "$dir/prompt.txt"
+expect 1 "^st-perplexity: error: '.*/hf' is a Hugging Face checkpoint directory" \
+  "$st_ppl" -m "$dir/hf" -f "$dir/prompt.txt"
+# A directory where a file is expected, and thread counts beyond the bound, with a real model.
+expect 1 "^st-run: error: --prompt_file '.*/hf' is a directory; give a file$" \
+  "$st_run" --model "$model" --prompt_file "$dir/hf"
+expect 1 "^st-run: error: --chat_template_file '.*/hf' is a directory; give a file$" \
+  "$st_run" --model "$model" --chat --chat_template_file "$dir/hf"
+expect 2 "^st-run: error: --threads 1000000 is more than 1024 threads" \
+  "$st_run" --model "$model" --prompt hi --threads 1000000
+expect 2 "^st-perplexity: error: --threads 1000000 is more than 1024 threads" \
+  "$st_ppl" --model "$model" --file "$dir/prompt.txt" --threads 1000000
+expect 2 "^st-run: error: --chat_template_kwargs must be a JSON object" \
+  "$st_run" --model "$model" --chat --chat_template_kwargs '[1]'
+
 # Errors that need a model file.
 head -c 600 /dev/zero | tr '\0' x > "$dir/long.txt"
-if run --prompt_file "$dir/long.txt" > /dev/null 2> "$dir/long.err"; then
-  echo "FAIL: a prompt longer than the context was accepted"; fail=1
-fi
-check "long prompt error" matches "$dir/long.err" \
-  "the prompt is 600 tokens, longer than the model's context of 512 tokens"
+expect 1 "^st-run: error: the prompt is 600 tokens, longer than the model's context of 512 tokens" \
+  run --prompt_file "$dir/long.txt"
 
 # Perplexity: a random model is close to uniform over 4096 ids.
 for i in $(seq 1 40); do echo "In the beginning God created the heaven and the earth. $i"; done > "$dir/text.txt"
 "$st_ppl" --model "$model" --file "$dir/text.txt" --ctx 128 --chunks 3 > "$dir/ppl.txt" 2>&1 || fail=1
+"$st_ppl" -m "$model" -f "$dir/text.txt" -c 128 --chunks 3 -t 0 > "$dir/ppl_alias.txt" 2>&1 || fail=1
+check "perplexity aliases: the same PPL" \
+  bash -c "diff <(grep '^Final' '$dir/ppl.txt') <(grep '^Final' '$dir/ppl_alias.txt')"
 cat "$dir/ppl.txt"
 check "perplexity chunks" matches "$dir/ppl.txt" '^\[3/3\] PPL [0-9.]+ \(this chunk [0-9.]+\) \| [0-9.]+ tok/s \| ETA'
 check "perplexity final" matches "$dir/ppl.txt" '^Final estimate: PPL = [0-9.]+ \+/- [0-9.]+$'
 ppl=$(sed -n 's/^Final estimate: PPL = \([0-9.]*\) .*/\1/p' "$dir/ppl.txt")
 check "PPL $ppl near 4096" awk -v p="$ppl" 'BEGIN { exit !(p > 2000 && p < 8000) }'
 echo short > "$dir/short.txt"
-if "$st_ppl" --model "$model" --file "$dir/short.txt" > /dev/null 2> "$dir/short.err"; then
-  echo "FAIL: a text shorter than one chunk was accepted"; fail=1
-fi
-check "short text error" matches "$dir/short.err" \
-  "is 6 tokens, shorter than one chunk of 512 tokens: use a longer text or a smaller --ctx"
-# Memory-budget mode: the same greedy text as in memory (dashes in flag names work too), the
-# cache's figures, a routing profile written by --record_routing and read back by --pin_profile,
-# and a budget below the minimum refused with the minimum.
-run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory-budget 52M \
+expect 1 "^st-perplexity: error: .* is 6 tokens, shorter than one chunk of 512 tokens: use a longer text or a smaller --ctx" \
+  "$st_ppl" --model "$model" --file "$dir/short.txt"
+# Memory-budget mode: a budget below the minimum is refused with the minimum; 2 MiB above it, the
+# same greedy text as in memory (dashes in flag names work too), the cache's figures, a routing
+# profile written by --record_routing and read back by --pin_profile.
+expect 1 "^st-run: error: .*needs at least [0-9.]+ MiB = weights outside the experts" \
+  run --prompt "x" --memory_budget 1M
+budget=$(sed -n 's/.*needs at least \([0-9]*\)\.[0-9]* MiB.*/\1/p' "$dir/expect.err")
+budget=$((${budget:-50} + 2))
+run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory-budget ${budget}M \
   --cache_policy lru --record_routing "$dir/routing.json" > "$dir/b1.txt" 2> "$dir/b1.err"
-check "budget: same greedy text as in memory" cmp -s "$dir/g1.txt" "$dir/b1.txt"
-check "budget: plan line" matches "$dir/b1.err" 'budget 52 MiB: resident weights .* slots of .*policy lru, prefetch on'
+check "budget ${budget}M: same greedy text as in memory" cmp -s "$dir/g1.txt" "$dir/b1.txt"
+check "budget: plan line" matches "$dir/b1.err" "budget ${budget} MiB: resident weights .* slots of .*policy lru, prefetch on"
 check "budget: cache line" matches "$dir/b1.err" 'expert cache: hit rate [0-9.]+% .* MB read/token, I/O stall'
 check "routing profile written" matches "$dir/routing.json" '"counts":\[\['
-run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory_budget 52M \
+run --prompt "In the beginning" --max_new_tokens 24 --temperature 0 --memory_budget ${budget}M \
   --pin_profile "$dir/routing.json" --io pread > "$dir/b2.txt" 2> "$dir/b2.err"
 check "budget, pinned, pread: same text" cmp -s "$dir/g1.txt" "$dir/b2.txt"
-if run --prompt "x" --memory_budget 1M > /dev/null 2> "$dir/b3.err"; then
-  echo "FAIL: a 1M budget was accepted"; fail=1
-fi
-check "budget below the minimum states it" matches "$dir/b3.err" 'needs at least [0-9.]+ MiB = weights outside the experts'
-if run --prompt "x" --memory_budget 12Q > /dev/null 2> "$dir/b4.err"; then
-  echo "FAIL: a bad size was accepted"; fail=1
-fi
-check "bad size refused" matches "$dir/b4.err" "memory_budget: '12Q' is not a size"
+expect 2 "^st-run: error: --memory_budget: '12Q' is not a size" run --prompt "x" --memory_budget 12Q
 
 exit $fail

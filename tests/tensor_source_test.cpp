@@ -452,6 +452,24 @@ TEST(HfCheckpointTest, UntiedWithoutLmHeadIsMissing) {
   EXPECT_TRUE(Contains(s, "missing 1: lm_head.weight")) << s;
 }
 
+TEST(HfCheckpointTest, IndexParserKeepsShardsInsideTheDirectory) {
+  auto m = ParseSafetensorsIndex(
+      R"({"metadata": {"total_size": 8}, "weight_map": {"a": "s1.safetensors", "b": "s2"}})",
+      "idx.json");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->size(), 2u);
+  EXPECT_EQ(m->at("b"), "s2");
+  for (const char* bad :
+       {"", "[]", "{}", R"({"weight_map": []})", R"({"weight_map": {"a": "../x"}})",
+        R"({"weight_map": {"a": "/abs"}})", R"({"weight_map": {"a": ".."}})",
+        R"({"weight_map": {"a": ""}})", R"({"weight_map": {"a": 3}})",
+        R"({"weight_map": {"a": "x\\y"}})", R"({"weight_map": {"a": "x\u0000y"}})"}) {
+    auto r = ParseSafetensorsIndex(bad, "idx.json");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(Contains(r.status(), "idx.json: ")) << r.status();
+  }
+}
+
 TEST(HfCheckpointTest, MissingTokenizerIsAnError) {
   const std::string dir = TestDir();
   WriteHfDir(dir, true, {"BF16"}, 1, /*tokenizer=*/false);

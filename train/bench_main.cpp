@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "infer/tools/cli.h"
 #include "model/config.h"
-#include "train/cli.h"
 #include "model/transformer.h"
 #include "train/losses.h"
 #include "train/optim.h"
@@ -16,7 +16,6 @@ DEFINE_string(model_config, "configs/model/tiny.json", "model config JSON");
 DEFINE_int32(seq_len, 128, "tokens a sequence");
 DEFINE_int32(batch, 16, "sequences a step");
 DEFINE_int32(steps, 10, "timed steps (after 2 warm-up steps)");
-DEFINE_int32(threads, 0, "intra-op threads; 0 = all cores");
 DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
 
 namespace {
@@ -42,18 +41,21 @@ double MatmulGflops(int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("st-train-bench --model_config configs/model/tiny.json");
-  if (st::HandleHelp(argc, argv, "train/bench_main")) return 0;
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  auto cfg = st::LoadModelConfig(FLAGS_model_config);
-  if (!cfg.ok()) {
-    std::fprintf(stderr, "st-train-bench: error: %s\n",
-                 std::string(cfg.status().message()).c_str());
-    return 1;
+  st::cli::Spec spec;
+  spec.name = "st-train-bench";
+  spec.usage = "st-train-bench --model_config configs/model/tiny.json [--threads N]";
+  spec.about =
+      "Training throughput of a model config on this machine, as tokens/s and as a fraction of "
+      "the matmul throughput (torch::mm) measured in the same run.";
+  spec.groups = {{"st-train-bench flags", "train/bench_main.cpp", {"threads"}}};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
+  if (FLAGS_seq_len < 1 || FLAGS_batch < 1 || FLAGS_steps < 1 || FLAGS_mm_size < 1) {
+    return st::cli::UsageError("--seq_len, --batch, --steps and --mm_size must be >= 1");
   }
-  const int threads = FLAGS_threads > 0
-                          ? FLAGS_threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto cfg = st::LoadModelConfig(FLAGS_model_config);
+  if (!cfg.ok()) return st::cli::Fail(cfg.status());
+  const int threads = st::cli::ResolvedThreads();
   torch::set_num_threads(threads);
   const double mm_gflops = MatmulGflops(FLAGS_mm_size);
 

@@ -1,11 +1,13 @@
 // st-ckpt-diff: compares the parameters of two checkpoints (same model config), e.g. a
 // data-parallel run against a single-process one. Exit status 0 when every element agrees
-// within |a - b| <= atol + rtol * |b|, 1 otherwise, 2 on bad input.
+// within |a - b| <= atol + rtol * |b|, 1 otherwise or when a checkpoint cannot be read, 2 on a
+// usage error.
 #include <gflags/gflags.h>
 
 #include <cmath>
 #include <cstdio>
 
+#include "infer/tools/cli.h"
 #include "model/config.h"
 #include "train/checkpoint.h"
 
@@ -13,36 +15,33 @@ DEFINE_double(rtol, 1e-4, "relative tolerance");
 DEFINE_double(atol, 1e-6, "absolute tolerance");
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("st-ckpt-diff a/checkpoint.h5 b/checkpoint.h5 [--rtol 1e-4 --atol 1e-6]");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc != 3) {
-    std::fprintf(stderr, "st-ckpt-diff: give two checkpoint files (see --help)\n");
-    return 2;
-  }
+  st::cli::Spec spec;
+  spec.name = "st-ckpt-diff";
+  spec.usage = "st-ckpt-diff a/checkpoint.h5 b/checkpoint.h5 [--rtol 1e-4 --atol 1e-6]";
+  spec.about =
+      "Compares the parameters of two checkpoints of one model config. Exit status: 0 when every "
+      "element agrees within |a - b| <= atol + rtol * |b|; 1 when some do not (or a checkpoint "
+      "cannot be read: the message says which); 2 on a usage error.";
+  spec.groups = {{"st-ckpt-diff flags", "train/ckpt_diff_main.cpp", {}}};
+  spec.min_args = spec.max_args = 2;
+  spec.args_name = "checkpoint file";
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
   st::SmallThinkerForCausalLM models[2] = {nullptr, nullptr};
   for (int i = 0; i < 2; ++i) {
-    auto state = st::ReadCheckpointState(argv[1 + i]);
-    if (!state.ok()) {
-      std::fprintf(stderr, "st-ckpt-diff: %s\n", std::string(state.status().message()).c_str());
-      return 2;
-    }
+    const std::string& path = parsed.args[i];
+    auto state = st::ReadCheckpointState(path);
+    if (!state.ok()) return st::cli::Fail(state.status());
     auto cfg = st::ParseModelConfig(state->model_config_json);
-    if (!cfg.ok()) {
-      std::fprintf(stderr, "st-ckpt-diff: %s\n", std::string(cfg.status().message()).c_str());
-      return 2;
-    }
+    if (!cfg.ok()) return st::cli::Fail(absl::StrCat(path, ": ", cfg.status().message()));
     models[i] = st::SmallThinkerForCausalLM(*cfg);
-    absl::Status s = st::LoadCheckpoint(argv[1 + i], models[i], nullptr);
-    if (!s.ok()) {
-      std::fprintf(stderr, "st-ckpt-diff: %s\n", std::string(s.message()).c_str());
-      return 2;
-    }
+    absl::Status s = st::LoadCheckpoint(path, models[i], nullptr);
+    if (!s.ok()) return st::cli::Fail(s);
   }
   auto a = models[0]->named_parameters(), b = models[1]->named_parameters();
   if (a.size() != b.size()) {
-    std::fprintf(stderr, "st-ckpt-diff: the models differ (%zu vs %zu tensors)\n", a.size(),
-                 b.size());
-    return 2;
+    return st::cli::Fail(
+        absl::StrCat("the models differ (", a.size(), " vs ", b.size(), " tensors)"));
   }
   double max_abs = 0, max_rel = 0;
   int64_t bad = 0, total = 0;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/cli.h"
 #include "model/config.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -17,35 +18,30 @@ DEFINE_double(temperature, 0.8, "sampling temperature; 0 = greedy");
 DEFINE_int32(top_k, 40, "sample among the k most likely tokens; 0 = all");
 DEFINE_uint64(seed, 1, "sampling seed");
 DEFINE_string(device, "cpu", "cpu, cuda or cuda:N");
-DEFINE_int32(threads, 0, "intra-op threads; 0 = all cores");
 
 namespace {
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "st-sample: error: %s\n", std::string(s.message()).c_str());
-  return 1;
-}
+int Fail(const absl::Status& s) { return st::cli::Fail(s); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "sample text from a checkpoint\n"
-      "  st-sample --checkpoint runs/tiny/checkpoint.h5 --prompt 'In the beginning'");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_checkpoint.empty()) {
-    std::fprintf(stderr, "st-sample: error: --checkpoint is required (see --help)\n");
-    return 2;
-  }
+  st::cli::Spec spec;
+  spec.name = "st-sample";
+  spec.usage = "st-sample --checkpoint runs/tiny/checkpoint.h5 --prompt 'In the beginning'";
+  spec.about =
+      "Samples text from an st-train checkpoint with LibTorch (no KV cache: for looking at what "
+      "a run learned; st-run is the fast path).";
+  spec.groups = {{"st-sample flags", "train/sample_main.cpp", {"threads"}}};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
+  if (FLAGS_checkpoint.empty()) return st::cli::UsageError("--checkpoint is required");
   if (FLAGS_temperature < 0 || FLAGS_top_k < 0 || FLAGS_max_new_tokens < 0) {
-    std::fprintf(stderr,
-                 "st-sample: error: --temperature, --top_k and --max_new_tokens must be >= 0\n");
-    return 2;
+    return st::cli::UsageError("--temperature, --top_k and --max_new_tokens must be >= 0");
   }
   auto device = st::ParseDevice(FLAGS_device);
-  if (!device.ok()) return Fail(device.status());
-  torch::set_num_threads(FLAGS_threads > 0 ? FLAGS_threads
-                                           : std::max(1u, std::thread::hardware_concurrency()));
+  if (!device.ok()) return st::cli::UsageError(device.status().message());
+  torch::set_num_threads(st::cli::ResolvedThreads());
   auto state = st::ReadCheckpointState(FLAGS_checkpoint);
   if (!state.ok()) return Fail(state.status());
   auto cfg = st::ParseModelConfig(state->model_config_json);
@@ -61,11 +57,9 @@ int main(int argc, char** argv) {
   std::vector<int32_t> ids = (*tok)->Encode(FLAGS_prompt);
   const int64_t ctx = cfg->max_position_embeddings;
   if (static_cast<int64_t>(ids.size()) >= ctx) {
-    std::fprintf(stderr,
-                 "st-sample: error: the prompt has %zu tokens but the model's context is %lld; "
-                 "shorten the prompt\n",
-                 ids.size(), (long long)ctx);
-    return 1;
+    return st::cli::Fail(absl::StrCat("the prompt has ", ids.size(),
+                                      " tokens but the model's context is ", ctx,
+                                      "; shorten the prompt"));
   }
   if (ids.empty()) ids.push_back((*tok)->eos_id() >= 0 ? (*tok)->eos_id() : 0);
   torch::manual_seed(FLAGS_seed);

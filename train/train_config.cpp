@@ -1,6 +1,7 @@
 // TrainConfig JSON parsing and validation.
 #include "train/train_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -72,8 +73,36 @@ absl::Status Read(const json& v, const std::string& key, T& out) {
 }  // namespace
 
 absl::StatusOr<TrainConfig> ParseTrainConfig(absl::string_view text) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("train config is not valid JSON");
+  json j;
+  try {
+    j = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    // e.byte is 1 past the last character the parser read, which may be the whitespace after
+    // the offending token: point at the last non-blank character up to there (1-based line and
+    // column). e.what() reads "[json.exception.parse_error.101] parse error at line L, column
+    // C: REASON"; only the reason is kept.
+    size_t at = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, text.empty() ? 0 : text.size() - 1);
+    while (at > 0 &&
+           (text[at] == ' ' || text[at] == '\n' || text[at] == '\r' || text[at] == '\t')) {
+      --at;
+    }
+    int line = 1, column = 1;
+    for (size_t i = 0; i < at && i < text.size(); ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    std::string reason = e.what();
+    const size_t colon = reason.find(": ");
+    if (colon != std::string::npos) reason = reason.substr(colon + 2);
+    return absl::InvalidArgumentError(absl::StrCat("train config is not valid JSON at line ", line,
+                                                   ", column ", column, ": ", reason));
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("train config is not valid JSON: ", e.what()));
+  }
   if (!j.is_object()) return absl::InvalidArgumentError("train config must be a JSON object");
   TrainConfig c;
   std::vector<std::string> known;
@@ -97,6 +126,12 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(absl::string_view text) {
 }
 
 absl::StatusOr<TrainConfig> LoadTrainConfig(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train config '", path,
+                     "' is a directory; pass a JSON file with --config (see configs/train/)"));
+  }
   std::ifstream in(path);
   if (!in)
     return absl::NotFoundError(

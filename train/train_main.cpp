@@ -4,9 +4,9 @@
 
 #include <cstdio>
 
+#include "infer/tools/cli.h"
 #include "model/config.h"
 #include "train/checkpoint.h"
-#include "train/cli.h"
 #include "train/trainer.h"
 
 DEFINE_string(config, "", "train config JSON (configs/train/*.json)");
@@ -16,7 +16,6 @@ DEFINE_string(device, "cpu", "cpu, cuda or cuda:N");
 DEFINE_string(model_config, "", "override the train config's model_config path");
 DEFINE_string(data, "", "override the train config's token file");
 DEFINE_int64(max_steps, 0, "override max_steps (also to extend a resumed run)");
-DEFINE_int32(threads, -1, "override intra-op threads (0 = all cores)");
 DEFINE_int64(stop_at_step, -1, "stop at this step as if interrupted (checkpoint is written)");
 DEFINE_bool(quiet, false, "no progress lines");
 // Data parallelism (c10d, Gloo). Unset flags fall back to RANK / WORLD_SIZE / LOCAL_RANK /
@@ -36,31 +35,27 @@ DEFINE_int32(bucket_mb, 8, "gradient all-reduce bucket size in MiB");
 
 namespace {
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "st-train: error: %s\n", std::string(s.message()).c_str());
-  return 1;
-}
+int Fail(const absl::Status& s) { return st::cli::Fail(s); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "pretrain a SmallThinker model\n"
-      "  st-train --config configs/train/tiny.json --run_dir runs/tiny\n"
-      "  st-train --run_dir runs/tiny --resume            # continue an interrupted run");
-  if (st::HandleHelp(argc, argv, "train/train_main")) return 0;
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc > 1) {
-    std::fprintf(stderr,
-                 "st-train: error: unexpected argument '%s' (flags look like --name=value)\n",
-                 argv[1]);
-    return 2;
+  st::cli::Spec spec;
+  spec.name = "st-train";
+  spec.usage =
+      "st-train --config configs/train/tiny.json --run_dir runs/tiny\n"
+      "st-train --run_dir runs/tiny --resume            # continue an interrupted run";
+  spec.about =
+      "Pretrains a SmallThinker model from a JSON train config, in one process or data-parallel "
+      "over c10d (launch N copies: scripts/launch_local.sh, torchrun-style env, srun). --threads "
+      "overrides the train config's intra-op threads.";
+  spec.groups = {{"st-train flags", "train/train_main.cpp", {"threads"}}};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
+  if (FLAGS_run_dir.empty()) return st::cli::UsageError("--run_dir is required");
+  if (auto dev = st::ParseDevice(FLAGS_device); !dev.ok()) {
+    return st::cli::UsageError(dev.status().message());
   }
-  if (FLAGS_run_dir.empty()) {
-    std::fprintf(stderr, "st-train: error: --run_dir is required (see --help)\n");
-    return 2;
-  }
-  if (auto dev = st::ParseDevice(FLAGS_device); !dev.ok()) return Fail(dev.status());
   st::TrainerOptions opts;
   opts.run_dir = FLAGS_run_dir;
   opts.device = FLAGS_device;
@@ -82,7 +77,7 @@ int main(int argc, char** argv) {
     absl::Status s = st::DistOptionsFromEnv(&d, !is_default("rank"), !is_default("world_size"),
                                             !is_default("master_addr"), !is_default("master_port"));
     if (!s.ok()) return Fail(s);
-    if (FLAGS_bucket_mb < 1) return Fail(absl::InvalidArgumentError("--bucket_mb must be >= 1"));
+    if (FLAGS_bucket_mb < 1) return st::cli::UsageError("--bucket_mb must be >= 1");
   }
   if (FLAGS_resume) {
     // The run's own configs come from its checkpoint, so the resumed run is the same run.
@@ -92,10 +87,7 @@ int main(int argc, char** argv) {
     if (!train.ok()) return Fail(train.status());
     opts.train = *train;
   } else {
-    if (FLAGS_config.empty()) {
-      std::fprintf(stderr, "st-train: error: --config is required for a new run (see --help)\n");
-      return 2;
-    }
+    if (FLAGS_config.empty()) return st::cli::UsageError("--config is required for a new run");
     auto train = st::LoadTrainConfig(FLAGS_config);
     if (!train.ok()) return Fail(train.status());
     opts.train = *train;
@@ -103,7 +95,7 @@ int main(int argc, char** argv) {
   if (!FLAGS_model_config.empty()) opts.train.model_config = FLAGS_model_config;
   if (!FLAGS_data.empty()) opts.train.data = FLAGS_data;
   if (FLAGS_max_steps > 0) opts.train.max_steps = FLAGS_max_steps;
-  if (FLAGS_threads >= 0) opts.train.threads = FLAGS_threads;
+  if (st::cli::FlagGiven("threads")) opts.train.threads = st::cli::Threads();
   if (FLAGS_lbl_group_size >= 0) opts.train.lbl_group_size = FLAGS_lbl_group_size;
   if (!FLAGS_resume) {
     auto model = st::LoadModelConfig(opts.train.model_config);

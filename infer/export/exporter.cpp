@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "infer/export/parallel.h"
 #include "infer/format/model_file.h"
+#include "infer/format/tensors.h"
 #include "infer/quant/codec.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
@@ -16,24 +17,22 @@
 namespace st {
 namespace {
 
-std::string HfPrefix(int layer) { return absl::StrCat("model.layers.", layer, "."); }
-
-// The class of a Hugging Face tensor name, and the type the recipe gives it.
-std::string ClassOf(const std::string& hf) {
-  if (hf == "model.embed_tokens.weight") return "embedding";
-  if (hf == "lm_head.weight") return "lm_head";
-  if (hf.find("norm") != std::string::npos) return "norm";
-  if (hf.find("primary_router") != std::string::npos) return "router";
-  if (hf.find(".experts.") != std::string::npos) return "expert";
-  return "attention";
-}
-
-DType TypeOf(const ExportRecipe& r, const std::string& cls) {
-  if (cls == "embedding") return r.embedding;
-  if (cls == "lm_head") return r.lm_head;
-  if (cls == "norm") return r.norms;
-  if (cls == "router") return r.router;
-  if (cls == "expert") return r.experts;
+// The type the recipe gives a tensor class (the registry says each tensor's class).
+DType TypeOf(const ExportRecipe& r, TensorClass cls) {
+  switch (cls) {
+    case TensorClass::kEmbedding:
+      return r.embedding;
+    case TensorClass::kLmHead:
+      return r.lm_head;
+    case TensorClass::kNorm:
+      return r.norms;
+    case TensorClass::kRouter:
+      return r.router;
+    case TensorClass::kExpert:
+      return r.experts;
+    case TensorClass::kAttention:
+      return r.attention;
+  }
   return r.attention;
 }
 
@@ -200,45 +199,44 @@ absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::str
   w->SetString(kMetaExportRecipe, recipe.ToString());
 
   ExportReport report;
-  std::vector<SourceTensor> expected = ExpectedTensors(cfg);
-  const int64_t total = static_cast<int64_t>(expected.size());
+  const int64_t total = CountTensors(cfg);
   int64_t done = 0;
   auto tick = [&](int64_t elements) {
     ++done;
     report.source_elements += elements;
     if (options.progress) options.progress(done, total, report.source_elements);
   };
-
-  // Resident tensors first (the file groups them apart from the experts).
-  for (const SourceTensor& t : expected) {
-    if (t.name.find(".experts.") != std::string::npos) continue;
-    const std::string file_name = HfToFileName(t.name);
-    if (file_name.empty()) {
-      return absl::InternalError(absl::StrCat("no file name for tensor ", t.name));
+  // One tensor of the registry: read by its Hugging Face name, turned into the file's layout
+  // (expert down: [H, F] -> [F, H]), quantized with its class's type, written by its file name.
+  auto export_tensor = [&](const TensorId& id) -> absl::Status {
+    ST_ASSIGN_OR_RETURN(std::vector<float> x, src.ReadF32(id.HfName()));
+    const int64_t elements = static_cast<int64_t>(x.size());
+    const std::vector<int64_t> hf_shape = id.HfShape(cfg);
+    if (id.info().hf_transposed) x = Transpose(x, hf_shape[0], hf_shape[1]);
+    const TensorClass cls = id.cls();
+    Encoded e =
+        Encode(x, id.Shape(cfg), TypeOf(recipe, cls), &report.classes[TensorClassName(cls)]);
+    if (!id.is_expert()) {
+      ST_RETURN_IF_ERROR(
+          w->AddTensor(id.FileName(), e.dtype, e.dims, e.bytes.data(), e.bytes.size()));
+    } else {
+      if (id.part() == ExpertPart::kGate) ST_RETURN_IF_ERROR(w->BeginExpert(id.layer, id.expert));
+      ST_RETURN_IF_ERROR(
+          w->AddExpertPart(id.part(), e.dtype, e.dims, e.bytes.data(), e.bytes.size()));
+      if (id.part() == ExpertPart::kDownT) ST_RETURN_IF_ERROR(w->EndExpert());
     }
-    ST_ASSIGN_OR_RETURN(std::vector<float> x, src.ReadF32(t.name));
-    const std::string cls = ClassOf(t.name);
-    Encoded e = Encode(x, t.shape, TypeOf(recipe, cls), &report.classes[cls]);
-    ST_RETURN_IF_ERROR(w->AddTensor(file_name, e.dtype, e.dims, e.bytes.data(), e.bytes.size()));
-    tick(static_cast<int64_t>(x.size()));
-  }
-  // Experts: one contiguous extent each, down stored transposed [F, H].
-  const int64_t H = cfg.hidden_size, F = cfg.moe_ffn_hidden_size;
-  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
-    for (int e = 0; e < cfg.moe_num_primary_experts; ++e) {
-      const std::string p = absl::StrCat(HfPrefix(l), "block_sparse_moe.experts.", e, ".");
-      ST_ASSIGN_OR_RETURN(std::vector<float> gate, src.ReadF32(p + "gate.weight"));
-      ST_ASSIGN_OR_RETURN(std::vector<float> up, src.ReadF32(p + "up.weight"));
-      ST_ASSIGN_OR_RETURN(std::vector<float> down, src.ReadF32(p + "down.weight"));
-      ClassError& err = report.classes["expert"];
-      Encoded g = Encode(gate, {F, H}, recipe.experts, &err);
-      Encoded u = Encode(up, {F, H}, recipe.experts, &err);
-      Encoded d = Encode(Transpose(down, H, F), {F, H}, recipe.experts, &err);
-      ST_RETURN_IF_ERROR(w->AddExpert(l, e, {g.dtype, g.dims, g.bytes.data(), g.bytes.size()},
-                                      {u.dtype, u.dims, u.bytes.data(), u.bytes.size()},
-                                      {d.dtype, d.dims, d.bytes.data(), d.bytes.size()}));
-      for (int k = 0; k < 3; ++k) tick(H * F);
-    }
+    tick(elements);
+    return absl::OkStatus();
+  };
+  // Two walks: the resident tensors first (the file groups them apart from the experts), then
+  // the experts, one contiguous extent each. One matrix in memory at a time.
+  absl::Status status;
+  for (const TensorGroup group : {TensorGroup::kResident, TensorGroup::kExpert}) {
+    ForEachTensor(cfg, [&](const TensorId& id) {
+      if (id.group() == group) status = export_tensor(id);
+      return status.ok();
+    });
+    ST_RETURN_IF_ERROR(status);
   }
   ST_RETURN_IF_ERROR(w->Finish());
   report.bytes = w->bytes_written();

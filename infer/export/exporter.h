@@ -59,8 +59,8 @@ struct ExportOptions {
 
 // Checks the source against its config (CheckTensorsMatchConfig), then writes `out_path`
 // atomically (temp name + rename; an existing file is replaced only on success). Expert down
-// matrices are stored transposed ([F, H]). Holds one expert (three matrices) in memory at a
-// time.
+// matrices are stored transposed ([F, H]). Tensors, their file names, shapes and classes come
+// from the registry (infer/format/tensors.h). Holds one source matrix in memory at a time.
 absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::string& out_path,
                                          const ExportOptions& options);
 

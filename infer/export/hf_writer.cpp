@@ -241,7 +241,7 @@ absl::StatusOr<HfDType> ParseHfDType(const std::string& name) {
 
 const char* HfTorchDType(HfDType t) { return t == HfDType::kBF16 ? "bfloat16" : "float32"; }
 
-absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
+absl::StatusOr<int64_t> ParseShardSize(const std::string& text) {
   const std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
   size_t digits = 0;
   while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
@@ -387,8 +387,8 @@ absl::StatusOr<HfExportReport> ExportHfDirectory(const TensorSource& src, const 
     }
   }
 
-  // The shard plan: ExpectedTensors in order, a new shard when the next tensor would overflow
-  // the current one (transformers' rule).
+  // The shard plan: ExpectedTensors (the registry's walk, Hugging Face names and shapes) in
+  // order, a new shard when the next tensor would overflow the current one (transformers' rule).
   const char* st_dtype = options.dtype == HfDType::kBF16 ? "BF16" : "F32";
   const int elem = options.dtype == HfDType::kBF16 ? 2 : 4;
   std::vector<std::vector<SourceTensor>> shards;

@@ -23,7 +23,7 @@ const char* HfTorchDType(HfDType t);  // "bfloat16" / "float32" (config.json's t
 // A byte count as transformers' max_shard_size takes it: an integer with an optional unit,
 // "5GB" = 5 * 10^9, "500MB", "64KB", "2GiB" = 2 * 2^30, "1MiB", "4096" or "4096B" (case of the
 // unit ignored). Must be >= 1.
-absl::StatusOr<int64_t> ParseByteSize(const std::string& text);
+absl::StatusOr<int64_t> ParseShardSize(const std::string& text);
 
 // config.json for `cfg`: the key set of the released SmallThinker-4BA0.6B-Instruct config.json
 // with `cfg`'s values (ModelConfig::ToJson's semantic keys, plus architectures

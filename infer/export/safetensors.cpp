@@ -1,6 +1,8 @@
 // The safetensors reader (full validation of untrusted files) and writer (streaming, temp name
 // + rename), and the Hugging Face checkpoint directory source (config.json, single or sharded
 // safetensors, tokenizer files).
+#include "infer/export/safetensors.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,10 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "infer/export/safetensors.h"
 #include "infer/export/tensor_source.h"
-#include "infer/tokenizer/tokenizer.h"
 #include "infer/quant/codec.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
 #include "nlohmann/json.hpp"
 
@@ -466,6 +467,39 @@ absl::Status SafetensorsWriter::Commit() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// model.safetensors.index.json
+
+namespace {
+// A shard name from index.json must be a plain file name inside the directory.
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos;
+}
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(absl::string_view text,
+                                                                         const std::string& where) {
+  const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not a valid JSON object"));
+  }
+  if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": missing object 'weight_map' (tensor name -> shard file)"));
+  }
+  std::map<std::string, std::string> weight_map;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string() || !IsPlainFileName(it.value().get<std::string>())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": weight_map entry for '", it.key(),
+          "' must be a file name in the checkpoint directory, got ", it.value().dump()));
+    }
+    weight_map[it.key()] = it.value().get<std::string>();
+  }
+  return weight_map;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hugging Face checkpoint directory
 
 namespace {
@@ -516,8 +550,8 @@ class HfCheckpointSource final : public TensorSource {
 
 // Generation settings a config.json may carry (transformers takes them as the generation
 // defaults when there is no generation_config.json).
-constexpr const char* kConfigGenerationKeys[] = {"do_sample", "temperature", "top_p", "top_k",
-                                                 "min_p",     "repetition_penalty"};
+constexpr const char* kConfigGenerationKeys[] = {"do_sample", "temperature", "top_p",
+                                                 "top_k",     "min_p",       "repetition_penalty"};
 
 absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
   if (!ignored_keys_.empty()) {
@@ -531,8 +565,7 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
     ChatTemplates templates;
     absl::StatusOr<TokenizerPolicy> policy = ParseTokenizerConfig(text, tok.get(), &templates);
     if (!policy.ok()) {
-      return absl::Status(policy.status().code(),
-                          absl::StrCat(base, policy.status().message()));
+      return absl::Status(policy.status().code(), absl::StrCat(base, policy.status().message()));
     }
     policy_ = *std::move(policy);
     chat_template_ = templates.default_template;
@@ -567,12 +600,11 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
     for (const char* key : kConfigGenerationKeys) {
       if (c.is_object() && c.contains(key) && !c[key].is_null()) g[key] = c[key];
     }
-    absl::StatusOr<GenerationDefaults> parsed =
-        ParseGenerationConfig(g.dump(), config_.vocab_size);
+    absl::StatusOr<GenerationDefaults> parsed = ParseGenerationConfig(g.dump(), config_.vocab_size);
     if (!parsed.ok()) {
-      return absl::Status(parsed.status().code(),
-                          absl::StrCat(base, "config.json (generation keys): ",
-                                       parsed.status().message()));
+      return absl::Status(
+          parsed.status().code(),
+          absl::StrCat(base, "config.json (generation keys): ", parsed.status().message()));
     }
     generation_ = *std::move(parsed);
   }
@@ -591,12 +623,6 @@ absl::Status HfCheckpointSource::AddFile(SafetensorsFile file) {
   }
   files_.push_back(std::move(file));
   return absl::OkStatus();
-}
-
-// A shard name from index.json must be a plain file name inside the directory.
-bool IsPlainFileName(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos;
 }
 
 absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std::string& dir) {
@@ -626,25 +652,9 @@ absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std
     ST_RETURN_IF_ERROR(src->AddFile(std::move(f)));
   } else if (FileExists(index_path)) {
     ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(index_path));
-    const json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": not a valid JSON object"));
-    }
-    if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path, ": missing object 'weight_map' (tensor name -> shard file)"));
-    }
-    std::map<std::string, std::string> weight_map;
+    ST_ASSIGN_OR_RETURN(const auto weight_map, ParseSafetensorsIndex(text, index_path));
     std::set<std::string> shards;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string() || !IsPlainFileName(it.value().get<std::string>())) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map entry for '", it.key(),
-            "' must be a file name in the checkpoint directory, got ", it.value().dump()));
-      }
-      weight_map[it.key()] = it.value().get<std::string>();
-      shards.insert(it.value().get<std::string>());
-    }
+    for (const auto& [name, shard] : weight_map) shards.insert(shard);
     for (const std::string& shard : shards) {
       const std::string shard_path = base + shard;
       if (!FileExists(shard_path)) {

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
 
@@ -93,6 +95,12 @@ class SafetensorsFile {
   std::vector<Entry> entries_;
 };
 
+// model.safetensors.index.json: {"weight_map": {tensor name: shard file}, ...} -> that map.
+// Every shard must be a plain file name (no directory part, not "." or ".."); other keys
+// ("metadata") are ignored. `where` (the path) starts every error message.
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(absl::string_view text,
+                                                                         const std::string& where);
+
 // Bytes of one element of a safetensors dtype name supported here ("F32" 4, "F16" 2,
 // "BF16" 2); 0 for anything else.
 int SafetensorsDTypeSize(const std::string& dtype);
@@ -114,15 +122,19 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::str
 // A directory -> OpenHfCheckpoint; a file ending in .h5 -> OpenTrainCheckpoint; else an error.
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string& path);
 
-// The Hugging Face tensors the config implies, in a fixed order (embedding, then per layer:
+// The Hugging Face tensors the config implies (names and Hugging Face shapes from the registry,
+// infer/format/tensors.h), in ForEachTensor's order (embedding, then per layer:
 // input_layernorm, q/k/v/o, post_attention_layernorm, router, experts 0..E-1 gate/up/down,
-// then model.norm, then lm_head.weight unless tied).
+// then model.norm, then lm_head.weight unless tied). Builds them all: for a validated source's
+// config only (use ForEachTensor to walk an untrusted one).
 std::vector<SourceTensor> ExpectedTensors(const ModelConfig& cfg);
 
 // Every expected tensor exists with the expected shape; any other tensor is an error naming
 // it (first few listed). Decision: when tie_word_embeddings is true, a present lm_head.weight
 // is accepted and ignored (some exporters save the tied copy); the exporter must use
-// model.embed_tokens.weight for the head in that case.
+// model.embed_tokens.weight for the head in that case. Walks the registry and stops once far
+// more tensors are missing than the source holds (max(1024, 4 x its tensors): "missing more
+// than N"), so a forged config costs little.
 absl::Status CheckTensorsMatchConfig(const TensorSource& src);
 
 }  // namespace st

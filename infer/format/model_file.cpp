@@ -171,89 +171,6 @@ std::string ShapeString(const std::vector<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
 }
 
-// ---------------------------------------------------------------- names
-// Parses a non-negative decimal without sign or leading zeros, < 2^31.
-bool ParseIndex(absl::string_view s, int* out) {
-  if (s.empty() || s.size() > 10 || (s.size() > 1 && s[0] == '0')) return false;
-  int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  if (v > 0x7fffffff) return false;
-  *out = static_cast<int>(v);
-  return true;
-}
-
-struct ParsedName {
-  bool valid = false;
-  bool expert = false;
-  int layer = -1;  // -1 for global tensors
-  int expert_index = 0;
-  ExpertPart part = ExpertPart::kGate;
-  std::string kind;  // "token_embd", "attn_q", ... (the name without blk.N. and .E)
-};
-
-// Per-layer resident kinds, file name <-> Hugging Face suffix after "model.layers.N.".
-struct KindMap {
-  const char* file;
-  const char* hf;
-};
-constexpr KindMap kLayerKinds[] = {
-    {"attn_q", "self_attn.q_proj.weight"},
-    {"attn_k", "self_attn.k_proj.weight"},
-    {"attn_v", "self_attn.v_proj.weight"},
-    {"attn_output", "self_attn.o_proj.weight"},
-    {"attn_norm", "input_layernorm.weight"},
-    {"ffn_norm", "post_attention_layernorm.weight"},
-    {"ffn_gate_inp", "block_sparse_moe.primary_router.weight"},
-};
-constexpr KindMap kGlobalKinds[] = {
-    {"token_embd", "model.embed_tokens.weight"},
-    {"output_norm", "model.norm.weight"},
-    {"output", "lm_head.weight"},
-};
-constexpr KindMap kExpertKinds[] = {
-    {"ffn_gate", "gate.weight"},
-    {"ffn_up", "up.weight"},
-    {"ffn_down_t", "down.weight"},
-};
-
-ParsedName ParseFileName(absl::string_view name) {
-  ParsedName r;
-  for (const KindMap& k : kGlobalKinds) {
-    if (name == k.file) {
-      r.valid = true;
-      r.kind = k.file;
-      return r;
-    }
-  }
-  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
-  if (parts.size() < 3 || parts.size() > 4 || parts[0] != "blk") return r;
-  if (!ParseIndex(parts[1], &r.layer)) return r;
-  if (parts.size() == 3) {
-    for (const KindMap& k : kLayerKinds) {
-      if (parts[2] == k.file) {
-        r.valid = true;
-        r.kind = k.file;
-        return r;
-      }
-    }
-    return r;
-  }
-  if (!ParseIndex(parts[3], &r.expert_index)) return r;
-  for (int i = 0; i < 3; ++i) {
-    if (parts[2] == kExpertKinds[i].file) {
-      r.valid = true;
-      r.expert = true;
-      r.part = static_cast<ExpertPart>(i);
-      r.kind = kExpertKinds[i].file;
-      return r;
-    }
-  }
-  return r;
-}
-
 // ---------------------------------------------------------------- metadata checks
 struct RequiredKey {
   const char* key;
@@ -356,24 +273,24 @@ absl::Status CheckTensorShape(const TensorInfo& t) {
 
 absl::Status CheckNameAndGroup(const TensorInfo& t) {
   const std::string q = absl::StrCat("tensor '", t.name, "'");
-  ParsedName p = ParseFileName(t.name);
-  if (!p.valid) {
+  const std::optional<TensorId> id = ParseFileTensorName(t.name);
+  if (!id) {
     return absl::InvalidArgumentError(
         absl::StrCat(q, " is not a known tensor name (see FORMAT.md, \"Tensor names\")"));
   }
-  const TensorGroup want = p.expert ? TensorGroup::kExpert : TensorGroup::kResident;
-  if (t.group != want) {
+  const bool expert = id->is_expert();
+  if (t.group != id->group()) {
     return absl::InvalidArgumentError(
         absl::StrCat(q, " has group ", static_cast<int>(t.group), " but its name makes it ",
-                     p.expert ? "an expert part (group 1)" : "resident (group 0)"));
+                     expert ? "an expert part (group 1)" : "resident (group 0)"));
   }
-  if (p.expert && (t.layer != static_cast<uint32_t>(p.layer) ||
-                   t.expert != static_cast<uint32_t>(p.expert_index) || t.part != p.part)) {
+  if (expert && (t.layer != static_cast<uint32_t>(id->layer) ||
+                 t.expert != static_cast<uint32_t>(id->expert) || t.part != id->part())) {
     return absl::InvalidArgumentError(absl::StrCat(q, " is tagged (layer ", t.layer, ", expert ",
                                                    t.expert, ", part ", static_cast<int>(t.part),
                                                    ") which disagrees with its name"));
   }
-  if (!p.expert && (t.layer != 0 || t.expert != 0 || t.part != ExpertPart::kGate)) {
+  if (!expert && (t.layer != 0 || t.expert != 0 || t.part != ExpertPart::kGate)) {
     return absl::InvalidArgumentError(
         absl::StrCat(q, " is resident but has nonzero layer/expert/part fields"));
   }
@@ -456,74 +373,12 @@ MetaValue MetaValue::I64Array(std::vector<int64_t> x) {
   return v;
 }
 
-const char* ExpertPartName(ExpertPart p) {
-  switch (p) {
-    case ExpertPart::kGate:
-      return "gate";
-    case ExpertPart::kUp:
-      return "up";
-    case ExpertPart::kDownT:
-      return "down_t";
-  }
-  return "unknown";
-}
-
 int64_t TensorInfo::num_elements() const {
   int64_t n = 1;
   for (int64_t d : dims) {
     if (__builtin_mul_overflow(n, d, &n)) return -1;
   }
   return n;
-}
-
-std::string ExpertTensorName(int layer, int expert, ExpertPart part) {
-  return absl::StrCat("blk.", layer, ".", kExpertKinds[static_cast<int>(part)].file, ".", expert);
-}
-
-std::string HfToFileName(absl::string_view hf) {
-  for (const KindMap& k : kGlobalKinds) {
-    if (hf == k.hf) return k.file;
-  }
-  constexpr absl::string_view kLayers = "model.layers.";
-  if (!absl::ConsumePrefix(&hf, kLayers)) return "";
-  const size_t dot = hf.find('.');
-  int layer;
-  if (dot == absl::string_view::npos || !ParseIndex(hf.substr(0, dot), &layer)) return "";
-  absl::string_view rest = hf.substr(dot + 1);
-  for (const KindMap& k : kLayerKinds) {
-    if (rest == k.hf) return absl::StrCat("blk.", layer, ".", k.file);
-  }
-  constexpr absl::string_view kExperts = "block_sparse_moe.experts.";
-  if (!absl::ConsumePrefix(&rest, kExperts)) return "";
-  const size_t dot2 = rest.find('.');
-  int expert;
-  if (dot2 == absl::string_view::npos || !ParseIndex(rest.substr(0, dot2), &expert)) return "";
-  absl::string_view part = rest.substr(dot2 + 1);
-  for (int i = 0; i < 3; ++i) {
-    if (part == kExpertKinds[i].hf) {
-      return ExpertTensorName(layer, expert, static_cast<ExpertPart>(i));
-    }
-  }
-  return "";
-}
-
-std::string FileToHfName(absl::string_view file_name) {
-  ParsedName p = ParseFileName(file_name);
-  if (!p.valid) return "";
-  if (p.layer < 0) {
-    for (const KindMap& k : kGlobalKinds) {
-      if (p.kind == k.file) return k.hf;
-    }
-    return "";
-  }
-  if (p.expert) {
-    return absl::StrCat("model.layers.", p.layer, ".block_sparse_moe.experts.", p.expert_index, ".",
-                        kExpertKinds[static_cast<int>(p.part)].hf);
-  }
-  for (const KindMap& k : kLayerKinds) {
-    if (p.kind == k.file) return absl::StrCat("model.layers.", p.layer, ".", k.hf);
-  }
-  return "";
 }
 
 // ================================================================ encoding
@@ -765,7 +620,8 @@ absl::Status ModelFileWriter::AddTensor(const std::string& name, DType dtype,
     return absl::FailedPreconditionError(absl::StrCat(
         "resident tensor '", name, "' added after an expert: add every resident tensor first"));
   }
-  if (ParseFileName(name).expert) {
+  const std::optional<TensorId> id = ParseFileTensorName(name);
+  if (id && id->is_expert()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'", name, "' is an expert part: add it with BeginExpert/AddExpertPart/EndExpert"));
   }
@@ -1377,14 +1233,11 @@ absl::Status ModelFile::Parse(const Options& options) {
   }
   ST_RETURN_IF_ERROR(DecodePolicy());
   const int64_t L = config_.num_hidden_layers, E = config_.moe_num_primary_experts;
-  const int64_t H = config_.hidden_size, V = config_.vocab_size, F = config_.moe_ffn_hidden_size;
-  const int64_t Q = static_cast<int64_t>(config_.num_attention_heads) * config_.head_dim;
-  const int64_t KV = static_cast<int64_t>(config_.num_key_value_heads) * config_.head_dim;
   {
     int64_t layers_present = 0;
     for (const TensorInfo& t : tensors_) {
-      ParsedName p = ParseFileName(t.name);
-      if (p.layer >= 0) layers_present = std::max<int64_t>(layers_present, p.layer + 1LL);
+      const std::optional<TensorId> id = ParseFileTensorName(t.name);
+      if (id && id->layer >= 0) layers_present = std::max<int64_t>(layers_present, id->layer + 1LL);
     }
     if (L > layers_present) {
       return InvalidArgumentError(StrCat("config says num_hidden_layers = ", L,
@@ -1392,64 +1245,59 @@ absl::Status ModelFile::Parse(const Options& options) {
                                          " layers"));
     }
   }
-  // ---- every tensor expected by the config, with its shape; nothing else
+  // ---- every tensor expected by the config (the registry's walk), with its shape; nothing else
   {
-    std::set<std::string> seen;
-    auto expect = [&](const std::string& name, std::vector<int64_t> dims) -> absl::Status {
+    size_t seen = 0;
+    absl::Status status;
+    size_t part_index[3] = {0, 0, 0};  // the current expert's gate, up, down_t in tensors_
+    auto expect = [&](const TensorId& id) -> absl::Status {
+      const std::string name = id.FileName();
       auto it = by_name_.find(name);
       if (it == by_name_.end()) {
         return InvalidArgumentError(StrCat("tensor '", name, "' is missing (the config has ", L,
                                            " layers, ", E, " experts)"));
       }
       const TensorInfo& t = tensors_[it->second];
+      const std::vector<int64_t> dims = id.Shape(config_);
       if (t.dims != dims) {
         return InvalidArgumentError(StrCat("tensor '", name, "' has shape ", ShapeString(t.dims),
                                            " but the config implies ", ShapeString(dims)));
       }
-      seen.insert(name);
+      ++seen;  // names are unique (checked above) and the walk names each tensor once
+      if (!id.is_expert()) return absl::OkStatus();
+      part_index[static_cast<int>(id.part())] = it->second;
+      expert_index_.push_back(it->second);
+      if (id.part() != ExpertPart::kDownT) return absl::OkStatus();
+      const TensorInfo& g = tensors_[part_index[0]];
+      const TensorInfo& u = tensors_[part_index[1]];
+      const TensorInfo& d = tensors_[part_index[2]];
+      uint64_t want_up, want_down;
+      if (!AlignUp(g.offset + g.size, kTensorAlignment, &want_up) ||
+          !AlignUp(u.offset + u.size, kTensorAlignment, &want_down) || u.offset != want_up ||
+          d.offset != want_down) {
+        return InvalidArgumentError(StrCat(
+            "expert (", id.layer, ", ", id.expert, ") is not one contiguous extent: gate at ",
+            g.offset, " (", g.size, " bytes), up at ", u.offset, ", down_t at ", d.offset,
+            "; each part must start at the next ", kTensorAlignment,
+            "-byte boundary after the previous one"));
+      }
       return absl::OkStatus();
     };
-    ST_RETURN_IF_ERROR(expect("token_embd", {V, H}));
-    ST_RETURN_IF_ERROR(expect("output_norm", {H}));
-    if (!config_.tie_word_embeddings) ST_RETURN_IF_ERROR(expect("output", {V, H}));
-    // Names are checked in order and the walk stops at the first missing one, so a huge
-    // L x E costs at most (tensors present + 1) lookups and the index grows with real entries.
-    for (int64_t l = 0; l < L; ++l) {
-      const std::string b = StrCat("blk.", l, ".");
-      ST_RETURN_IF_ERROR(expect(b + "attn_norm", {H}));
-      ST_RETURN_IF_ERROR(expect(b + "attn_q", {Q, H}));
-      ST_RETURN_IF_ERROR(expect(b + "attn_k", {KV, H}));
-      ST_RETURN_IF_ERROR(expect(b + "attn_v", {KV, H}));
-      ST_RETURN_IF_ERROR(expect(b + "attn_output", {H, Q}));
-      ST_RETURN_IF_ERROR(expect(b + "ffn_norm", {H}));
-      ST_RETURN_IF_ERROR(expect(b + "ffn_gate_inp", {E, H}));
-      for (int64_t e = 0; e < E; ++e) {
-        size_t idx[3];
-        for (int p = 0; p < 3; ++p) {
-          const std::string name = ExpertTensorName(static_cast<int>(l), static_cast<int>(e),
-                                                    static_cast<ExpertPart>(p));
-          ST_RETURN_IF_ERROR(expect(name, {F, H}));
-          idx[p] = by_name_.at(name);
-          expert_index_.push_back(idx[p]);
-        }
-        const TensorInfo& g = tensors_[idx[0]];
-        const TensorInfo& u = tensors_[idx[1]];
-        const TensorInfo& d = tensors_[idx[2]];
-        uint64_t want_up, want_down;
-        if (!AlignUp(g.offset + g.size, kTensorAlignment, &want_up) ||
-            !AlignUp(u.offset + u.size, kTensorAlignment, &want_down) || u.offset != want_up ||
-            d.offset != want_down) {
-          return InvalidArgumentError(
-              StrCat("expert (", l, ", ", e, ") is not one contiguous extent: gate at ", g.offset,
-                     " (", g.size, " bytes), up at ", u.offset, ", down_t at ", d.offset,
-                     "; each part must start at the next ", kTensorAlignment,
-                     "-byte boundary after the previous one"));
-        }
-      }
-    }
-    if (seen.size() != tensors_.size()) {
+    // The walk stops at the first missing tensor, so a huge L x E costs at most (tensors
+    // present + 1) lookups and the index grows with real entries only.
+    ForEachTensor(config_, [&](const TensorId& id) {
+      status = expect(id);
+      return status.ok();
+    });
+    ST_RETURN_IF_ERROR(status);
+    if (seen != tensors_.size()) {
+      std::set<std::string> expected;
+      ForEachTensor(config_, [&](const TensorId& id) {
+        expected.insert(id.FileName());
+        return true;
+      });
       for (const TensorInfo& t : tensors_) {
-        if (!seen.count(t.name)) {
+        if (!expected.count(t.name)) {
           return InvalidArgumentError(StrCat(
               "unexpected tensor '", t.name, "' for a config with ", L, " layers, ", E, " experts",
               config_.tie_word_embeddings && t.name == "output" ? " and tie_word_embeddings = true"

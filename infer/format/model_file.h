@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "infer/format/tensors.h"
 #include "infer/quant/types.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
@@ -86,9 +87,7 @@ struct MetaValue {
 };
 
 // ---- Tensor directory ----
-enum class TensorGroup : uint8_t { kResident = 0, kExpert = 1 };
-enum class ExpertPart : uint8_t { kGate = 0, kUp = 1, kDownT = 2 };
-const char* ExpertPartName(ExpertPart p);  // "gate", "up", "down_t"
+// TensorGroup, ExpertPart and the tensor names come from the registry (tensors.h).
 
 // One directory entry. dims are outermost first (row-major, torch order): a matrix is
 // [rows, cols] and rows are contiguous; the last dim is a multiple of DTypeBlockElems.
@@ -119,14 +118,8 @@ struct ExpertExtent {
 };
 
 // ---- Names ----
-// File names of tensors (FORMAT.md has the table).
-std::string ExpertTensorName(int layer, int expert, ExpertPart part);  // "blk.3.ffn_up.7"
-// Hugging Face name -> file name: "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q".
-// Expert down ("...experts.E.down.weight", [H,F]) maps to "blk.N.ffn_down_t.E" (stored
-// transposed, [F,H]). Returns "" for a name that has no file counterpart.
-std::string HfToFileName(absl::string_view hf_name);
-// The reverse; "" for an unknown name.
-std::string FileToHfName(absl::string_view file_name);
+// File names, Hugging Face names and shapes: the registry, infer/format/tensors.h
+// (TensorId::FileName, ExpertTensorName, HfToFileName, FileToHfName, ForEachTensor).
 
 // CRC32C (Castagnoli), hardware-accelerated where available. `crc` chains calls:
 // Crc32c(b, n2, Crc32c(a, n1)) == Crc32c(a ++ b).

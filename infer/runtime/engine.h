@@ -70,7 +70,8 @@ struct MemoryPlan {
   int64_t budget = 0;
   int64_t resident = 0;  // weights outside the experts, metadata, directory (+ f32 copies)
   int64_t kv_cache = 0;  // for max_context tokens
-  int64_t buffers = 0;   // activations, logits, per-thread scratch (estimated)
+  int64_t buffers = 0;   // the forward state as allocated (activations, per-thread scratch)
+                         // and the returned logits
   int64_t overhead = 0;  // code, libraries, heap slack, stacks (a fixed allowance)
   int64_t expert_cache = 0;
   int64_t slots = 0, slot_bytes = 0, pinned = 0;
@@ -147,21 +148,40 @@ class Engine {
   RoutingProfile routing() const;
   void ResetRouting();
 
-  struct Impl;  // defined in engine.cpp
+  struct Impl;  // engine_impl.h (weights, forward state, kernels, pool)
 
  private:
   Engine() = default;
   absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
+
+  // ---- The forward pass (engine.cpp), one function per stage of smallthinker.md section 3.
+  // Each works on the step held in impl_->fs (forward_state.h: T tokens from position pos_).
+  // `tokens` (already checked) in chunks of prefill_chunk: Embed, then per layer Route ->
+  // StartExpertReads -> Attention -> Moe, then Head. Writes the last token's logits [V], or
+  // every token's [T, V] when all_logits.
   absl::Status Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits);
-  absl::Status SetUpBudget(const std::string& path);
-  // One token: the gates of the routed experts listed in `which` (indices into the token's k
-  // choices), then the sparse up/down of all k once every gate is known.
+  void Embed(absl::Span<const int32_t> tokens);  // x_TH = embedding rows; RoPE angles
+  void Route(int layer);             // router on the raw x: top-k experts and their weights
+  void StartExpertReads(int layer);  // the prefetch hook and the cache's reads, before attention
+  void Attention(int layer);         // x += Wo softmax(q k^T / sqrt(D) + mask) v
+  absl::Status Moe(int layer);       // x += sum_j w_j Down_j(relu(Gate_j h) * Up_j h)
+  void Head(float* logits, bool all_rows);  // final RMSNorm and LM head
+
+  // ---- The MoE paths (moe.cpp).
+  // One token: its k experts in memory, or streamed from the cache (MoeDecodeStreamed).
+  absl::Status MoeDecode(int layer);
+  // The gates of the routed experts listed in `which` (indices into the token's k choices),
+  // then the sparse up/down of all k once every gate is known.
   void MoeGates(absl::Span<const int> which);
   void MoeUpDown();
   absl::Status MoeDecodeStreamed(int layer);  // the budget mode: experts as they arrive
   // A chunk: tokens grouped by expert; every expert in memory, or in waves that fit the cache.
-  absl::Status MoeGrouped(int layer, int T);
-  void RunGroups(int layer, absl::Span<const int> experts, const uint8_t* hx, size_t xs);
+  absl::Status MoeGrouped(int layer);
+  void RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t xs);
+
+  // ---- The memory-budget plan (budget_plan.cpp).
+  absl::Status SetUpBudget(const std::string& path);
+  absl::Status PinHotExperts();
 
   std::unique_ptr<ModelFile> file_;
   std::unique_ptr<ExpertCache> cache_;  // memory-budget mode only

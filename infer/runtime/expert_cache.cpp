@@ -621,7 +621,13 @@ absl::StatusOr<RoutingProfile> ReadRoutingProfile(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open routing profile '", path, "'"));
   std::stringstream ss;
   ss << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  return ParseRoutingProfile(ss.str(), path);
+}
+
+absl::StatusOr<RoutingProfile> ParseRoutingProfile(absl::string_view text,
+                                                   const std::string& path) {
+  const nlohmann::json j =
+      nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   auto bad = [&](const std::string& why) {
     return absl::InvalidArgumentError(
         absl::StrCat("routing profile '", path, "': ", why,
@@ -634,16 +640,27 @@ absl::StatusOr<RoutingProfile> ReadRoutingProfile(const std::string& path) {
       return bad("unknown key '" + k + "'");
     }
   }
+  // An integer in [lo, hi] (JSON numbers may be unsigned, negative or beyond int64).
+  auto in_range = [](const nlohmann::json& v, int64_t lo, int64_t hi) {
+    if (v.is_number_unsigned()) {  // nlohmann types every non-negative integer as unsigned
+      const uint64_t u = v.get<uint64_t>();
+      return u <= static_cast<uint64_t>(hi) && (lo <= 0 || u >= static_cast<uint64_t>(lo));
+    }
+    return v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  };
   if (!j.contains("layers") || !j["layers"].is_number_integer() || !j.contains("experts") ||
       !j["experts"].is_number_integer() || !j.contains("counts") || !j["counts"].is_array()) {
     return bad("missing or mistyped layers / experts / counts");
   }
+  if (!in_range(j["layers"], 1, 4096) || !in_range(j["experts"], 1, 4096)) {
+    return bad("layers and experts must be in [1, 4096]");
+  }
   RoutingProfile p;
   p.layers = j["layers"].get<int>();
   p.experts = j["experts"].get<int>();
-  p.tokens = j.value("tokens", int64_t{0});
-  if (p.layers <= 0 || p.experts <= 0 || p.layers > 4096 || p.experts > 4096) {
-    return bad("layers and experts must be in [1, 4096]");
+  if (j.contains("tokens")) {
+    if (!in_range(j["tokens"], 0, INT64_MAX)) return bad("tokens must be an integer >= 0");
+    p.tokens = j["tokens"].get<int64_t>();
   }
   if (j["counts"].size() != static_cast<size_t>(p.layers)) return bad("counts has wrong length");
   for (const auto& row : j["counts"]) {
@@ -651,7 +668,7 @@ absl::StatusOr<RoutingProfile> ReadRoutingProfile(const std::string& path) {
       return bad("a counts row has the wrong length");
     }
     for (const auto& v : row) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0) return bad("counts must be >= 0");
+      if (!in_range(v, 0, INT64_MAX)) return bad("counts must be integers >= 0");
       p.counts.push_back(v.get<int64_t>());
     }
   }

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "infer/format/model_file.h"
 
@@ -121,5 +122,8 @@ struct RoutingProfile {
 };
 absl::Status WriteRoutingProfile(const std::string& path, const RoutingProfile& p);
 absl::StatusOr<RoutingProfile> ReadRoutingProfile(const std::string& path);
+// The JSON text of a profile, checked (sizes in [1, 4096], counts and tokens integers >= 0);
+// `path` names it in errors. ReadRoutingProfile reads the file and calls this.
+absl::StatusOr<RoutingProfile> ParseRoutingProfile(absl::string_view text, const std::string& path);
 
 }  // namespace st

@@ -5,16 +5,20 @@
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "infer/quant/codec.h"
 #include "infer/quant/kernels.h"
+#include "infer/tools/cli.h"
 
 namespace st {
 namespace {
@@ -173,4 +177,42 @@ BENCHMARK(BM_RowDots16)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMicrosecond);
 }  // namespace
 }  // namespace st
 
-BENCHMARK_MAIN();
+namespace {
+
+void PrintHelp() {
+  std::printf(
+      "usage: st-bench-kernels [--benchmark_filter=REGEX] [other Google Benchmark flags]\n\n"
+      "Micro-benchmarks of the kernel tables on the 4B's shapes; the argument of each benchmark\n"
+      "is the table: 0 scalar, 1 AVX2, 2 AVX-512 VNNI (skipped where the CPU lacks it).\n\n"
+      "Google Benchmark flags:\n");
+  benchmark::PrintDefaultHelp();
+  std::printf("  -h, --help\n  --version\n");
+}
+
+}  // namespace
+
+// Google Benchmark's main, with the tools' --help, -h, --version and usage errors.
+int main(int argc, char** argv) {
+  st::cli::SetToolName("st-bench-kernels");
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help" || a == "-help") {
+      PrintHelp();
+      return 0;
+    }
+    if (a == "--version") {
+      std::printf("%s\n", st::cli::VersionLine("st-bench-kernels").c_str());
+      return 0;
+    }
+  }
+  benchmark::Initialize(&argc, argv, PrintHelp);
+  if (argc > 1) {
+    const std::string arg = argv[1];
+    if (arg[0] != '-') return st::cli::UsageError(absl::StrCat("unexpected argument '", arg, "'"));
+    return st::cli::UsageError(absl::StrCat("unknown flag ", arg.substr(0, arg.find('=')),
+                                            " (Google Benchmark flags start with --benchmark_)"));
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

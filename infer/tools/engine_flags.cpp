@@ -2,15 +2,21 @@
 #include "infer/tools/engine_flags.h"
 
 #include <gflags/gflags.h>
+#include <sys/stat.h>
 
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
+DEFINE_string(model, "", "model file (.stmf) written by st-export");
+DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
+DEFINE_bool(huge_pages, true,
+            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_string(memory_budget, "",
               "total memory the process may use, page cache included (e.g. 1G, 800M); experts "
               "are then streamed from storage through an expert cache. Empty or 0: the whole "
@@ -65,7 +71,11 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text) {
   return static_cast<int64_t>(bytes);
 }
 
+cli::FlagGroup EngineFlagGroup() { return {"engine flags", "infer/tools/engine_flags.cpp", {}}; }
+
 absl::Status ApplyEngineFlags(EngineOptions* o) {
+  o->kv_f16 = FLAGS_kv_f16;
+  o->huge_pages = FLAGS_huge_pages;
   if (!FLAGS_memory_budget.empty()) {
     absl::StatusOr<int64_t> b = ParseByteSize(FLAGS_memory_budget);
     if (!b.ok())
@@ -104,17 +114,46 @@ absl::Status ApplyEngineFlags(EngineOptions* o) {
   return absl::OkStatus();
 }
 
-void NormalizeFlagNames(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    char* a = argv[i];
-    if (std::strcmp(a, "--") == 0) return;
-    if (a[0] != '-') continue;
-    char* p = a + 1;
-    if (*p == '-') ++p;
-    for (; *p != '\0' && *p != '='; ++p) {
-      if (*p == '-') *p = '_';
+std::string ExplainNotAModelFile(const std::string& path) {
+  constexpr char kConvert[] = "st-export --input DIR --output m.stmf";
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return "";
+  if (S_ISDIR(st.st_mode)) {
+    struct stat cfg;
+    if (stat((path + "/config.json").c_str(), &cfg) == 0) {
+      return absl::StrCat("'", path,
+                          "' is a Hugging Face checkpoint directory, not a model file; convert "
+                          "it with ",
+                          kConvert, " (DIR = that directory), then pass --model m.stmf");
     }
+    return absl::StrCat("'", path,
+                        "' is a directory; --model takes a .stmf model file written by st-export");
   }
+  std::ifstream in(path, std::ios::binary);
+  char b[16] = {};
+  in.read(b, sizeof(b));
+  const std::streamsize n = in.gcount();
+  if (n >= 4 && std::memcmp(b, "STMF", 4) == 0) return "";
+  if (n >= 4 && std::memcmp(b, "GGUF", 4) == 0) {
+    return absl::StrCat("'", path,
+                        "' is a GGUF file: GGUF models are not supported yet (issue 15); export "
+                        "the Hugging Face checkpoint instead with ",
+                        kConvert);
+  }
+  if (n >= 8 && std::memcmp(b, "\x89HDF\r\n\x1a\n", 8) == 0) {
+    return absl::StrCat("'", path,
+                        "' is an HDF5 file (an st-train checkpoint?), not a model file; convert "
+                        "it with st-export --input ",
+                        path, " --output m.stmf");
+  }
+  // safetensors: an 8-byte little-endian header length, then the JSON header.
+  if (n >= 9 && b[8] == '{') {
+    return absl::StrCat("'", path,
+                        "' is a safetensors file, not a model file; convert the Hugging Face "
+                        "directory that holds it (with its config.json) with ",
+                        kConvert);
+  }
+  return "";
 }
 
 std::string BudgetPlanText(const Engine& e) {

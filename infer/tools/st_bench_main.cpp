@@ -25,23 +25,18 @@
 #include "infer/runtime/engine.h"
 #include "infer/runtime/membw.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/cli.h"
 #include "infer/tools/engine_flags.h"
 #include "nlohmann/json.hpp"
 
-DEFINE_string(model, "", "model file (.stmf) written by st-export");
-DEFINE_string(threads, "0",
-              "worker threads; a comma list (e.g. 1,2) gives one result per value; 0 = all cores");
 DEFINE_int32(prompt_tokens, 128, "prompt length for the prefill measurement");
 DEFINE_int32(gen_tokens, 64, "tokens decoded (Forward calls) after the prefill");
 DEFINE_int32(reps, 3, "timed repetitions per thread count (median, min and max are reported)");
 DEFINE_int32(warmup, 1, "untimed repetitions first (pages the model in, warms the caches)");
 DEFINE_bool(json, false,
             "print one JSON object per thread count on stdout; the report goes to stderr");
-DEFINE_bool(kv_f16, true, "fp16 KV cache (false: f32)");
 DEFINE_bool(simd, true, "false forces the portable scalar kernels");
 DEFINE_bool(avx512, true, "use the AVX-512 VNNI kernels where the CPU has them (false: AVX2)");
-DEFINE_bool(huge_pages, true,
-            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
 DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
 DEFINE_uint64(seed, 1, "seed of the synthetic token ids (each repetition uses its own)");
@@ -65,10 +60,8 @@ using Clock = std::chrono::steady_clock;
 
 FILE* Out() { return FLAGS_json ? stderr : stdout; }
 
-int Fail(const std::string& msg) {
-  std::fprintf(stderr, "st-bench: %s\n", msg.c_str());
-  return 1;
-}
+int Fail(const std::string& msg) { return st::cli::Fail(msg); }
+int UsageError(const std::string& msg) { return st::cli::UsageError(msg); }
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -216,19 +209,6 @@ int64_t MaxRssKiB() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss;  // KiB on Linux
-}
-
-bool ParseThreads(const std::string& text, std::vector<int>* out) {
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || v < 0 || v > 1024) return false;
-    out->push_back(v == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
-                          : static_cast<int>(v));
-  }
-  return !out->empty();
 }
 
 std::string Mib(double bytes) {
@@ -398,34 +378,44 @@ nlohmann::json RowJson(const Row& r, const st::Engine& eng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "runtime throughput on a model file (synthetic prompt, no tokenizer needed)\n"
-      "  st-bench --model m.stmf [--threads 1,2] [--prompt_tokens 128] [--gen_tokens 64] "
-      "[--reps 3] [--json]");
-  st::NormalizeFlagNames(argc, argv);
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_model.empty()) return Fail("--model is required (a .stmf file written by st-export)");
-  if (argc > 1) return Fail(std::string("unexpected argument '") + argv[1] + "'");
-  std::vector<int> thread_counts;
-  if (!ParseThreads(FLAGS_threads, &thread_counts)) {
-    return Fail("--threads '" + FLAGS_threads +
-                "' is not a comma list of thread counts (e.g. 1,2; 0 = all cores)");
+  st::cli::Spec spec;
+  spec.name = "st-bench";
+  spec.usage =
+      "st-bench --model m.stmf [--threads 1,2] [--prompt_tokens 128] [--gen_tokens 64] "
+      "[--reps 3] [--json]";
+  spec.about =
+      "Throughput of the torch-free runtime on a model file (synthetic prompt, no tokenizer "
+      "needed): prefill and decode tokens/s, time to first token, peak RSS, sparsity and weight "
+      "bytes per token against this machine's memory bandwidth, for each --threads value.";
+  spec.groups = {{"st-bench flags", "infer/tools/st_bench_main.cpp", {"threads"}},
+                 st::EngineFlagGroup()};
+  spec.threads_list = true;
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
+  if (FLAGS_model.empty()) {
+    return UsageError("--model is required (a .stmf file written by st-export)");
   }
-  if (FLAGS_prompt_tokens < 1) return Fail("--prompt_tokens must be >= 1");
-  if (FLAGS_gen_tokens < 1) return Fail("--gen_tokens must be >= 1");
-  if (FLAGS_reps < 1) return Fail("--reps must be >= 1");
-  if (FLAGS_warmup < 0) return Fail("--warmup must be >= 0");
+  const std::vector<int> thread_counts = st::cli::ThreadList();
+  if (FLAGS_prompt_tokens < 1) return UsageError("--prompt_tokens must be >= 1");
+  if (FLAGS_gen_tokens < 1) return UsageError("--gen_tokens must be >= 1");
+  if (FLAGS_reps < 1) return UsageError("--reps must be >= 1");
+  if (FLAGS_warmup < 0) return UsageError("--warmup must be >= 0");
   if (FLAGS_membw_mib < 256) {
-    return Fail("--membw_mib must be >= 256 (a smaller buffer measures the caches, not memory)");
+    return UsageError(
+        "--membw_mib must be >= 256 (a smaller buffer measures the caches, not memory)");
   }
-  if (FLAGS_membw_passes < 1) return Fail("--membw_passes must be >= 1");
+  if (FLAGS_membw_passes < 1) return UsageError("--membw_passes must be >= 1");
+  {
+    st::EngineOptions check;
+    if (absl::Status fs = st::ApplyEngineFlags(&check); !fs.ok()) {
+      return UsageError(std::string(fs.message()));
+    }
+  }
 
   std::vector<int32_t> text_ids;
   if (!FLAGS_text.empty()) {
-    std::ifstream in(FLAGS_text, std::ios::binary);
-    if (!in) return Fail("cannot read --text '" + FLAGS_text + "'");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    auto text = st::cli::ReadFile(FLAGS_text, "--text");
+    if (!text.ok()) return Fail(std::string(text.status().message()));
     auto file = st::ModelFile::Open(FLAGS_model);
     if (!file.ok()) return Fail(std::string(file.status().message()));
     auto tok = st::MakeTokenizer((*file)->tokenizer_name(), (*file)->tokenizer_json());
@@ -435,7 +425,7 @@ int main(int argc, char** argv) {
     // As st-run and st-perplexity encode: with the model's tokenizer policy (BOS where it says).
     st::TokenizerPolicy policy = (*file)->tokenizer_policy();
     if (!policy.eos_token.empty()) policy.eos_token_id = (*tok)->TokenId(policy.eos_token);
-    text_ids = policy.Encode(**tok, ss.str());
+    text_ids = policy.Encode(**tok, *text);
     const size_t need =
         static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) * (FLAGS_reps + FLAGS_warmup);
     if (text_ids.size() < need) {
@@ -458,10 +448,8 @@ int main(int argc, char** argv) {
 
     st::EngineOptions eopt;
     eopt.threads = threads;
-    eopt.kv_f16 = FLAGS_kv_f16;
     eopt.simd = FLAGS_simd;
     eopt.avx512 = FLAGS_avx512;
-    eopt.huge_pages = FLAGS_huge_pages;
     if (absl::Status fs = st::ApplyEngineFlags(&eopt); !fs.ok()) {
       return Fail(std::string(fs.message()));
     }
@@ -472,7 +460,10 @@ int main(int argc, char** argv) {
       eopt.max_context = FLAGS_prompt_tokens + FLAGS_gen_tokens;
     }
     auto eng_or = st::Engine::Load(FLAGS_model, eopt);
-    if (!eng_or.ok()) return Fail(std::string(eng_or.status().message()));
+    if (!eng_or.ok()) {
+      const std::string what = st::ExplainNotAModelFile(FLAGS_model);
+      return Fail(what.empty() ? std::string(eng_or.status().message()) : what);
+    }
     st::Engine& eng = **eng_or;
     const st::ModelConfig& cfg = eng.config();
     if (static_cast<int64_t>(FLAGS_prompt_tokens) + FLAGS_gen_tokens > eng.max_context()) {

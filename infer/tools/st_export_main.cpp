@@ -16,6 +16,7 @@
 #include "infer/export/tensor_source.h"
 #include "infer/quant/types.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/cli.h"
 #include "model/check.h"
 #include "model/config.h"
 
@@ -52,12 +53,12 @@ DEFINE_string(tokenizer, "byte",
 
 namespace {
 
+// `code` 1: a failure; 2: a usage error (the flags do not make sense).
 int Fail(int code, const std::string& msg) {
-  std::fprintf(stderr, "st-export: error: %s\n", msg.c_str());
-  return code;
+  return code == 2 ? st::cli::UsageError(msg) : st::cli::Fail(msg);
 }
 
-bool FlagGiven(const char* name) { return !gflags::GetCommandLineFlagInfoOrDie(name).is_default; }
+using st::cli::FlagGiven;
 
 // The source the flags name: a checkpoint (--input) or random weights (--random-init).
 absl::StatusOr<std::unique_ptr<st::TensorSource>> OpenSource() {
@@ -168,14 +169,21 @@ bool SameDirectory(const std::string& a, const std::string& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "export a checkpoint to the smallthinker.cpp model file or a Hugging Face directory\n"
-      "  st-export --input runs/tiny/checkpoint.h5 --output tiny.stmf --recipe q4_0\n"
-      "  st-export --input path/to/SmallThinker-4BA0.6B-Instruct --output 4b-q4_0.stmf\n"
-      "  st-export --input runs/tiny/checkpoint.h5 --format hf --output tiny-hf/\n"
-      "  st-export --random-init --config configs/model/smallthinker-4b-a0.6b.json "
-      "--quant q4_0_pure --output 4b-random.stmf");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  st::cli::Spec spec;
+  spec.name = "st-export";
+  spec.usage =
+      "st-export --input runs/tiny/checkpoint.h5 --output tiny.stmf --recipe q4_0\n"
+      "st-export --input path/to/SmallThinker-4BA0.6B-Instruct --output 4b-q4_0.stmf\n"
+      "st-export --input runs/tiny/checkpoint.h5 --format hf --output tiny-hf/\n"
+      "st-export --random-init --config configs/model/smallthinker-4b-a0.6b.json "
+      "--quant q4_0_pure --output 4b-random.stmf";
+  spec.about =
+      "Exports a Hugging Face SmallThinker checkpoint directory, an st-train checkpoint or random "
+      "weights to the smallthinker.cpp model file (--format stmf) or a Hugging Face directory "
+      "(--format hf).";
+  spec.groups = {{"st-export flags", "infer/tools/st_export_main.cpp", {}}};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
   // The exporter allocates and frees tensor-sized buffers thousands of times (an expert matrix
   // of the 21B is 7.9 MB, its q/o projections 37 MB). Take them all from the heap and keep up to
   // 256 MB of free heap instead of mmap + munmap each time: fresh pages fault and are zeroed by
@@ -199,10 +207,10 @@ int main(int argc, char** argv) {
       }
     }
     if (FLAGS_input.empty()) {
-      return Fail(2, "--input (or --random-init --config) is required (see --help)");
+      return Fail(2, "--input (or --random-init --config) is required");
     }
   }
-  if (FLAGS_output.empty()) return Fail(2, "--output is required (see --help)");
+  if (FLAGS_output.empty()) return Fail(2, "--output is required");
   if (FLAGS_format != "stmf" && FLAGS_format != "hf") {
     return Fail(2, "--format " + FLAGS_format +
                        " is not a format; use stmf (the model file) or hf (a Hugging Face "
@@ -221,7 +229,7 @@ int main(int argc, char** argv) {
     }
     auto dtype = st::ParseHfDType(FLAGS_hf_dtype);
     if (!dtype.ok()) return Fail(2, "--hf_dtype: " + std::string(dtype.status().message()));
-    auto shard = st::ParseByteSize(FLAGS_max_shard_size);
+    auto shard = st::ParseShardSize(FLAGS_max_shard_size);
     if (!shard.ok()) {
       return Fail(2, "--max_shard_size: " + std::string(shard.status().message()));
     }

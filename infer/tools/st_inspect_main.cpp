@@ -6,27 +6,31 @@
 
 #include "infer/format/model_file.h"
 #include "infer/quant/types.h"
+#include "infer/tools/cli.h"
 
 DEFINE_bool(verify, false, "verify the CRC32C of every tensor (reads the whole file)");
 DEFINE_bool(tensors, true, "list the tensor directory");
 DEFINE_bool(config, true, "print the model config");
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("inspect a model file\n  st-inspect model.stmf [--verify]");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc != 2) {
-    std::fprintf(stderr, "st-inspect: error: give one model file (see --help)\n");
-    return 2;
-  }
+  st::cli::Spec spec;
+  spec.name = "st-inspect";
+  spec.usage = "st-inspect model.stmf [--verify] [--notensors] [--noconfig]";
+  spec.about =
+      "Prints a model file's header, config, metadata, tokenizer policy and tensor directory, "
+      "and verifies its checksums.";
+  spec.groups = {{"st-inspect flags", "infer/tools/st_inspect_main.cpp", {}}};
+  spec.min_args = spec.max_args = 1;
+  spec.args_name = "model file";
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
+  const std::string& path = parsed.args[0];
   st::ModelFile::Options opt;
   opt.verify_checksums = FLAGS_verify;
-  auto f = st::ModelFile::Open(argv[1], opt);
-  if (!f.ok()) {
-    std::fprintf(stderr, "st-inspect: error: %s\n", std::string(f.status().message()).c_str());
-    return 1;
-  }
+  auto f = st::ModelFile::Open(path, opt);
+  if (!f.ok()) return st::cli::Fail(f.status());
   const st::ModelFile& m = **f;
-  std::printf("file %s: %llu bytes, format version %u, header checksum %08x\n", argv[1],
+  std::printf("file %s: %llu bytes, format version %u, header checksum %08x\n", path.c_str(),
               (unsigned long long)m.file_size(), m.version(), m.header_checksum());
   std::printf("metadata at %llu (%llu bytes), directory at %llu (%llu bytes), %zu tensors\n",
               (unsigned long long)m.metadata_offset(), (unsigned long long)m.metadata_size(),

@@ -16,24 +16,21 @@
 #include "absl/strings/str_format.h"
 #include "gflags/gflags.h"
 #include "infer/runtime/engine.h"
+#include "infer/tools/cli.h"
 #include "infer/tools/engine_flags.h"
 #include "infer/tools/tool_util.h"
 
-DEFINE_string(model, "", "model file (.stmf) written by st-export");
 DEFINE_string(file, "", "text file to score");
 DEFINE_int32(ctx, 0, "chunk length in tokens; 0 = min(512, the model's context)");
 DEFINE_int32(chunks, -1, "score at most this many chunks; -1 = all");
-DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all cores");
-DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
-DEFINE_bool(huge_pages, true,
-            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 
 namespace st {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int Fail(absl::string_view msg) { return ToolFail("st-perplexity", msg); }
+using cli::Fail;
+using cli::UsageError;
 
 std::string Duration(double s) {
   const long long t = std::llround(s);
@@ -41,23 +38,20 @@ std::string Duration(double s) {
 }
 
 int Main() {
-  if (FLAGS_model.empty()) return Fail("--model is required");
-  if (FLAGS_file.empty()) return Fail("--file is required (the text to score)");
-  if (FLAGS_ctx < 0) return Fail(absl::StrCat("--ctx must be >= 0 (0 = default), got ", FLAGS_ctx));
+  if (FLAGS_model.empty()) return UsageError("--model is required");
+  if (FLAGS_file.empty()) return UsageError("--file is required (the text to score)");
+  if (FLAGS_ctx < 0) {
+    return UsageError(absl::StrCat("--ctx must be >= 0 (0 = default), got ", FLAGS_ctx));
+  }
   if (FLAGS_chunks < -1 || FLAGS_chunks == 0) {
-    return Fail(absl::StrCat("--chunks must be >= 1 or -1 (all), got ", FLAGS_chunks));
+    return UsageError(absl::StrCat("--chunks must be >= 1 or -1 (all), got ", FLAGS_chunks));
   }
-  if (FLAGS_threads < 0) {
-    return Fail(absl::StrCat("--threads must be >= 0 (0 = all cores), got ", FLAGS_threads));
-  }
-  auto text = ReadTextFile(FLAGS_file, "--file");
+  auto text = cli::ReadFile(FLAGS_file, "--file");
   if (!text.ok()) return Fail(text.status().message());
 
   EngineOptions opt;
-  opt.threads = FLAGS_threads;
-  opt.kv_f16 = FLAGS_kv_f16;
-  opt.huge_pages = FLAGS_huge_pages;
-  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return Fail(fs.message());
+  opt.threads = cli::Threads();
+  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return UsageError(fs.message());
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   Engine& eng = *loaded->engine;
@@ -67,10 +61,10 @@ int Main() {
 
   const int n_ctx = FLAGS_ctx > 0 ? FLAGS_ctx : std::min(512, eng.max_context());
   if (n_ctx > eng.max_context()) {
-    return Fail(absl::StrCat("--ctx ", n_ctx, " is longer than the model's context of ",
-                             eng.max_context(), " tokens"));
+    return UsageError(absl::StrCat("--ctx ", n_ctx, " is longer than the model's context of ",
+                                   eng.max_context(), " tokens"));
   }
-  if (n_ctx < 4) return Fail(absl::StrCat("--ctx must be at least 4 tokens, got ", n_ctx));
+  if (n_ctx < 4) return UsageError(absl::StrCat("--ctx must be at least 4 tokens, got ", n_ctx));
 
   const auto t_tok = Clock::now();
   const std::vector<int32_t> tokens = loaded->tokenizer->Encode(*text);
@@ -130,10 +124,17 @@ int Main() {
 }  // namespace st
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("st-perplexity --model m.stmf --file text.txt [--ctx 512] [--chunks N]");
-  st::NormalizeFlagNames(argc, argv);
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc > 1)
-    return st::ToolFail("st-perplexity", absl::StrCat("unexpected argument '", argv[1], "'"));
+  st::cli::Spec spec;
+  spec.name = "st-perplexity";
+  spec.usage =
+      "st-perplexity --model m.stmf --file text.txt [--ctx 512] [--chunks N]\n"
+      "st-perplexity -m m.stmf -f text.txt -c 512   (llama-perplexity spellings)";
+  spec.about =
+      "Perplexity of a model file on a text, as llama-perplexity computes it: non-overlapping "
+      "chunks of --ctx tokens, each from an empty context, the second half of each scored.";
+  spec.groups = {{"st-perplexity flags", "infer/tools/st_perplexity_main.cpp", {"threads"}},
+                 st::EngineFlagGroup()};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
   return st::Main();
 }

@@ -26,11 +26,11 @@
 #include "infer/runtime/engine.h"
 #include "infer/runtime/sampler.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "infer/tools/cli.h"
 #include "infer/tools/engine_flags.h"
 #include "infer/tools/tool_util.h"
 #include "nlohmann/json.hpp"
 
-DEFINE_string(model, "", "model file (.stmf) written by st-export");
 DEFINE_string(prompt, "", "prompt text (with --chat: the first user message)");
 DEFINE_string(prompt_file, "", "read the prompt from this file instead of --prompt");
 DEFINE_int32(max_new_tokens, 128,
@@ -50,10 +50,6 @@ DEFINE_uint64(seed, 1, "sampling seed: the same seed, flags and model give the s
 DEFINE_string(stop, "",
               "stop strings, comma-separated (\\, is a comma, \\n a newline): the output ends "
               "before the first one and never shows it");
-DEFINE_int32(threads, 0, "worker threads, the calling thread included; 0 = all cores");
-DEFINE_bool(kv_f16, true, "keep the KV cache in fp16 (--kv_f16=false: f32)");
-DEFINE_bool(huge_pages, true,
-            "read the model into huge-page-backed memory (false: map the file with 4 KiB pages)");
 DEFINE_string(record_routing, "",
               "write how often each (layer, expert) was chosen in this run to this JSON file (a "
               "routing profile for --pin_profile with --memory_budget)");
@@ -82,7 +78,7 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-int Fail(absl::string_view msg) { return ToolFail("st-run", msg); }
+using cli::Fail;
 
 void Note(const std::string& msg) { std::fprintf(stderr, "[st-run] %s\n", msg.c_str()); }
 
@@ -104,7 +100,7 @@ SamplerOptions SamplerFlags() {
   return o;
 }
 
-bool FlagGiven(const char* name) { return !gflags::GetCommandLineFlagInfoOrDie(name).is_default; }
+using cli::FlagGiven;
 
 // The sampling settings of this run: a flag the user gave wins; else the model's
 // generation_config.json (stored at export) as Hugging Face applies it (do_sample false or
@@ -170,9 +166,6 @@ absl::Status CheckFlags() {
   if (FLAGS_max_new_tokens < -1) {
     return bad(
         absl::StrCat("--max_new_tokens must be >= -1 (-1 = no limit), got ", FLAGS_max_new_tokens));
-  }
-  if (FLAGS_threads < 0) {
-    return bad(absl::StrCat("--threads must be >= 0 (0 = all cores), got ", FLAGS_threads));
   }
   if (FLAGS_top_logits < 0) {
     return bad(absl::StrCat("--top_logits must be >= 0, got ", FLAGS_top_logits));
@@ -367,7 +360,7 @@ void PrintStats(const LoadedModel& m, const Totals& t) {
       std::fprintf(stderr, "[st-run] routing profile of %lld tokens written to %s\n",
                    static_cast<long long>(e.routing().tokens), FLAGS_record_routing.c_str());
     } else {
-      std::fprintf(stderr, "st-run: %s\n", std::string(s.message()).c_str());
+      cli::Warn(s.message());
     }
   }
 }
@@ -407,7 +400,7 @@ constexpr char kDefaultChatTemplate[] =
 // The chat template this run renders: --chat_template_file, else the model file's, else ChatML.
 absl::StatusOr<std::string> ChatTemplateSource(const Engine& e) {
   if (!FLAGS_chat_template_file.empty()) {
-    return ReadTextFile(FLAGS_chat_template_file, "--chat_template_file");
+    return cli::ReadFile(FLAGS_chat_template_file, "--chat_template_file");
   }
   if (!e.file().chat_template().empty()) return e.file().chat_template();
   Note(
@@ -423,7 +416,7 @@ int RunChat(const LoadedModel& m, Runner& run) {
   if (!FLAGS_chat_template_kwargs.empty()) {
     kwargs = nlohmann::ordered_json::parse(FLAGS_chat_template_kwargs, nullptr, false);
     if (kwargs.is_discarded() || !kwargs.is_object()) {
-      return Fail(
+      return cli::UsageError(
           absl::StrCat("--chat_template_kwargs must be a JSON object such as "
                        "'{\"enable_thinking\": false}', got '",
                        FLAGS_chat_template_kwargs, "'"));
@@ -533,10 +526,10 @@ int RunChat(const LoadedModel& m, Runner& run) {
 
 int Main() {
   absl::Status s = CheckFlags();
-  if (!s.ok()) return Fail(s.message());
+  if (!s.ok()) return cli::UsageError(s.message());
   std::string prompt = FLAGS_prompt;
   if (!FLAGS_prompt_file.empty()) {
-    auto text = ReadTextFile(FLAGS_prompt_file, "--prompt_file");
+    auto text = cli::ReadFile(FLAGS_prompt_file, "--prompt_file");
     if (!text.ok()) return Fail(text.status().message());
     prompt = *std::move(text);
     if (prompt.empty() && !FLAGS_chat)
@@ -544,10 +537,8 @@ int Main() {
   }
 
   EngineOptions opt;
-  opt.threads = FLAGS_threads;
-  opt.kv_f16 = FLAGS_kv_f16;
-  opt.huge_pages = FLAGS_huge_pages;
-  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return Fail(fs.message());
+  opt.threads = cli::Threads();
+  if (absl::Status fs = ApplyEngineFlags(&opt); !fs.ok()) return cli::UsageError(fs.message());
   auto loaded = LoadModel(FLAGS_model, opt);
   if (!loaded.ok()) return Fail(loaded.status().message());
   LoadedModel& m = *loaded;
@@ -579,11 +570,20 @@ int Main() {
 }  // namespace st
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
+  st::cli::Spec spec;
+  spec.name = "st-run";
+  spec.usage =
       "st-run --model m.stmf --prompt TEXT [--max_new_tokens N] [sampling flags]\n"
-      "       st-run --model m.stmf --chat [--system TEXT]   (one message a line on stdin)");
-  st::NormalizeFlagNames(argc, argv);
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (argc > 1) return st::Fail(absl::StrCat("unexpected argument '", argv[1], "'"));
+      "st-run --model m.stmf --chat [--system TEXT]   (one message a line on stdin)\n"
+      "st-run -m m.stmf -p TEXT -n N -t THREADS --temp 0.7 -s SEED   (llama.cpp spellings)";
+  spec.about =
+      "Text generation and chat with the torch-free runtime. Sampling is llama.cpp's chain: "
+      "repetition penalty, top-k, top-p, min-p, temperature; the model's generation_config "
+      "settings apply unless a flag is given. Text goes to stdout, notes and statistics to "
+      "stderr.";
+  spec.groups = {{"st-run flags", "infer/tools/st_run_main.cpp", {"threads"}},
+                 st::EngineFlagGroup()};
+  const st::cli::Parsed parsed = st::cli::Parse(spec, argc, argv);
+  if (parsed.done()) return parsed.exit_code;
   return st::Main();
 }

@@ -1,16 +1,13 @@
+// Model loading and perplexity statistics of the runtime tools (tool_util.h).
 #include "infer/tools/tool_util.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "infer/tools/engine_flags.h"
 
 namespace st {
 
@@ -20,6 +17,8 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptio
   auto eng = Engine::Load(path, options);
   if (!eng.ok()) {
     const absl::Status& s = eng.status();
+    const std::string what = ExplainNotAModelFile(path);
+    if (!what.empty()) return absl::InvalidArgumentError(what);
     std::string msg(s.message());
     if (msg.find(path) == std::string::npos) msg = absl::StrCat("'", path, "': ", msg);
     if (s.code() == absl::StatusCode::kNotFound) {
@@ -46,19 +45,6 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptio
   return m;
 }
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_view what) {
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path,
-                                            "': ", errno != 0 ? std::strerror(errno) : "error"));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", what, " '", path, "'"));
-  return ss.str();
-}
-
 std::string SparsityText(const EngineStats& s) {
   return absl::StrFormat("ReGLU sparsity: %d of %d expert neurons skipped (%.1f%%)",
                          s.reglu_skipped, s.reglu_total, 100.0 * s.sparsity());
@@ -83,12 +69,6 @@ double PerplexityStats::ppl_stderr() const {
   const double mean = mean_nll();
   const double var = nll2_ / count_ - mean * mean;
   return var > 0 ? std::sqrt(var / (count_ - 1)) * ppl() : 0.0;
-}
-
-int ToolFail(absl::string_view tool, absl::string_view message) {
-  std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(tool.size()), tool.data(),
-               static_cast<int>(message.size()), message.data());
-  return 1;
 }
 
 }  // namespace st

@@ -1,5 +1,6 @@
 // Shared by the runtime's command-line tools (st-run, st-perplexity): loading a model file with
-// its tokenizer, reading text files, and error reporting with what to do about it.
+// its tokenizer, with errors that say what to do, and perplexity statistics. (Messages, exit codes
+// and reading files named on the command line: cli.h.)
 #pragma once
 
 #include <cstdint>
@@ -25,11 +26,9 @@ struct LoadedModel {
 };
 
 // Engine::Load plus the file's tokenizer. Errors name the file and say what to do (a missing
-// file: pass a .stmf written by st-export; the reader's own message otherwise).
+// file: pass a .stmf written by st-export; a Hugging Face directory, safetensors, HDF5 or GGUF
+// file: what it is and which command converts it; the reader's own message otherwise).
 absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptions& options);
-
-// The whole file; `what` names it in the error ("--prompt_file").
-absl::StatusOr<std::string> ReadTextFile(const std::string& path, absl::string_view what);
 
 // "ReGLU sparsity: S of T expert neurons skipped (P%)".
 std::string SparsityText(const EngineStats& s);
@@ -49,8 +48,5 @@ class PerplexityStats {
   double nll_ = 0, nll2_ = 0;
   int64_t count_ = 0;
 };
-
-// Prints "tool: message" to stderr and returns 1 (the exit code).
-int ToolFail(absl::string_view tool, absl::string_view message);
 
 }  // namespace st
