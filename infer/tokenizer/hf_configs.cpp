@@ -196,6 +196,15 @@ ojson AddedTokensDecoder(const Tokenizer& tok) {
 
 }  // namespace
 
+void TokenizerPolicy::ResolveIds(const Tokenizer& tok) {
+  const std::pair<const std::string*, int*> named[] = {
+      {&eos_token, &eos_token_id}, {&pad_token, &pad_token_id}, {&unk_token, &unk_token_id}};
+  for (const auto& [text, id] : named) {
+    if (!text->empty()) *id = tok.TokenId(*text);
+  }
+  if (bos_token_id < 0 && !bos_token.empty()) bos_token_id = tok.TokenId(bos_token);
+}
+
 std::vector<int32_t> TokenizerPolicy::Encode(const Tokenizer& tok, absl::string_view text) const {
   std::vector<int32_t> ids;
   if (add_bos_token && bos_token_id >= 0) ids.push_back(bos_token_id);

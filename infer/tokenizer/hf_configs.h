@@ -26,6 +26,9 @@ struct TokenizerPolicy {
   std::string tokenizer_class;   // e.g. "Qwen2Tokenizer" ("" when absent)
   int64_t model_max_length = 0;  // 0 = not given
 
+  // Fills the ids of the named tokens that `tok` has (a model file stores the texts; the BOS id
+  // it stores separately is kept). Names the tokenizer lacks keep -1.
+  void ResolveIds(const Tokenizer& tok);
   // Encodes with the policy: [bos] + tok.Encode(text) + [eos] as add_*_token say.
   std::vector<int32_t> Encode(const Tokenizer& tok, absl::string_view text) const;
 };

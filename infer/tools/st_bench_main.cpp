@@ -424,7 +424,7 @@ int main(int argc, char** argv) {
                   std::string(tok.status().message()));
     // As st-run and st-perplexity encode: with the model's tokenizer policy (BOS where it says).
     st::TokenizerPolicy policy = (*file)->tokenizer_policy();
-    if (!policy.eos_token.empty()) policy.eos_token_id = (*tok)->TokenId(policy.eos_token);
+    policy.ResolveIds(**tok);
     text_ids = policy.Encode(**tok, *text);
     const size_t need =
         static_cast<size_t>(FLAGS_prompt_tokens + FLAGS_gen_tokens) * (FLAGS_reps + FLAGS_warmup);

@@ -35,7 +35,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path, const EngineOptio
   }
   m.tokenizer = *std::move(tok);
   m.policy = f.tokenizer_policy();
-  if (!m.policy.eos_token.empty()) m.policy.eos_token_id = m.tokenizer->TokenId(m.policy.eos_token);
+  m.policy.ResolveIds(*m.tokenizer);
   if (m.policy.add_eos_token && m.policy.eos_token_id < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'", path, "' asks for an end-of-sequence token after every text (add_eos_token) but its ",
