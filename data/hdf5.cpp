@@ -1,4 +1,4 @@
-// H5File over the HDF5 C API: datasets, groups, attributes and atomic replacement of files.
+// H5File over the HDF5 C API: files, datasets, groups and attributes.
 // All HDF5 calls of the project live here; errors become absl::Status naming file and object.
 #include "data/hdf5.h"
 
@@ -6,9 +6,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -668,16 +665,5 @@ bool H5File::HasAttr(absl::string_view obj, absl::string_view name) const {
   if (r < 0) H5Eclear2(H5E_DEFAULT);
   return r > 0;
 }
-
-absl::Status RenameOver(const std::string& from, const std::string& to) {
-  if (std::rename(from.c_str(), to.c_str()) != 0) {
-    const int err = errno;
-    return absl::InternalError(
-        absl::StrCat("cannot rename '", from, "' to '", to, "': ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
-
-void RemoveQuietly(const std::string& path) { std::remove(path.c_str()); }
 
 }  // namespace st

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "model/file_io.h"
 
 namespace st {
 
@@ -77,28 +78,20 @@ class H5File {
   std::string path_;
 };
 
-// Writes to `final_path + ".tmp"` through `write`, closes, then renames over `final_path`, so
-// an interrupted or failed write never destroys the previous file. On error the temp file is
-// removed and the old file is untouched.
-template <typename Fn>
-absl::Status WriteH5Atomically(const std::string& final_path, Fn&& write);
-
-// Implementation detail of WriteH5Atomically.
-absl::Status RenameOver(const std::string& from, const std::string& to);
-void RemoveQuietly(const std::string& path);
-
+// Writes `final_path` through `write` under a temp name (AtomicFileWriter), closes it, then
+// renames it over `final_path`, so an interrupted or failed write never destroys the previous
+// file. On error (of `write`: returned unchanged) the temp file is removed and the old file is
+// untouched.
 template <typename Fn>
 absl::Status WriteH5Atomically(const std::string& final_path, Fn&& write) {
-  const std::string tmp = final_path + ".tmp";
-  absl::StatusOr<H5File> f = H5File::Create(tmp);
+  absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Begin(final_path);
+  if (!out.ok()) return out.status();
+  absl::StatusOr<H5File> f = H5File::Create(out->temp_path());
   if (!f.ok()) return f.status();
   absl::Status s = write(*f);
   if (s.ok()) s = f->Close();
-  if (!s.ok()) {
-    RemoveQuietly(tmp);
-    return s;
-  }
-  return RenameOver(tmp, final_path);
+  if (!s.ok()) return s;
+  return out->Commit();
 }
 
 }  // namespace st

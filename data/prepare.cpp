@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "data/hdf5.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -87,15 +88,7 @@ absl::StatusOr<bool> DocumentReader::Next(Document* doc) {
   while (file_ < files_.size()) {
     const InputFile& f = files_[file_];
     if (!f.jsonl) {
-      std::ifstream in(f.path, std::ios::binary);
-      if (!in) {
-        return absl::NotFoundError(
-            absl::StrCat("cannot read input '", f.path, "': ", std::strerror(errno)));
-      }
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", f.path, "'"));
-      doc->text = ss.str();
+      ST_ASSIGN_OR_RETURN(doc->text, ReadFile(f.path, "input"));
       doc->source = static_cast<int>(file_);
       bytes_read_ += static_cast<int64_t>(doc->text.size());
       ++file_;
@@ -156,8 +149,18 @@ bool IsValDocument(const std::string& text, double val_fraction) {
 
 namespace {
 
+// A temp file of a write: AtomicFileWriter's "<name>.tmp.<pid>", or "<name>.tmp" (older builds).
+bool IsTempFile(const std::string& name) {
+  const size_t tmp = name.rfind(".tmp");
+  if (tmp == std::string::npos) return false;
+  if (tmp + 4 == name.size()) return true;
+  return name[tmp + 4] == '.' && tmp + 5 < name.size() &&
+         std::all_of(name.begin() + tmp + 5, name.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 bool IsOurFile(const std::string& name) {
-  return name == "manifest.json" || name == "tokenizer.json" || absl::EndsWith(name, ".tmp") ||
+  return name == "manifest.json" || name == "tokenizer.json" || IsTempFile(name) ||
          ((absl::StartsWith(name, "train-") || absl::StartsWith(name, "val-")) &&
           absl::EndsWith(name, ".h5"));
 }
@@ -249,12 +252,8 @@ void EncodeBatch(const Tokenizer& tok, const TokenizerPolicy& policy,
   for (std::thread& th : pool) th.join();
 }
 
-}  // namespace
-
-absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const PrepareOptions& opt) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const int eos = tok.eos_id();
-  if (eos < 0) {
+absl::Status CheckPrepareOptions(const Tokenizer& tok, const PrepareOptions& opt) {
+  if (tok.eos_id() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the tokenizer has no end-of-text token (<|endoftext|>), which separates documents; "
         "use a tokenizer.json that defines one"));
@@ -268,17 +267,21 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
         absl::StrCat("shard_tokens must be positive, got ", opt.shard_tokens));
   }
   if (opt.output.empty()) return absl::InvalidArgumentError("no output directory (--output DIR)");
-  ST_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputs(opt.inputs));
-  int64_t total_bytes = 0;
+  return absl::OkStatus();
+}
+
+// The manifest of a new (incomplete) dataset: tokenizer, sources and the settings a resume
+// must match.
+Manifest NewManifest(const Tokenizer& tok, const PrepareOptions& opt,
+                     const std::vector<InputFile>& files) {
   Manifest m;
   m.tokenizer = tok.name();
   m.fingerprint = tok.Fingerprint();
   m.vocab_size = tok.vocab_size();
-  m.eos_id = eos;
+  m.eos_id = tok.eos_id();
   json files_json = json::array();
   for (const InputFile& f : files) {
     m.sources.push_back({f.path, f.bytes});
-    total_bytes += f.bytes;
     files_json.push_back({f.path, f.bytes});
   }
   json prepare = {{"val_fraction", opt.val_fraction},
@@ -288,221 +291,327 @@ absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const Prepare
   if (opt.policy.add_bos_token) prepare["add_bos_token_id"] = opt.policy.bos_token_id;
   if (opt.policy.add_eos_token) prepare["add_eos_token_id"] = opt.policy.eos_token_id;
   m.prepare_json = prepare.dump();
-  const std::string& dir = opt.output;
-  PrepareResult result;
+  return m;
+}
 
-  // An existing directory: refuse, clear, or resume.
-  int64_t resume_docs = 0;
+// Where a preparation starts: documents [0, docs) are in the train shards kept in the manifest.
+struct ResumePoint {
+  bool dir_existed = false;
+  int64_t docs = 0;
+  int shards = 0;
+};
+
+// An existing output directory: cleared (--overwrite), refused (a complete dataset, files
+// without a manifest, an interrupted preparation with other settings), or resumed: the intact
+// prefix of its train shards is kept in *m.
+absl::Status ClaimExistingDirectory(const PrepareOptions& opt, Manifest* m, ResumePoint* resume) {
+  const std::string& dir = opt.output;
   std::error_code ec;
-  const bool dir_existed = fs::exists(dir, ec);
+  const bool has_manifest = fs::exists(fs::path(dir) / "manifest.json", ec);
+  absl::StatusOr<Manifest> old =
+      has_manifest ? ReadManifest(dir) : absl::StatusOr<Manifest>(absl::NotFoundError(""));
+  if (opt.overwrite) return ClearDataset(dir, false, 0);
+  if (has_manifest && !old.ok()) {
+    return absl::Status(old.status().code(),
+                        absl::StrCat(old.status().message(), " (or pass --overwrite)"));
+  }
+  if (has_manifest && old->complete) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(dir, " already holds a complete dataset (", old->Tokens("train"), " train + ",
+                     old->Tokens("val"),
+                     " val tokens); pass --overwrite to replace it, or choose another "
+                     "--output"));
+  }
+  if (!has_manifest) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (IsOurFile(e.path().filename())) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            dir, " holds dataset files but no manifest.json; pass --overwrite to replace them"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (old->fingerprint != m->fingerprint || old->prepare_json != m->prepare_json) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir,
+                     " holds an interrupted preparation made with another tokenizer, other inputs "
+                     "or other settings; re-run it with the same arguments to resume, or pass "
+                     "--overwrite to start over"));
+  }
+  for (const ShardInfo& s : old->train) {
+    if (!ShardIntact(dir, s, *m) || s.docs_end < 0) break;
+    m->train.push_back(s);
+  }
+  if (!m->train.empty()) resume->docs = m->train.back().docs_end;
+  resume->shards = static_cast<int>(m->train.size());
+  return ClearDataset(dir, true, static_cast<int>(m->train.size()));
+}
+
+// Refuses, clears or resumes what `opt.output` holds (into *m, the new manifest), then writes
+// the tokenizer and the incomplete manifest.
+absl::StatusOr<ResumePoint> ClaimOutput(const Tokenizer& tok, const PrepareOptions& opt,
+                                        Manifest* m) {
+  const std::string& dir = opt.output;
+  ResumePoint resume;
+  std::error_code ec;
+  resume.dir_existed = fs::exists(dir, ec);
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
     return absl::AlreadyExistsError(
         absl::StrCat("--output '", dir, "' exists and is not a directory; choose another path"));
   }
-  if (fs::is_directory(dir, ec)) {
-    const bool has_manifest = fs::exists(fs::path(dir) / "manifest.json", ec);
-    absl::StatusOr<Manifest> old =
-        has_manifest ? ReadManifest(dir) : absl::StatusOr<Manifest>(absl::NotFoundError(""));
-    if (opt.overwrite) {
-      ST_RETURN_IF_ERROR(ClearDataset(dir, false, 0));
-    } else if (has_manifest && !old.ok()) {
-      return absl::Status(old.status().code(),
-                          absl::StrCat(old.status().message(), " (or pass --overwrite)"));
-    } else if (has_manifest && old->complete) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(dir, " already holds a complete dataset (", old->Tokens("train"),
-                       " train + ", old->Tokens("val"),
-                       " val tokens); pass --overwrite to replace it, or choose another "
-                       "--output"));
-    } else if (has_manifest) {
-      if (old->fingerprint != m.fingerprint || old->prepare_json != m.prepare_json) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            dir,
-            " holds an interrupted preparation made with another tokenizer, other inputs "
-            "or other settings; re-run it with the same arguments to resume, or pass "
-            "--overwrite to start over"));
-      }
-      // Keep the intact prefix of train shards.
-      for (const ShardInfo& s : old->train) {
-        if (!ShardIntact(dir, s, m) || s.docs_end < 0) break;
-        m.train.push_back(s);
-      }
-      if (!m.train.empty()) resume_docs = m.train.back().docs_end;
-      result.resumed_shards = static_cast<int>(m.train.size());
-      ST_RETURN_IF_ERROR(ClearDataset(dir, true, static_cast<int>(m.train.size())));
-    } else {
-      for (const auto& e : fs::directory_iterator(dir, ec)) {
-        if (IsOurFile(e.path().filename())) {
-          return absl::AlreadyExistsError(
-              absl::StrCat(dir,
-                           " holds dataset files but no manifest.json; pass --overwrite to replace "
-                           "them"));
-        }
-      }
-    }
-  }
+  if (fs::is_directory(dir, ec)) ST_RETURN_IF_ERROR(ClaimExistingDirectory(opt, m, &resume));
   fs::create_directories(dir, ec);
   if (ec) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create --output directory '", dir, "': ", ec.message()));
   }
   ST_RETURN_IF_ERROR(WriteDatasetTokenizer(dir, tok));
-  ST_RETURN_IF_ERROR(WriteManifest(dir, m));
+  ST_RETURN_IF_ERROR(WriteManifest(dir, *m));
+  return resume;
+}
 
-  const int threads = opt.threads > 0
-                          ? opt.threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  Progress progress(opt.progress, total_bytes);
-  DocumentReader reader(files);
-  std::vector<int32_t> train_buf, val_buf;
-  std::set<int> train_src, val_src;
-  int64_t train_tokens_written = m.Tokens("train");
-  int64_t doc_bytes = 0;  // text bytes of all documents
-  int64_t next_doc = 0;   // stream index of the next document read
+// One preparation in a claimed directory: documents are encoded in batches; train ids go to
+// shards as they fill (each closed at a document end and recorded in the manifest as a resume
+// point); val ids are kept until the end.
+class DatasetBuilder {
+ public:
+  DatasetBuilder(const Tokenizer& tok, const PrepareOptions& opt, std::vector<InputFile> files,
+                 Manifest m, int64_t resume_docs)
+      : tok_(tok),
+        opt_(opt),
+        dir_(opt.output),
+        eos_(tok.eos_id()),
+        threads_(opt.threads > 0
+                     ? opt.threads
+                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        m_(std::move(m)),
+        resume_docs_(resume_docs),
+        progress_(opt.progress, TotalBytes(files)),
+        reader_(std::move(files)),
+        train_tokens_written_(m_.Tokens("train")) {}
 
-  auto paths_of = [&](const std::set<int>& src) {
+  // Counts the ids of the train shards kept from an interrupted run.
+  absl::Status CountKeptShards();
+  // Encodes every document but the last, which it returns (null when there is none).
+  absl::StatusOr<std::unique_ptr<Document>> EncodeAllButLast();
+  // The last document: its split, or a line-boundary tail split when a split would be empty.
+  void AddLast(const Document& last);
+  // Closes the last train shard, writes the val shards and the complete manifest.
+  absl::StatusOr<PrepareResult> Finish();
+
+ private:
+  static int64_t TotalBytes(const std::vector<InputFile>& files) {
+    int64_t total = 0;
+    for (const InputFile& f : files) total += f.bytes;
+    return total;
+  }
+  std::vector<std::string> PathsOf(const std::set<int>& src) const {
     std::vector<std::string> p;
-    for (int i : src) p.push_back(files[i].path);
+    for (int i : src) p.push_back(reader_.files()[i].path);
     return p;
-  };
-  result.train_counts.assign(static_cast<size_t>(m.vocab_size), 0);
-  for (const ShardInfo& s : m.train) {  // kept shards of an interrupted run
+  }
+  void Append(std::vector<int32_t>* buf, std::set<int>* src, const std::vector<int32_t>& ids,
+              int source) {
+    buf->insert(buf->end(), ids.begin(), ids.end());
+    if (ids.empty() || ids.back() != eos_) buf->push_back(eos_);  // add_eos may have put it there
+    src->insert(source);
+  }
+  absl::StatusOr<bool> ReadBatch(std::unique_ptr<Document>* carry, std::vector<Document>* batch);
+  absl::Status AddBatch(const std::vector<Document>& batch);
+  absl::Status FlushTrain(int64_t docs_end);
+
+  const Tokenizer& tok_;
+  const PrepareOptions& opt_;
+  const std::string& dir_;
+  const int eos_;
+  const int threads_;
+  Manifest m_;
+  const int64_t resume_docs_;
+  Progress progress_;
+  DocumentReader reader_;
+  std::vector<int64_t> train_counts_;
+  std::vector<int32_t> train_buf_, val_buf_;
+  std::set<int> train_src_, val_src_;
+  std::vector<std::vector<int32_t>> encoded_;  // AddBatch's, kept to reuse its storage
+  int64_t train_tokens_written_;
+  int64_t doc_bytes_ = 0;  // text bytes of all documents
+  int64_t next_doc_ = 0;   // stream index of the next document read
+};
+
+absl::Status DatasetBuilder::CountKeptShards() {
+  train_counts_.assign(static_cast<size_t>(m_.vocab_size), 0);
+  for (const ShardInfo& s : m_.train) {
     std::vector<int32_t> ids(static_cast<size_t>(s.tokens));
-    absl::StatusOr<H5File> f = H5File::Open((fs::path(dir) / s.file).string());
+    absl::StatusOr<H5File> f = H5File::Open((fs::path(dir_) / s.file).string());
     if (!f.ok()) return f.status();
     ST_RETURN_IF_ERROR(f->ReadDataset("/tokens", H5Type::kI32, ids.data(), ids.size() * 4));
     ST_RETURN_IF_ERROR(f->Close());
     for (int32_t id : ids) {
-      if (id < 0 || id >= m.vocab_size) {
+      if (id < 0 || id >= m_.vocab_size) {
         return absl::DataLossError(absl::StrCat(s.file, " holds id ", id,
                                                 " outside the "
                                                 "vocabulary; pass --overwrite to start over"));
       }
-      ++result.train_counts[static_cast<size_t>(id)];
+      ++train_counts_[static_cast<size_t>(id)];
     }
   }
-  auto flush_train = [&](int64_t docs_end) -> absl::Status {
-    if (train_buf.empty()) return absl::OkStatus();
-    for (int32_t id : train_buf) ++result.train_counts[static_cast<size_t>(id)];
-    ST_ASSIGN_OR_RETURN(ShardInfo s, WriteShard(dir, m, "train", static_cast<int>(m.train.size()),
-                                                train_buf, paths_of(train_src)));
-    s.docs_end = docs_end;
-    m.train.push_back(s);
-    train_tokens_written += s.tokens;
-    train_buf.clear();
-    train_src.clear();
-    return WriteManifest(dir, m);  // still incomplete: the shard is now part of the resume point
-  };
-  auto append = [&](std::vector<int32_t>* buf, std::set<int>* src, const std::vector<int32_t>& ids,
-                    int source) {
-    buf->insert(buf->end(), ids.begin(), ids.end());
-    if (ids.empty() || ids.back() != eos) buf->push_back(eos);  // add_eos may have put it there
-    src->insert(source);
-  };
+  return absl::OkStatus();
+}
 
-  // The last document of each batch is carried into the next batch unencoded, so the final
-  // document of the stream is never encoded whole: at the end it may be split into train and
-  // val parts instead.
+absl::Status DatasetBuilder::FlushTrain(int64_t docs_end) {
+  if (train_buf_.empty()) return absl::OkStatus();
+  for (int32_t id : train_buf_) ++train_counts_[static_cast<size_t>(id)];
+  ST_ASSIGN_OR_RETURN(ShardInfo s, WriteShard(dir_, m_, "train", static_cast<int>(m_.train.size()),
+                                              train_buf_, PathsOf(train_src_)));
+  s.docs_end = docs_end;
+  m_.train.push_back(s);
+  train_tokens_written_ += s.tokens;
+  train_buf_.clear();
+  train_src_.clear();
+  return WriteManifest(dir_, m_);  // still incomplete: the shard is now part of the resume point
+}
+
+// Reads a batch: the carried document, then documents up to 1024 or 16 MiB; false once the
+// input is exhausted.
+absl::StatusOr<bool> DatasetBuilder::ReadBatch(std::unique_ptr<Document>* carry,
+                                               std::vector<Document>* batch) {
+  batch->clear();
+  int64_t batch_bytes = 0;
+  if (*carry != nullptr) {
+    batch_bytes += static_cast<int64_t>((*carry)->text.size());
+    batch->push_back(std::move(**carry));
+    carry->reset();
+  }
+  while (batch->size() < 1024 && batch_bytes < (int64_t{16} << 20)) {
+    Document d;
+    ST_ASSIGN_OR_RETURN(bool got, reader_.Next(&d));
+    if (!got) return false;
+    batch_bytes += static_cast<int64_t>(d.text.size());
+    batch->push_back(std::move(d));
+  }
+  return true;
+}
+
+// Encodes the batch's documents (those already in kept shards only when they are val, to
+// rebuild the val buffer) and adds them to their splits.
+absl::Status DatasetBuilder::AddBatch(const std::vector<Document>& batch) {
+  std::vector<bool> want(batch.size(), true), is_val(batch.size(), false);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    is_val[i] = IsValDocument(batch[i].text, opt_.val_fraction);
+    if (next_doc_ + static_cast<int64_t>(i) < resume_docs_) want[i] = is_val[i];
+  }
+  EncodeBatch(tok_, opt_.policy, batch, want, threads_, &encoded_);
+  for (size_t i = 0; i < batch.size(); ++i, ++next_doc_) {
+    doc_bytes_ += static_cast<int64_t>(batch[i].text.size());
+    if (is_val[i]) {
+      Append(&val_buf_, &val_src_, encoded_[i], batch[i].source);
+    } else if (next_doc_ >= resume_docs_) {
+      Append(&train_buf_, &train_src_, encoded_[i], batch[i].source);
+      if (static_cast<int64_t>(train_buf_.size()) >= opt_.shard_tokens) {
+        ST_RETURN_IF_ERROR(FlushTrain(next_doc_ + 1));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The last document of each batch is carried into the next batch unencoded, so the final
+// document of the stream is never encoded whole: at the end it may be split into train and
+// val parts instead.
+absl::StatusOr<std::unique_ptr<Document>> DatasetBuilder::EncodeAllButLast() {
   std::unique_ptr<Document> carry;
   std::vector<Document> batch;
-  std::vector<bool> want, is_val;
-  std::vector<std::vector<int32_t>> encoded;
   bool more = true;
   while (more) {
-    batch.clear();
-    int64_t batch_bytes = 0;
-    if (carry != nullptr) {
-      batch_bytes += static_cast<int64_t>(carry->text.size());
-      batch.push_back(std::move(*carry));
-      carry.reset();
-    }
-    while (batch.size() < 1024 && batch_bytes < (int64_t{16} << 20)) {
-      Document d;
-      ST_ASSIGN_OR_RETURN(bool got, reader.Next(&d));
-      if (!got) {
-        more = false;
-        break;
-      }
-      batch_bytes += static_cast<int64_t>(d.text.size());
-      batch.push_back(std::move(d));
-    }
+    ST_ASSIGN_OR_RETURN(more, ReadBatch(&carry, &batch));
     if (batch.empty()) break;
     carry = std::make_unique<Document>(std::move(batch.back()));
     batch.pop_back();
-    // Documents already in kept shards are re-read only to rebuild the val buffer.
-    want.assign(batch.size(), true);
-    is_val.assign(batch.size(), false);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      is_val[i] = IsValDocument(batch[i].text, opt.val_fraction);
-      if (next_doc + static_cast<int64_t>(i) < resume_docs) want[i] = is_val[i];
-    }
-    EncodeBatch(tok, opt.policy, batch, want, threads, &encoded);
-    for (size_t i = 0; i < batch.size(); ++i, ++next_doc) {
-      doc_bytes += static_cast<int64_t>(batch[i].text.size());
-      if (is_val[i]) {
-        append(&val_buf, &val_src, encoded[i], batch[i].source);
-      } else if (next_doc >= resume_docs) {
-        append(&train_buf, &train_src, encoded[i], batch[i].source);
-        if (static_cast<int64_t>(train_buf.size()) >= opt.shard_tokens) {
-          ST_RETURN_IF_ERROR(flush_train(next_doc + 1));
-        }
-      }
-    }
-    progress.Update(reader.bytes_read(),
-                    train_tokens_written + static_cast<int64_t>(train_buf.size() + val_buf.size()));
+    ST_RETURN_IF_ERROR(AddBatch(batch));
+    progress_.Update(
+        reader_.bytes_read(),
+        train_tokens_written_ + static_cast<int64_t>(train_buf_.size() + val_buf_.size()));
   }
-  if (carry == nullptr) {
+  return carry;
+}
+
+// (The last document is already in the train shards when the interrupted run got as far as
+// their last one.)
+void DatasetBuilder::AddLast(const Document& last) {
+  doc_bytes_ += static_cast<int64_t>(last.text.size());
+  const bool in_shards = next_doc_ < resume_docs_;
+  const bool last_val = IsValDocument(last.text, opt_.val_fraction);
+  const bool train_empty = train_tokens_written_ == 0 && train_buf_.empty();
+  const bool val_empty = val_buf_.empty();
+  const TokenizerPolicy& policy = opt_.policy;
+  if (opt_.val_fraction > 0 && ((!last_val && val_empty) || (last_val && train_empty))) {
+    const double frac =
+        std::min(0.5, opt_.val_fraction * static_cast<double>(doc_bytes_) / last.text.size());
+    const size_t cut = ValCut(last.text, frac);
+    absl::string_view text(last.text);
+    if (!in_shards) {
+      Append(&train_buf_, &train_src_, policy.Encode(tok_, text.substr(0, cut)), last.source);
+    }
+    if (cut < text.size()) {
+      Append(&val_buf_, &val_src_, policy.Encode(tok_, text.substr(cut)), last.source);
+    }
+  } else if (last_val) {
+    Append(&val_buf_, &val_src_, policy.Encode(tok_, last.text), last.source);
+  } else if (!in_shards) {
+    Append(&train_buf_, &train_src_, policy.Encode(tok_, last.text), last.source);
+  }
+  ++next_doc_;
+}
+
+absl::StatusOr<PrepareResult> DatasetBuilder::Finish() {
+  ST_RETURN_IF_ERROR(FlushTrain(next_doc_));
+  if (m_.train.empty()) {
+    return absl::InvalidArgumentError(
+        "every document was held out for validation; lower --val_fraction");
+  }
+  for (int64_t off = 0, i = 0; off < static_cast<int64_t>(val_buf_.size());
+       off += opt_.shard_tokens, ++i) {
+    const int64_t n = std::min<int64_t>(opt_.shard_tokens, val_buf_.size() - off);
+    ST_ASSIGN_OR_RETURN(
+        ShardInfo s, WriteShard(dir_, m_, "val", static_cast<int>(i),
+                                absl::MakeConstSpan(val_buf_).subspan(off, n), PathsOf(val_src_)));
+    m_.val.push_back(s);
+  }
+  m_.complete = true;
+  ST_RETURN_IF_ERROR(WriteManifest(dir_, m_));
+  progress_.Done(reader_.bytes_read(), m_.Tokens("train") + m_.Tokens("val"));
+  PrepareResult result;
+  result.manifest = m_;
+  result.documents = next_doc_;
+  result.bytes = reader_.bytes_read();
+  result.train_counts = std::move(train_counts_);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<PrepareResult> PrepareDataset(const Tokenizer& tok, const PrepareOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ST_RETURN_IF_ERROR(CheckPrepareOptions(tok, opt));
+  ST_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputs(opt.inputs));
+  Manifest m = NewManifest(tok, opt, files);
+  ST_ASSIGN_OR_RETURN(const ResumePoint resume, ClaimOutput(tok, opt, &m));
+  DatasetBuilder builder(tok, opt, std::move(files), std::move(m), resume.docs);
+  ST_RETURN_IF_ERROR(builder.CountKeptShards());
+  ST_ASSIGN_OR_RETURN(std::unique_ptr<Document> last, builder.EncodeAllButLast());
+  if (last == nullptr) {
     // Nothing was written but the incomplete manifest: remove what this run made, so that the
     // directory does not look like an interrupted preparation (re-running could not finish it).
-    ST_RETURN_IF_ERROR(ClearDataset(dir, false, 0));
-    if (!dir_existed) fs::remove(dir, ec);
+    ST_RETURN_IF_ERROR(ClearDataset(opt.output, false, 0));
+    std::error_code ec;
+    if (!resume.dir_existed) fs::remove(opt.output, ec);
     return absl::InvalidArgumentError(
         "the input holds no text (empty files or JSONL without non-empty \"text\"); nothing to "
         "tokenize");
   }
-  // The final document: its split, or a line-boundary tail split when a split would be empty.
-  // (It is already in the train shards when the interrupted run got as far as their last one.)
-  const Document& last = *carry;
-  doc_bytes += static_cast<int64_t>(last.text.size());
-  const bool in_shards = next_doc < resume_docs;
-  const bool last_val = IsValDocument(last.text, opt.val_fraction);
-  const bool train_empty = train_tokens_written == 0 && train_buf.empty();
-  const bool val_empty = val_buf.empty();
-  if (opt.val_fraction > 0 && ((!last_val && val_empty) || (last_val && train_empty))) {
-    const double frac =
-        std::min(0.5, opt.val_fraction * static_cast<double>(doc_bytes) / last.text.size());
-    const size_t cut = ValCut(last.text, frac);
-    absl::string_view text(last.text);
-    if (!in_shards)
-      append(&train_buf, &train_src, opt.policy.Encode(tok, text.substr(0, cut)), last.source);
-    if (cut < text.size()) {
-      append(&val_buf, &val_src, opt.policy.Encode(tok, text.substr(cut)), last.source);
-    }
-  } else if (last_val) {
-    append(&val_buf, &val_src, opt.policy.Encode(tok, last.text), last.source);
-  } else if (!in_shards) {
-    append(&train_buf, &train_src, opt.policy.Encode(tok, last.text), last.source);
-  }
-  ++next_doc;
-  ST_RETURN_IF_ERROR(flush_train(next_doc));
-  if (m.train.empty()) {
-    return absl::InvalidArgumentError(
-        "every document was held out for validation; lower --val_fraction");
-  }
-  for (int64_t off = 0, i = 0; off < static_cast<int64_t>(val_buf.size());
-       off += opt.shard_tokens, ++i) {
-    const int64_t n = std::min<int64_t>(opt.shard_tokens, val_buf.size() - off);
-    ST_ASSIGN_OR_RETURN(
-        ShardInfo s, WriteShard(dir, m, "val", static_cast<int>(i),
-                                absl::MakeConstSpan(val_buf).subspan(off, n), paths_of(val_src)));
-    m.val.push_back(s);
-  }
-  m.complete = true;
-  ST_RETURN_IF_ERROR(WriteManifest(dir, m));
-  progress.Done(reader.bytes_read(), m.Tokens("train") + m.Tokens("val"));
-  result.manifest = m;
-  result.documents = next_doc;
-  result.bytes = reader.bytes_read();
+  builder.AddLast(*last);
+  ST_ASSIGN_OR_RETURN(PrepareResult result, builder.Finish());
+  result.resumed_shards = resume.shards;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

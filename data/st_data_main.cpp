@@ -10,11 +10,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -34,6 +32,7 @@
 #include "infer/tools/cli.h"
 #include "model/check.h"
 #include "model/config.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 DEFINE_string(tokenizer, "byte",
@@ -130,9 +129,7 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what = "") {
-  return st::cli::ReadFile(path, what);
-}
+using st::ReadFile;
 
 // The tokenizer policy of --tokenizer: a Hugging Face directory's tokenizer_config.json (as
 // AutoTokenizer.from_pretrained reads it); a bare tokenizer.json or "byte" adds nothing.
@@ -348,17 +345,7 @@ int TrainTokenizer() {
     return Failure(
         absl::StrCat("the trained tokenizer does not load back: ", tok.status().message()));
   }
-  const std::string tmp = FLAGS_output + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << *json_text;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return Failure(absl::StrCat("cannot write '", tmp, "'"));
-    }
-  }
-  absl::Status s = st::RenameOver(tmp, FLAGS_output);
+  absl::Status s = st::WriteFileAtomic(FLAGS_output, *json_text);
   if (!s.ok()) return Failure(s);
   // Bytes per token of the new tokenizer on the training input.
   int64_t bytes = 0, tokens = 0;

@@ -7,17 +7,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "data/hdf5.h"
 #include "model/check.h"
+#include "model/file_io.h"
+#include "model/random.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -69,33 +68,6 @@ absl::Status GetInt(const json& j, const char* key, int64_t lo, int64_t hi, cons
 std::string Join(const std::string& dir, const std::string& name) {
   if (dir.empty() || dir.back() == '/') return dir + name;
   return dir + "/" + name;
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::InternalError(absl::StrCat("error reading '", path, "'"));
-  return ss.str();
-}
-
-// Writes `text` to path + ".tmp", then renames it over `path`.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      RemoveQuietly(tmp);
-      return absl::InternalError(absl::StrCat(
-          "cannot write '", tmp, "'; is the directory writable and the disk not full?"));
-    }
-  }
-  return RenameOver(tmp, path);
 }
 
 // Checks that every id is in [0, vocab_size); names the position of the first bad one.
@@ -249,24 +221,24 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& dir) {
         "--output ",
         dir));
   }
-  ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
+  ST_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseManifest(text, path);
 }
 
 absl::Status WriteManifest(const std::string& dir, const Manifest& m) {
-  return WriteFileAtomically(Join(dir, "manifest.json"), m.ToJson());
+  return WriteFileAtomic(Join(dir, "manifest.json"), m.ToJson());
 }
 
 absl::Status WriteDatasetTokenizer(const std::string& dir, const Tokenizer& tok) {
   if (tok.name() == "byte") return absl::OkStatus();
-  return WriteFileAtomically(Join(dir, "tokenizer.json"), tok.ToJson());
+  return WriteFileAtomic(Join(dir, "tokenizer.json"), tok.ToJson());
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadDatasetTokenizer(const std::string& dir) {
   ST_ASSIGN_OR_RETURN(Manifest m, ReadManifest(dir));
   std::string text;
   if (m.tokenizer != "byte") {
-    absl::StatusOr<std::string> t = ReadWholeFile(Join(dir, "tokenizer.json"));
+    absl::StatusOr<std::string> t = ReadFile(Join(dir, "tokenizer.json"));
     if (!t.ok()) {
       return absl::NotFoundError(
           absl::StrCat(dir, ": the dataset was made with the '", m.tokenizer,
@@ -586,7 +558,7 @@ absl::StatusOr<DataLoader> DataLoader::Create(const TokenDataset* data, int seq_
 void DataLoader::Shuffle() {
   order_.resize(static_cast<size_t>(num_windows_));
   for (int64_t i = 0; i < num_windows_; ++i) order_[i] = i;
-  SplitMix64 rng(state_.seed ^ (static_cast<uint64_t>(state_.epoch) * 0x9E3779B97F4A7C15ULL));
+  SplitMix64 rng(state_.seed ^ (static_cast<uint64_t>(state_.epoch) * SplitMix64::kGolden));
   // Fisher-Yates from the back: position i swaps with a uniform j in [0, i].
   for (int64_t i = num_windows_ - 1; i > 0; --i) {
     const int64_t j = static_cast<int64_t>(rng.Below(static_cast<uint64_t>(i) + 1));

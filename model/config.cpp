@@ -5,16 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -400,23 +398,16 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, Config
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path, ConfigKeys keys,
                                             std::vector<std::string>* ignored) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model config '", path, "' is a directory; pass the config.json file inside it"));
+  absl::StatusOr<std::string> text = ReadFile(path, "model config");
+  if (!text.ok()) {
+    const absl::Status& s = text.status();
+    const char* hint = s.code() == absl::StatusCode::kInvalidArgument ? " (the config.json in it)"
+                       : s.code() == absl::StatusCode::kNotFound
+                           ? "; the shipped configs are in configs/model/"
+                           : "";
+    return absl::Status(s.code(), absl::StrCat(s.message(), hint));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open model config '", path,
-                                            "' (missing or unreadable); the shipped configs "
-                                            "are in configs/model/"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat("error while reading model config '", path, "'"));
-  }
-  absl::StatusOr<ModelConfig> c = ParseModelConfig(text.str(), keys, ignored);
+  absl::StatusOr<ModelConfig> c = ParseModelConfig(*text, keys, ignored);
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   }

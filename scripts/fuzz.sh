@@ -11,6 +11,7 @@
 #   train_config       the train config JSON (ParseTrainConfig)
 #   token_manifest     a token dataset's manifest.json (ParseManifest)
 #   routing_profile    the routing profile of --pin_profile (ParseRoutingProfile)
+#   gguf               a GGUF file (GgufFile: from memory and through pread)
 # Seeds: tests/data/fuzz_<target> where present, plus what a target writes into
 # $ST_FUZZ_SEED_DIR at start-up. Usage: scripts/fuzz.sh [seconds=60] [target...] (default all,
 # the seconds split evenly, at least 1 s each). Findings (crash-*, leak-*, timeout-*) land in
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 ALL=(model_file jinja hf_configs safetensors safetensors_index tokenizer_json train_config
-     token_manifest routing_profile)
+     token_manifest routing_profile gguf)
 SECONDS_TO_RUN="${1:-60}"
 shift || true
 TARGETS=("$@")

@@ -8,5 +8,5 @@ bash scripts/build.sh
 (cd build && ctest --output-on-failure -j "${ST_JOBS:-$(nproc)}" "$@")
 # The model-file loader's libFuzzer target, for a short fixed time (needs clang).
 if [[ -z "${ST_SKIP_FUZZ:-}" ]]; then
-  JOBS="${ST_JOBS:-$(nproc)}" bash scripts/fuzz.sh "${ST_FUZZ_SECONDS:-30}"
+  JOBS="${ST_JOBS:-$(nproc)}" bash scripts/fuzz.sh "${ST_FUZZ_SECONDS:-90}"
 fi

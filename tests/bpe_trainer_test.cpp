@@ -7,16 +7,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "infer/tokenizer/bpe.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -25,12 +24,10 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 
 // The KJV corpus (a ctest fixture writes it), one verse a line.
 std::string ReadKjv() {
-  const std::string path = ST_BINARY_DIR "/corpus/kjv.txt";
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "missing " << path << " (the prepare_kjv_corpus ctest fixture makes it)";
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string text = test_util::FileContents(test_util::kKjvPath);
+  EXPECT_FALSE(text.empty()) << "missing " << test_util::kKjvPath
+                             << " (the prepare_kjv_corpus ctest fixture makes it)";
+  return text;
 }
 
 // Lines of text[begin, end), each one a document (lines keep their '\n').

@@ -9,13 +9,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -25,15 +24,7 @@ using ::testing::HasSubstr;
 
 const char* const kShipped[] = {"tiny", "small", "smallthinker-4b-a0.6b", "smallthinker-21b-a3b"};
 
-std::string ConfigPath(const std::string& name) {
-  return std::string(ST_SOURCE_DIR) + "/configs/model/" + name + ".json";
-}
-
-ModelConfig LoadOrDie(const std::string& name) {
-  absl::StatusOr<ModelConfig> c = LoadModelConfig(ConfigPath(name));
-  EXPECT_TRUE(c.ok()) << name << ": " << c.status();
-  return c.ok() ? *c : ModelConfig();
-}
+using test_util::ShippedConfig;
 
 std::vector<int> Repeat(int n, int v) { return std::vector<int>(n, v); }
 
@@ -110,7 +101,7 @@ void ExpectError(const json& j, const std::string& needle) {
 TEST(ModelConfigShippedTest, EveryShippedConfigLoadsAndDerivesLayerArrays) {
   for (const char* name : kShipped) {
     SCOPED_TRACE(name);
-    ModelConfig c = LoadOrDie(name);
+    ModelConfig c = ShippedConfig(name);
     const size_t num_layers = static_cast<size_t>(c.num_hidden_layers);
     ASSERT_EQ(c.layer_uses_rope.size(), num_layers);
     ASSERT_EQ(c.layer_uses_sliding.size(), num_layers);
@@ -124,7 +115,7 @@ TEST(ModelConfigShippedTest, EveryShippedConfigLoadsAndDerivesLayerArrays) {
   // tiny, small and 21B: layer l % 4 == 0 is NoPE + global, the others RoPE + sliding.
   for (const char* name : {"tiny", "small", "smallthinker-21b-a3b"}) {
     SCOPED_TRACE(name);
-    ModelConfig c = LoadOrDie(name);
+    ModelConfig c = ShippedConfig(name);
     for (int l = 0; l < c.num_hidden_layers; ++l) {
       EXPECT_EQ(c.layer_uses_rope[l], l % 4 != 0) << "layer " << l;
       EXPECT_EQ(c.layer_uses_sliding[l], l % 4 != 0) << "layer " << l;
@@ -132,7 +123,7 @@ TEST(ModelConfigShippedTest, EveryShippedConfigLoadsAndDerivesLayerArrays) {
     EXPECT_GT(c.sliding_window_size, 0);
   }
   // 4B as released: every layer RoPE + full attention.
-  ModelConfig b4 = LoadOrDie("smallthinker-4b-a0.6b");
+  ModelConfig b4 = ShippedConfig("smallthinker-4b-a0.6b");
   for (int l = 0; l < b4.num_hidden_layers; ++l) {
     EXPECT_TRUE(b4.layer_uses_rope[l]);
     EXPECT_FALSE(b4.layer_uses_sliding[l]);
@@ -142,24 +133,24 @@ TEST(ModelConfigShippedTest, EveryShippedConfigLoadsAndDerivesLayerArrays) {
 TEST(ModelConfigShippedTest, TinyAndSmallFitTheByteTokenizer) {
   for (const char* name : {"tiny", "small"}) {
     SCOPED_TRACE(name);
-    ModelConfig c = LoadOrDie(name);
+    ModelConfig c = ShippedConfig(name);
     EXPECT_GE(c.vocab_size, 257);  // byte tokenizer ids 0..256
     EXPECT_EQ(c.bos_token_id, -1);
     EXPECT_TRUE(c.eos_token_id.empty());  // the tokenizer's end-of-text id applies
     EXPECT_TRUE(c.tie_word_embeddings);
   }
-  ModelConfig tiny = LoadOrDie("tiny");
+  ModelConfig tiny = ShippedConfig("tiny");
   EXPECT_EQ(tiny.num_hidden_layers, 4);
   EXPECT_EQ(tiny.hidden_size, 128);
   EXPECT_EQ(tiny.sliding_window_size, 64);
   EXPECT_LT(tiny.NumParams(), 3'000'000);
-  ModelConfig small = LoadOrDie("small");
+  ModelConfig small = ShippedConfig("small");
   EXPECT_GE(small.NumParams(), 20'000'000);
   EXPECT_LE(small.NumParams(), 60'000'000);
 }
 
 TEST(ModelConfigShippedTest, ReleasedShapesMatchTheReference) {
-  ModelConfig b4 = LoadOrDie("smallthinker-4b-a0.6b");
+  ModelConfig b4 = ShippedConfig("smallthinker-4b-a0.6b");
   EXPECT_EQ(b4.num_hidden_layers, 32);
   EXPECT_EQ(b4.hidden_size, 1536);
   EXPECT_EQ(b4.q_width(), 1536);
@@ -170,7 +161,7 @@ TEST(ModelConfigShippedTest, ReleasedShapesMatchTheReference) {
   EXPECT_TRUE(b4.tie_word_embeddings);
   EXPECT_EQ(b4.bos_token_id, 151643);
   EXPECT_EQ(b4.eos_token_id, (std::vector<int>{151643, 151645}));
-  ModelConfig b21 = LoadOrDie("smallthinker-21b-a3b");
+  ModelConfig b21 = ShippedConfig("smallthinker-21b-a3b");
   EXPECT_EQ(b21.num_hidden_layers, 52);
   EXPECT_EQ(b21.hidden_size, 2560);
   EXPECT_EQ(b21.q_width(), 3584);  // != hidden_size
@@ -207,7 +198,7 @@ TEST(ModelConfigParamsTest, FourBMatchesThePublishedCounts) {
   EXPECT_LE(total_no_emb + emb, 4'300'000'000);
   EXPECT_NEAR(static_cast<double>(active_no_emb), 0.63e9, 0.01e9);
 
-  ModelConfig c = LoadOrDie("smallthinker-4b-a0.6b");
+  ModelConfig c = ShippedConfig("smallthinker-4b-a0.6b");
   EXPECT_EQ(c.NumEmbeddingParams(), emb);
   EXPECT_EQ(c.NumParams(), total_no_emb + emb);
   EXPECT_EQ(c.NumActiveParams(), active_no_emb + emb);
@@ -229,14 +220,14 @@ TEST(ModelConfigParamsTest, TwentyOneBMatchesThePublishedCounts) {
   EXPECT_GE(active_no_emb, 2'900'000'000);
   EXPECT_LE(active_no_emb, 3'000'000'000);
 
-  ModelConfig c = LoadOrDie("smallthinker-21b-a3b");
+  ModelConfig c = ShippedConfig("smallthinker-21b-a3b");
   EXPECT_EQ(c.NumEmbeddingParams(), emb);
   EXPECT_EQ(c.NumParams(), total_no_emb + emb);
   EXPECT_EQ(c.NumActiveParams(), active_no_emb + emb);
 }
 
 TEST(ModelConfigParamsTest, TyingHalvesTheEmbeddingCount) {
-  ModelConfig c = LoadOrDie("tiny");
+  ModelConfig c = ShippedConfig("tiny");
   const int64_t tied = c.NumParams();
   c.tie_word_embeddings = false;
   EXPECT_EQ(c.NumEmbeddingParams(), 2 * int64_t{4096} * 128);
@@ -255,15 +246,13 @@ TEST(ModelConfigParseTest, HuggingFaceConfigJsonLoadsUnchanged) {
   EXPECT_EQ(c->eos_token_id, (std::vector<int>{151643, 151645}));
   EXPECT_DOUBLE_EQ(c->rope_theta, 1.5e6);
   EXPECT_FALSE(c->moe_primary_router_apply_softmax);
-  EXPECT_EQ(c->ToJson(), LoadOrDie("smallthinker-4b-a0.6b").ToJson());
+  EXPECT_EQ(c->ToJson(), ShippedConfig("smallthinker-4b-a0.6b").ToJson());
 }
 
 // Every key of the released 4B config.json, values as published (tests/data/released/).
 std::string ReleasedConfigText() {
-  std::ifstream in(ST_SOURCE_DIR "/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return test_util::FileContents(ST_SOURCE_DIR
+                                 "/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json");
 }
 
 TEST(HfConfigTest, ReleasedConfigJsonLoadsAsPublished) {
@@ -277,7 +266,7 @@ TEST(HfConfigTest, ReleasedConfigJsonLoadsAsPublished) {
   std::vector<std::string> ignored;
   absl::StatusOr<ModelConfig> c = ParseModelConfig(text, ConfigKeys::kHuggingFace, &ignored);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->ToJson(), LoadOrDie("smallthinker-4b-a0.6b").ToJson());
+  EXPECT_EQ(c->ToJson(), ShippedConfig("smallthinker-4b-a0.6b").ToJson());
   EXPECT_EQ(ignored, (std::vector<std::string>{
                          "architectures", "attention_dropout", "auto_map", "initializer_range",
                          "max_length", "model_name", "norm_topk_prob", "output_router_logits",
@@ -540,13 +529,10 @@ TEST(ModelConfigErrorTest, MissingFileNamesThePath) {
 }
 
 TEST(ModelConfigErrorTest, LoadErrorsStartWithThePath) {
-  const std::string path = std::string(ST_BINARY_DIR) + "/model_config_test_bad.json";
-  {
-    std::ofstream out(path);
-    json j = Minimal();
-    j["hidden_sise"] = 64;
-    out << j.dump();
-  }
+  const std::string path = test_util::TestDir() + "/bad.json";
+  json j = Minimal();
+  j["hidden_sise"] = 64;
+  test_util::WriteFile(path, j.dump());
   absl::StatusOr<ModelConfig> c = LoadModelConfig(path);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().message().find(path + ": unknown key 'hidden_sise'"), 0u) << c.status();
@@ -554,7 +540,7 @@ TEST(ModelConfigErrorTest, LoadErrorsStartWithThePath) {
 }
 
 TEST(ModelConfigValidateTest, HandEditsAreCheckedAndArraysRefilled) {
-  ModelConfig c = LoadOrDie("tiny");
+  ModelConfig c = ShippedConfig("tiny");
   c.sliding_window_layout = {1, 1, 1, 1};
   ASSERT_TRUE(ValidateModelConfig(c).ok());
   EXPECT_EQ(c.layer_uses_sliding, std::vector<bool>(4, true));
@@ -567,7 +553,7 @@ TEST(ModelConfigValidateTest, HandEditsAreCheckedAndArraysRefilled) {
 TEST(ModelConfigToJsonTest, RoundTripsEveryShippedConfig) {
   for (const char* name : kShipped) {
     SCOPED_TRACE(name);
-    ModelConfig a = LoadOrDie(name);
+    ModelConfig a = ShippedConfig(name);
     const std::string text = a.ToJson();
     absl::StatusOr<ModelConfig> b = ParseModelConfig(text);
     ASSERT_TRUE(b.ok()) << b.status();

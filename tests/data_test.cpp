@@ -19,25 +19,16 @@
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory per test under the gtest temp dir.
-std::string TestDir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) / "st_data_test" /
-                 (std::string(info->test_suite_name()) + "." + info->name());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-bool Contains(absl::string_view haystack, absl::string_view needle) {
-  return haystack.find(needle) != absl::string_view::npos;
-}
+using test_util::Contains;
+using test_util::TestDir;
+using test_util::WriteFile;
 
 // ---------------------------------------------------------------------------------------------
 // ByteTokenizer
@@ -385,6 +376,7 @@ TEST(H5FileTest, MoveKeepsTheFileOpen) {
 TEST(H5FileTest, WriteH5AtomicallyKeepsOldFileOnError) {
   const std::string dir = TestDir();
   const std::string file = dir + "/ckpt.h5";
+  const std::vector<std::string> only_the_file = {"ckpt.h5"};
   auto write_version = [&](int64_t version, bool fail) {
     return WriteH5Atomically(file, [&](H5File& f) -> absl::Status {
       const float w = static_cast<float>(version);
@@ -395,12 +387,12 @@ TEST(H5FileTest, WriteH5AtomicallyKeepsOldFileOnError) {
     });
   };
   ASSERT_TRUE(write_version(1, false).ok());
-  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  EXPECT_EQ(test_util::ListDir(dir), only_the_file);  // no temp file left
 
   absl::Status s = write_version(2, true);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(s.message(), "writer gave up");
-  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  EXPECT_EQ(test_util::ListDir(dir), only_the_file);  // no temp file left
   {
     auto f = H5File::Open(file);
     ASSERT_TRUE(f.ok()) << f.status();
@@ -408,22 +400,13 @@ TEST(H5FileTest, WriteH5AtomicallyKeepsOldFileOnError) {
   }
 
   ASSERT_TRUE(write_version(3, false).ok());
-  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  EXPECT_EQ(test_util::ListDir(dir), only_the_file);  // no temp file left
   auto f = H5File::Open(file);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(*f->ReadIntAttr("/", "version"), 3);
   float w = 0;
   ASSERT_TRUE(f->ReadDataset("/params/w", H5Type::kF32, &w, 4).ok());
   EXPECT_EQ(w, 3.0f);
-}
-
-TEST(H5FileTest, RenameOverReportsErrno) {
-  const std::string dir = TestDir();
-  absl::Status s = RenameOver(dir + "/missing", dir + "/target");
-  ASSERT_FALSE(s.ok());
-  EXPECT_TRUE(Contains(s.message(), "missing")) << s;
-  EXPECT_TRUE(Contains(s.message(), "No such file")) << s;
-  RemoveQuietly(dir + "/missing");  // no error, no crash
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,11 +695,6 @@ TEST(TokenDatasetTest, MissingCorruptAndIncompleteDatasetsGiveClearErrors) {
 // ---------------------------------------------------------------------------------------------
 // Inputs and PrepareDataset
 
-void WriteText(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
-
 std::vector<std::string> ReadDocs(const std::vector<std::string>& inputs) {
   auto files = ListInputs(inputs);
   EXPECT_TRUE(files.ok()) << files.status();
@@ -734,11 +712,11 @@ std::vector<std::string> ReadDocs(const std::vector<std::string>& inputs) {
 
 TEST(PrepareTest, ListsDirectoriesRecursivelySortedAndReadsJsonl) {
   const std::string dir = TestDir();
-  WriteText(dir + "/in/b.txt", "bee");
-  WriteText(dir + "/in/a/z.txt", "zed");
-  WriteText(dir + "/in/c.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"id\": 2}\n");
-  WriteText(dir + "/in/ignored.md", "no");
-  WriteText(dir + "/single.jsonl", "{\"text\": \"x\"}");  // no final newline
+  WriteFile(dir + "/in/b.txt", "bee");
+  WriteFile(dir + "/in/a/z.txt", "zed");
+  WriteFile(dir + "/in/c.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"id\": 2}\n");
+  WriteFile(dir + "/in/ignored.md", "no");
+  WriteFile(dir + "/single.jsonl", "{\"text\": \"x\"}");  // no final newline
   EXPECT_EQ(ReadDocs({dir + "/in", dir + "/single.jsonl"}),
             (std::vector<std::string>{"zed", "bee", "one", "two", "x"}));
   auto missing = ListInputs({dir + "/nothere"});
@@ -750,9 +728,9 @@ TEST(PrepareTest, ListsDirectoriesRecursivelySortedAndReadsJsonl) {
 
 TEST(PrepareTest, JsonlErrorsNameFileAndLine) {
   const std::string dir = TestDir();
-  WriteText(dir + "/bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"ok\"\n");
-  WriteText(dir + "/nofield.jsonl", "{\"text\": \"ok\"}\n\n{\"body\": \"x\"}\n");
-  WriteText(dir + "/notstring.jsonl", "{\"text\": 5}\n");
+  WriteFile(dir + "/bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"ok\"\n");
+  WriteFile(dir + "/nofield.jsonl", "{\"text\": \"ok\"}\n\n{\"body\": \"x\"}\n");
+  WriteFile(dir + "/notstring.jsonl", "{\"text\": 5}\n");
   ByteTokenizer tok;
   struct Case {
     std::string file, expect;
@@ -771,8 +749,8 @@ TEST(PrepareTest, JsonlErrorsNameFileAndLine) {
 
 TEST(PrepareTest, EmptyInputAndTokenizerWithoutEosAreErrors) {
   const std::string dir = TestDir();
-  WriteText(dir + "/empty.txt", "");
-  WriteText(dir + "/empty.jsonl", "{\"text\": \"\"}\n");
+  WriteFile(dir + "/empty.txt", "");
+  WriteFile(dir + "/empty.jsonl", "{\"text\": \"\"}\n");
   ByteTokenizer tok;
   PrepareOptions opt;
   opt.inputs = {dir + "/empty.txt", dir + "/empty.jsonl"};
@@ -784,14 +762,14 @@ TEST(PrepareTest, EmptyInputAndTokenizerWithoutEosAreErrors) {
   // directory leaves it as it was, and real text afterwards prepares normally.
   EXPECT_FALSE(std::filesystem::exists(dir + "/out"));
   std::filesystem::create_directories(dir + "/kept");
-  WriteText(dir + "/kept/notes.txt", "mine");
+  WriteFile(dir + "/kept/notes.txt", "mine");
   opt.output = dir + "/kept";
   r = PrepareDataset(tok, opt);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir + "/kept"),
                           std::filesystem::directory_iterator()),
             1);
-  WriteText(dir + "/text.txt", "In the beginning\n");
+  WriteFile(dir + "/text.txt", "In the beginning\n");
   opt.inputs = {dir + "/text.txt"};
   opt.val_fraction = 0;
   r = PrepareDataset(tok, opt);
@@ -829,7 +807,7 @@ std::string JsonlOf(const std::vector<std::string>& docs) {
 TEST(PrepareTest, RoundTripPacksDocumentsWithEosAndHoldsOutValByHash) {
   const std::string dir = TestDir();
   const std::vector<std::string> docs = MakeDocs(400);
-  WriteText(dir + "/docs.jsonl", JsonlOf(docs));
+  WriteFile(dir + "/docs.jsonl", JsonlOf(docs));
   ByteTokenizer tok;
   PrepareOptions opt;
   opt.inputs = {dir + "/docs.jsonl"};
@@ -884,7 +862,7 @@ TEST(PrepareTest, SingleBigDocumentGetsATailValSplitAtALineBreak) {
   const std::string dir = TestDir();
   std::string text;
   for (int i = 0; i < 2000; ++i) text += "verse " + std::to_string(i) + " and so on\n";
-  WriteText(dir + "/kjv.txt", text);
+  WriteFile(dir + "/kjv.txt", text);
   ByteTokenizer tok;
   PrepareOptions opt;
   opt.inputs = {dir + "/kjv.txt"};
@@ -911,9 +889,9 @@ TEST(PrepareTest, ResumesAnInterruptedRunExactly) {
   const std::vector<std::string> docs = MakeDocs(300);
   // Two inputs: a directory of text files and a JSONL file.
   for (int i = 0; i < 100; ++i) {
-    WriteText(dir + "/in/" + std::to_string(1000 + i) + ".txt", docs[i]);
+    WriteFile(dir + "/in/" + std::to_string(1000 + i) + ".txt", docs[i]);
   }
-  WriteText(dir + "/more.jsonl", JsonlOf(std::vector<std::string>(docs.begin() + 100, docs.end())));
+  WriteFile(dir + "/more.jsonl", JsonlOf(std::vector<std::string>(docs.begin() + 100, docs.end())));
   ByteTokenizer tok;
   PrepareOptions opt;
   opt.inputs = {dir + "/in", dir + "/more.jsonl"};
@@ -945,13 +923,15 @@ TEST(PrepareTest, ResumesAnInterruptedRunExactly) {
     if (k > 0) m.train.pop_back();
     for (const ShardInfo& v : ref->manifest.val) fs::remove(out + "/" + v.file);
     ASSERT_TRUE(WriteManifest(out, m).ok());
-    WriteText(out + "/train-00099.h5.tmp", "partial");
+    WriteFile(out + "/train-00099.h5.tmp", "partial");      // an older build's temp name
+    WriteFile(out + "/manifest.json.tmp.4242", "partial");  // AtomicFileWriter's
     opt.output = out;
     auto r = PrepareDataset(tok, opt);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->resumed_shards, static_cast<int>(ref->manifest.train.size()) - k);
     EXPECT_EQ(r->manifest.ToJson(), ref_json);
     EXPECT_FALSE(fs::exists(out + "/train-00099.h5.tmp"));
+    EXPECT_FALSE(fs::exists(out + "/manifest.json.tmp.4242"));
     auto a = TokenDataset::Open(dir + "/ref", "train");
     auto b = TokenDataset::Open(out, "train");
     ASSERT_TRUE(a.ok() && b.ok()) << b.status();

@@ -10,14 +10,9 @@
 set -uo pipefail
 build=$1
 src=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
 work="$build/test_tmp/dist_train"
-rm -rf "$work" && mkdir -p "$work"
-fail=0
-check() {
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
+fresh_dir "$work"
 
 head -c 300000 "$build/corpus/kjv.txt" > "$work/kjv.txt"
 "$build/data/st-data" train-tokenizer --input "$work/kjv.txt" --vocab_size 600 \

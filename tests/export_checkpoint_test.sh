@@ -5,8 +5,9 @@
 set -euo pipefail
 build=$1
 src=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
 work="$build/test_tmp/export_checkpoint"
-rm -rf "$work" && mkdir -p "$work"
+fresh_dir "$work"
 head -c 400000 "$build/corpus/kjv.txt" >"$work/kjv.txt"
 "$build/data/st-data" train-tokenizer --input "$work/kjv.txt" --vocab_size 1000 --output "$work/tok.json"
 "$build/data/st-data" prepare --tokenizer "$work/tok.json" --input "$work/kjv.txt" --output "$work/data" \

@@ -9,23 +9,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "infer/chat/chat_template.h"
 #include "infer/chat/jinja.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace {
 
 using ojson = nlohmann::ordered_json;
-
-std::string ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 const ojson& DefaultContext() {
   static const ojson* ctx = [] {
@@ -57,7 +50,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (dir == nullptr) return 0;
   namespace fs = std::filesystem;
   const fs::path chat = fs::path(ST_SOURCE_DIR) / "tests/data/chat";
-  const ojson cases = ojson::parse(ReadFile(chat / "cases.json"), nullptr, false);
+  const ojson cases =
+      ojson::parse(st::ReadFile((chat / "cases.json").string()).value_or(""), nullptr, false);
   std::string conv = "{}";
   if (cases.is_object() && cases.contains("conversations")) {
     ojson ctx = ojson::object();
@@ -69,7 +63,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   int n = 0;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(chat / "templates", ec)) {
-    const std::string text = ReadFile(e.path());
+    const std::string text = st::ReadFile(e.path().string()).value_or("");
     std::ofstream(fs::path(dir) / ("seed_" + std::to_string(n++)), std::ios::binary) << text;
     std::ofstream(fs::path(dir) / ("seed_" + std::to_string(n++)), std::ios::binary)
         << text << std::string(1, '\0') << conv;

@@ -6,27 +6,19 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "infer/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_tokenizers.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
 
 using json = nlohmann::json;
 using ::testing::HasSubstr;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 constexpr char kQwenDir[] = ST_BINARY_DIR "/tokenizers/qwen3";
 
@@ -37,7 +29,7 @@ std::unique_ptr<Tokenizer> Minimal() {
 }
 
 TEST(TokenizerConfigTest, RealQwen3FileGivesNoBosAndImEndEos) {
-  const std::string cfg = ReadAll(std::string(kQwenDir) + "/tokenizer_config.json");
+  const std::string cfg = test_util::FileContents(std::string(kQwenDir) + "/tokenizer_config.json");
   auto tok = LoadTokenizer(std::string(kQwenDir) + "/tokenizer.json");
   ASSERT_TRUE(tok.ok() && !cfg.empty())
       << "the ctest fixture fetch_tokenizers writes " << kQwenDir

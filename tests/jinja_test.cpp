@@ -3,9 +3,7 @@
 // and our own), unit tests per construct, errors with line and column, and resource limits.
 #include "infer/chat/jinja.h"
 
-#include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "infer/chat/chat_template.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -24,13 +23,7 @@ const char kGoldenPath[] = ST_SOURCE_DIR "/tests/data/chat/golden.json";
 const char kChatDir[] = ST_SOURCE_DIR "/tests/data/chat";
 const char kQwenConfigPath[] = ST_BINARY_DIR "/tokenizers/qwen3/tokenizer_config.json";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test_util::FileContents;
 
 // Renders `source` with `context` (a JSON object text); "ERROR: <message>" on failure.
 std::string R(const std::string& source, const std::string& context = "{}") {
@@ -56,7 +49,7 @@ bool HasLineColumn(const std::string& message) {
 class JinjaGolden : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string cases = ReadFile(kCasesPath), golden = ReadFile(kGoldenPath);
+    const std::string cases = FileContents(kCasesPath), golden = FileContents(kGoldenPath);
     ASSERT_FALSE(cases.empty()) << "cannot read " << kCasesPath;
     ASSERT_FALSE(golden.empty()) << "cannot read " << kGoldenPath;
     cases_ = ojson::parse(cases);
@@ -74,10 +67,10 @@ class JinjaGolden : public ::testing::Test {
 
   std::string Source(const ojson& t) {
     if (t.contains("file"))
-      return ReadFile(absl::StrCat(kChatDir, "/", t.at("file").get<std::string>()));
+      return FileContents(absl::StrCat(kChatDir, "/", t.at("file").get<std::string>()));
     if (t.contains("inline")) return t.at("inline").get<std::string>();
     EXPECT_EQ(t.value("source", ""), "qwen3");
-    const std::string config = ReadFile(kQwenConfigPath);
+    const std::string config = FileContents(kQwenConfigPath);
     if (config.empty()) return "";
     return ojson::parse(config).at("chat_template").get<std::string>();
   }
@@ -134,7 +127,7 @@ TEST_F(JinjaGolden, OwnTemplatesMatchTheOracle) {
 }
 
 TEST_F(JinjaGolden, Qwen3TemplateMatchesTheOracle) {
-  ASSERT_FALSE(ReadFile(kQwenConfigPath).empty())
+  ASSERT_FALSE(FileContents(kQwenConfigPath).empty())
       << "missing " << kQwenConfigPath
       << "\n(the ctest fixture fetch_tokenizers writes it; by hand: bash "
          "scripts/fetch_tokenizers.sh BUILD/tokenizers)";

@@ -8,12 +8,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "infer/quant/codec.h"
 #include "infer/runtime/thread_pool.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -25,13 +25,7 @@ std::vector<const Kernels*> Tables() {
   return t;
 }
 
-std::vector<float> RandomVec(int64_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using test_util::RandomNormals;
 
 std::vector<uint8_t> Encode(DType t, const std::vector<float>& x) {
   std::vector<uint8_t> b(DTypeBytes(t, static_cast<int64_t>(x.size())));
@@ -42,7 +36,7 @@ std::vector<uint8_t> Encode(DType t, const std::vector<float>& x) {
 TEST(Kernels, Q8QuantizerIsByteIdenticalToTheReference) {
   for (const Kernels* k : Tables()) {
     const int64_t n = 32 * 40;
-    std::vector<float> x = RandomVec(n, 7, 3.0f);
+    std::vector<float> x = RandomNormals(n, 7, 3.0f);
     // Ties: blocks whose values land exactly on q + 0.5 after scaling (amax 127 -> id 1).
     for (int j = 0; j < 32; ++j)
       x[32 + j] = (j == 0) ? 127.0f : (j % 2 ? -1.0f : 1.0f) * (j + 0.5f);
@@ -110,14 +104,14 @@ TEST(Kernels, RowDotsMatchDequantizedReferenceForEveryTypeAndTokenCount) {
   const int64_t n = 32 * 26;  // 26 blocks: six groups of four and a tail of two
   for (const Kernels* k : Tables()) {
     for (DType wt : types) {
-      const std::vector<uint8_t> w = Encode(wt, RandomVec(n, 11, 0.05f));
+      const std::vector<uint8_t> w = Encode(wt, RandomNormals(n, 11, 0.05f));
       for (int T : {1, 2, 3, 4, 5, 8, 9}) {
         // T activation rows in the format the weight type takes.
         std::vector<std::vector<float>> xs;
         const size_t stride = ActivationRowBytes(wt, n);
         std::vector<uint8_t> X(stride * T);
         for (int t = 0; t < T; ++t) {
-          xs.push_back(RandomVec(n, 100 + t, 2.0f));
+          xs.push_back(RandomNormals(n, 100 + t, 2.0f));
           if (UsesQ8Activations(wt)) {
             k->prepare_q8_row(xs[t].data(), n, X.data() + t * stride);
           } else {
@@ -145,11 +139,11 @@ TEST(Kernels, GemvAndAxpyRowsMatchTheRowKernels) {
       const int64_t rows = 7;  // odd: the two-row GEMV's tail
       std::vector<uint8_t> W;
       for (int64_t r = 0; r < rows; ++r) {
-        const std::vector<uint8_t> row = Encode(wt, RandomVec(n, 40 + r, 0.1f));
+        const std::vector<uint8_t> row = Encode(wt, RandomNormals(n, 40 + r, 0.1f));
         W.insert(W.end(), row.begin(), row.end());
       }
       const size_t rb = W.size() / rows;
-      const std::vector<float> xf = RandomVec(n, 77, 1.5f);
+      const std::vector<float> xf = RandomNormals(n, 77, 1.5f);
       std::vector<uint8_t> x(ActivationRowBytes(wt, n));
       if (UsesQ8Activations(wt)) {
         k->prepare_q8_row(xf.data(), n, x.data());
@@ -183,7 +177,7 @@ TEST(Kernels, GemvAndAxpyRowsMatchTheRowKernels) {
         ptrs.push_back(W.data() + r * rb);
         a.push_back(0.1f * (r + 1) * (r % 2 ? -1.f : 1.f));
       }
-      const std::vector<float> y0 = RandomVec(n, 3);
+      const std::vector<float> y0 = RandomNormals(n, 3);
       std::vector<float> got = y0;
       k->axpy_rows(wt, ptrs.data(), a.data(), rows, n, got.data());
       std::vector<float> deq(n);
@@ -205,13 +199,13 @@ TEST(Kernels, AxpyAndDequantMatchTheReferenceCodec) {
   const int64_t n = 32 * 10;
   for (const Kernels* k : Tables()) {
     for (DType wt : types) {
-      const std::vector<uint8_t> w = Encode(wt, RandomVec(n, 5, 0.3f));
+      const std::vector<uint8_t> w = Encode(wt, RandomNormals(n, 5, 0.3f));
       std::vector<float> ref(n), got(n, 123.f);
       DequantizeRow(wt, w.data(), n, ref.data());
       k->dequant_row(wt, w.data(), n, got.data());
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(ref[i], got[i]) << k->name << DTypeName(wt) << i;
       // AXPY over a block-aligned column range only touches that range.
-      const std::vector<float> y0 = RandomVec(n, 9);
+      const std::vector<float> y0 = RandomNormals(n, 9);
       std::vector<float> y = y0;
       const float a = -0.75f;
       k->axpy_row(wt, w.data(), 64, 224, a, y.data());
@@ -226,7 +220,7 @@ TEST(Kernels, AxpyAndDequantMatchTheReferenceCodec) {
 TEST(Kernels, AttentionHelpersMatchScalarMath) {
   for (const Kernels* k : Tables()) {
     for (int64_t n : {1, 7, 8, 31, 128, 133}) {
-      const std::vector<float> a = RandomVec(n, 1), b = RandomVec(n, 2);
+      const std::vector<float> a = RandomNormals(n, 1), b = RandomNormals(n, 2);
       std::vector<uint16_t> bh(n), bh2(n);
       for (int64_t i = 0; i < n; ++i) bh[i] = F32ToF16(b[i]);
       k->f32_to_f16(b.data(), bh2.data(), n);

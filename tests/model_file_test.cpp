@@ -3,21 +3,20 @@
 #include "infer/format/model_file.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -40,23 +39,9 @@ ModelConfig TinyConfig(bool tied = true) {
   return *c;
 }
 
-std::string TestDir() {
-  fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("st_model_file_test_", getpid());
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteAll(const std::string& path, absl::string_view bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using test_util::FileContents;
+using test_util::TestDir;
+using test_util::WriteFile;
 
 std::string RandomBytes(size_t n, std::mt19937& rng) {
   std::string s(n, '\0');
@@ -161,7 +146,7 @@ std::string SmallValidFile(bool tied = true) {
   const std::string path = TestDir() + "/small.stmf";
   Recipe r = Recipe::All(DType::kQ4_0);
   WriteModel(path, TinyConfig(tied), r);
-  return ReadAll(path);
+  return FileContents(path);
 }
 
 // A file decomposed into its parts, to be mutated and re-assembled with a valid checksum.
@@ -312,7 +297,7 @@ TEST(ModelFileRoundTripTest, EveryDType) {
     std::map<std::string, Written> w = WriteModel(path, cfg, Recipe::All(t));
     CheckRoundTrip(path, cfg, w);
     CheckRoundTrip(path, cfg, w, /*huge_pages=*/true);
-    EXPECT_FALSE(fs::exists(path + ".tmp"));
+    EXPECT_FALSE(fs::exists(TempPathFor(path)));
   }
 }
 
@@ -389,7 +374,7 @@ TEST(ModelFileRoundTripTest, Metadata) {
 TEST(ModelFileWriterTest, MisuseIsRejectedAndLeavesNoFile) {
   const std::string dir = TestDir();
   const std::string path = dir + "/misuse.stmf";
-  WriteAll(path, "previous contents");
+  WriteFile(path, "previous contents");
   const ModelConfig cfg = TinyConfig();
   {
     absl::StatusOr<std::unique_ptr<ModelFileWriter>> w = ModelFileWriter::Create(path);
@@ -415,7 +400,7 @@ TEST(ModelFileWriterTest, MisuseIsRejectedAndLeavesNoFile) {
     EXPECT_NE(s.message().find("has 0 of its 3 parts"), std::string::npos) << s;
     s = (*w)->Finish();
     EXPECT_FALSE(s.ok());
-    EXPECT_TRUE(fs::exists(path + ".tmp") == false);
+    EXPECT_FALSE(fs::exists(TempPathFor(path)));
   }
   {
     // Missing metadata and tensors: Finish fails, the old file stays.
@@ -439,8 +424,8 @@ TEST(ModelFileWriterTest, MisuseIsRejectedAndLeavesNoFile) {
     absl::StatusOr<std::unique_ptr<ModelFileWriter>> w = ModelFileWriter::Create(path);
     ASSERT_TRUE(w.ok());
   }
-  EXPECT_EQ(ReadAll(path), "previous contents");
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_EQ(FileContents(path), "previous contents");
+  EXPECT_FALSE(fs::exists(TempPathFor(path)));
   absl::StatusOr<std::unique_ptr<ModelFileWriter>> bad =
       ModelFileWriter::Create(dir + "/no/such/dir/x.stmf");
   ASSERT_FALSE(bad.ok());
@@ -476,7 +461,7 @@ TEST(ModelFileRejectTest, EveryTruncation) {
   }
   // And through the file path.
   const std::string path = TestDir() + "/truncated.stmf";
-  WriteAll(path, absl::string_view(bytes.data(), bytes.size() - 1));
+  WriteFile(path, absl::string_view(bytes.data(), bytes.size() - 1));
   absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::Open(path);
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find(path), std::string::npos);

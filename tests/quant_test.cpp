@@ -11,6 +11,7 @@
 
 #include "infer/quant/codec.h"
 #include "infer/quant/types.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -375,10 +376,7 @@ std::vector<float> RoundTrip(DType t, const std::vector<float>& x) {
 }
 
 TEST(QuantGeneric, MatchesTypedCodecs) {
-  std::mt19937 rng(3);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(96);
-  for (float& v : x) v = dist(rng);
+  const std::vector<float> x = test_util::RandomNormals(96, 3);
   EXPECT_EQ(RoundTrip(DType::kF32, x), x);
   std::vector<BlockQ8_0> q8(3);
   std::vector<uint8_t> g8(static_cast<size_t>(DTypeBytes(DType::kQ8_0, 96)));

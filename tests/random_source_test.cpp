@@ -11,15 +11,12 @@
 
 #include "infer/export/tensor_source.h"
 #include "model/config.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
 
-ModelConfig TinyConfig() {
-  absl::StatusOr<ModelConfig> cfg = LoadModelConfig(ST_SOURCE_DIR "/configs/model/tiny.json");
-  EXPECT_TRUE(cfg.ok()) << cfg.status();
-  return *cfg;
-}
+ModelConfig TinyConfig() { return test_util::ShippedConfig("tiny"); }
 
 std::unique_ptr<TensorSource> Source(const ModelConfig& cfg, uint64_t seed) {
   absl::StatusOr<std::unique_ptr<TensorSource>> src = MakeRandomSource(cfg, seed);

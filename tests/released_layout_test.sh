@@ -9,22 +9,14 @@
 #   tests/released_layout_test.sh ST_EXPORT ST_RUN ST_INSPECT ST_DATA SOURCE_DIR BINARY_DIR
 set -euo pipefail
 st_export=$1 st_run=$2 st_inspect=$3 st_data=$4 src=$5 bin=$6
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
 qwen="$bin/tokenizers/qwen3"
 for f in tokenizer.json tokenizer_config.json; do
   [[ -f "$qwen/$f" ]] || { echo "missing $qwen/$f (ctest fixture fetch_tokenizers)"; exit 1; }
 done
 dir="$bin/test_tmp/released_layout"
-rm -rf "$dir"
-mkdir -p "$dir"
+fresh_dir "$dir"
 hf="$dir/SmallThinker-tiny-Instruct"
-
-fail=0
-check() {  # description, then a command that must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
-matches() { grep -Eq -- "$2" "$1"; }
 
 # Random weights for small sizes, written as a Hugging Face directory by our own exporter...
 python3 - "$src/tests/data/released/smallthinker-4b-a0.6b-instruct.config.json" "$dir" <<'EOF'

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,37 +19,28 @@
 #include "infer/export/tensor_source.h"
 #include "infer/runtime/engine.h"
 #include "model/transformer.h"
+#include "tests/test_util.h"
 #include "train/checkpoint.h"
 
 namespace st {
 namespace {
 
+// The engine tests' tiny config, 3 layers deep and untied.
 ModelConfig ParityConfig() {
-  ModelConfig c;
+  ModelConfig c = test_util::TinyEngineConfig();
   c.num_hidden_layers = 3;
-  c.hidden_size = 64;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.vocab_size = 257;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = 96;  // 8-token prompt + 64 greedy tokens
+  c.max_position_embeddings = 96;       // 8-token prompt + 64 greedy tokens
   c.rope_layout = {0, 1, 1};            // NoPE, RoPE, RoPE
   c.sliding_window_layout = {0, 1, 0};  // global, sliding, global
   c.sliding_window_size = 4;
-  c.moe_num_primary_experts = 4;
-  c.moe_num_active_primary_experts = 2;
-  c.moe_ffn_hidden_size = 32;
   c.moe_primary_router_apply_softmax = false;
   c.tie_word_embeddings = false;  // runtime_test covers the tied head
-  c.bos_token_id = -1;
-  c.eos_token_id = {256};
   EXPECT_TRUE(ValidateModelConfig(c).ok());
   return c;
 }
 
 struct Exported {
+  std::string dir;  // holds the files below
   std::string h5;
   std::map<std::string, std::string> files;  // recipe -> model file
   torch::Tensor logits_SV;                   // LibTorch reference over `ids`
@@ -86,8 +78,9 @@ class RuntimeParityTest : public ::testing::Test {
     Randomize(model);
     model->eval();
     ex_ = new Exported();
-    const std::string base =
-        ::testing::TempDir() + "/runtime_parity_" + std::to_string(::getpid());
+    // Each test runs in a process of its own (ctest), possibly side by side: a directory each.
+    ex_->dir = test_util::FreshDir("RuntimeParityTest." + std::to_string(::getpid()));
+    const std::string base = ex_->dir + "/model";
     ex_->h5 = base + ".h5";
     CheckpointState s;
     s.model_config_json = cfg.ToJson();
@@ -125,8 +118,7 @@ class RuntimeParityTest : public ::testing::Test {
     }
   }
   static void TearDownTestSuite() {
-    std::remove(ex_->h5.c_str());
-    for (const auto& [r, f] : ex_->files) std::remove(f.c_str());
+    std::filesystem::remove_all(ex_->dir);
     delete ex_;
   }
 

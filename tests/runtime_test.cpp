@@ -18,6 +18,7 @@
 #include "infer/quant/kernels.h"
 #include "infer/runtime/engine.h"
 #include "infer/runtime/expert_cache.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -31,27 +32,13 @@ struct Weights {
   std::vector<std::vector<std::array<Mat, 3>>> experts;
 };
 
+// Layer 0 NoPE and global, layer 1 RoPE and sliding (test_util::TinyEngineConfig), with a
+// window of 5 in 24 positions.
 ModelConfig TinyConfig(bool softmax) {
-  ModelConfig c;
-  c.num_hidden_layers = 2;
-  c.hidden_size = 64;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.vocab_size = 257;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 10000.0;
+  ModelConfig c = test_util::TinyEngineConfig();
   c.max_position_embeddings = 24;
-  c.rope_layout = {0, 1};            // layer 0 NoPE, layer 1 RoPE
-  c.sliding_window_layout = {0, 1};  // layer 0 global, layer 1 sliding
   c.sliding_window_size = 5;
-  c.moe_num_primary_experts = 4;
-  c.moe_num_active_primary_experts = 2;
-  c.moe_ffn_hidden_size = 32;
   c.moe_primary_router_apply_softmax = softmax;
-  c.tie_word_embeddings = true;
-  c.bos_token_id = -1;
-  c.eos_token_id = {256};
   EXPECT_TRUE(ValidateModelConfig(c).ok());
   return c;
 }
@@ -272,9 +259,7 @@ Mat NaiveLogits(const Weights& w, const std::vector<int32_t>& ids) {
   return NaiveLogitsFrom(w, ids, static_cast<int>(ids.size()) - 1);
 }
 
-std::string TmpPath(const std::string& name) {
-  return ::testing::TempDir() + "/" + name + "_" + std::to_string(::getpid()) + ".stmf";
-}
+std::string TmpPath(const std::string& name) { return test_util::TestDir() + "/" + name + ".stmf"; }
 
 class RuntimeTest : public ::testing::TestWithParam<bool> {};
 
@@ -508,7 +493,9 @@ TEST(RuntimeSimdTest, WideQuantizedModelMatchesScalarKernelsEndToEnd) {
         logits->insert(logits->end(), l->begin(), l->end());
       }
       *routing = (*eng)->routing();
-      if (kernels == 0) EXPECT_EQ((*eng)->KernelName(), "scalar");
+      if (kernels == 0) {
+        EXPECT_EQ((*eng)->KernelName(), "scalar");
+      }
     };
     std::vector<float> ref;
     RoutingProfile ref_routing;
@@ -568,6 +555,29 @@ TEST(RuntimeErrors, ContextOverflowAndBadTokens) {
   EXPECT_EQ(e.position(), cfg.max_position_embeddings);
   e.Reset();
   EXPECT_TRUE(e.Forward(3).ok());
+  std::remove(path.c_str());
+}
+
+// A thread count beyond kMaxEngineThreads (or negative) is refused at load with the bound, never
+// an abort from std::thread; the largest allowed count loads.
+TEST(RuntimeErrors, ThreadCountIsBounded) {
+  const ModelConfig cfg = TinyConfig(false);
+  const std::string path = TmpPath("rt_threads");
+  WriteModel(MakeWeights(cfg, 5), path);
+  for (int threads : {-1, kMaxEngineThreads + 1, 1000000}) {
+    EngineOptions o;
+    o.threads = threads;
+    auto eng = Engine::Load(path, o);
+    ASSERT_FALSE(eng.ok()) << threads;
+    EXPECT_EQ(eng.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(eng.status().message().find("threads must be in [0, 1024]"), std::string::npos)
+        << eng.status();
+  }
+  EngineOptions o;
+  o.threads = 3;
+  auto eng = Engine::Load(path, o);
+  ASSERT_TRUE(eng.ok()) << eng.status();
+  EXPECT_EQ((*eng)->threads(), 3);
   std::remove(path.c_str());
 }
 

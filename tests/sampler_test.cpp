@@ -7,13 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
-#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -21,11 +21,7 @@ namespace {
 constexpr int kQwenVocab = 151936;
 
 std::vector<float> RandomLogits(int V, uint32_t seed, float stddev = 3.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, stddev);
-  std::vector<float> l(V);
-  for (float& v : l) v = d(rng);
-  return l;
+  return test_util::RandomNormals(V, seed, stddev);
 }
 
 Sampler Make(SamplerOptions o) {

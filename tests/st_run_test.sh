@@ -6,20 +6,12 @@
 #   tests/st_run_test.sh ST_EXPORT ST_RUN ST_PERPLEXITY SOURCE_DIR BINARY_DIR
 set -euo pipefail
 st_export=$1 st_run=$2 st_ppl=$3 src=$4 bin=$5
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
 dir="$bin/test_tmp/st_run"
-rm -rf "$dir"  # a fresh directory: no file of an earlier run can satisfy a check
-mkdir -p "$dir"
+fresh_dir "$dir"
 model="$dir/tiny.stmf"
 "$st_export" --random-init --config "$src/configs/model/tiny.json" --quant q4_0 \
   --output "$model" --force > "$dir/export.log" 2>&1 || { cat "$dir/export.log"; exit 1; }
-
-fail=0
-check() {  # description, then a command that must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
-matches() { grep -Eq -- "$2" "$1"; }
 
 run() { "$st_run" --model "$model" --threads 2 "$@"; }
 

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "data/hdf5.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_tokenizers.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -24,24 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string TestDir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) / "st_tensor_source_test" /
-                 (std::string(info->test_suite_name()) + "." + info->name());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-bool Contains(const absl::Status& s, const std::string& needle) {
-  return std::string(s.message()).find(needle) != std::string::npos;
-}
+using test_util::Contains;
+using test_util::TestDir;
+using test_util::WriteFile;
 
 uint32_t FloatBits(float f) {
   uint32_t u;
@@ -492,8 +477,7 @@ TEST(HfCheckpointTest, IndexAndShardsMustAgree) {
   const std::string dir = TestDir();
   WriteHfDir(dir, true, {"BF16"}, 2);
   // Index maps a tensor to the wrong shard.
-  std::ifstream in(dir + "/model.safetensors.index.json");
-  json idx = json::parse(in);
+  json idx = json::parse(test_util::FileContents(dir + "/model.safetensors.index.json"));
   idx["weight_map"]["model.norm.weight"] =
       idx["weight_map"]["model.norm.weight"] == "model-1-of-2.safetensors"
           ? "model-2-of-2.safetensors"
@@ -547,10 +531,8 @@ TEST(HfCheckpointTest, OpenTensorSourceRejectsOtherPaths) {
 }
 
 TEST(HfCheckpointTest, ExpectedTensorsOfTheReleased4BConfig) {
-  absl::StatusOr<ModelConfig> cfg =
-      LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/smallthinker-4b-a0.6b.json");
-  ASSERT_TRUE(cfg.ok()) << cfg.status();
-  std::vector<SourceTensor> want = ExpectedTensors(*cfg);
+  const ModelConfig cfg = test_util::ShippedConfig("smallthinker-4b-a0.6b");
+  std::vector<SourceTensor> want = ExpectedTensors(cfg);
   // embed + 32 layers x (7 + 32 experts x 3) + final norm; tied: no lm_head.
   ASSERT_EQ(want.size(), 1u + 32u * (7u + 32u * 3u) + 1u);
   EXPECT_EQ(want.front().name, "model.embed_tokens.weight");
@@ -568,21 +550,9 @@ TEST(HfCheckpointTest, ExpectedTensorsOfTheReleased4BConfig) {
 
 void WriteTrainCheckpoint(const std::string& path, const std::vector<StTensor>& tensors,
                           const std::string& tokenizer, const std::string& tok_json) {
-  absl::StatusOr<H5File> f = H5File::Create(path);
-  ASSERT_TRUE(f.ok()) << f.status();
-  ASSERT_TRUE(f->WriteAttr("/", "format", "smallthinker.checkpoint").ok());
-  ASSERT_TRUE(f->WriteAttr("/", "version", int64_t{1}).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "model_config", TinyConfigJson(true).dump()).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "tokenizer", tokenizer).ok());
-  for (const StTensor& t : tensors) {
-    ASSERT_TRUE(f->WriteDataset("/params/" + t.name, H5Type::kF32, t.shape, t.values.data()).ok());
-  }
-  if (tokenizer != "byte" || !tok_json.empty()) {
-    ASSERT_TRUE(f->WriteDataset("/tokenizer/json", H5Type::kU8,
-                                {static_cast<int64_t>(tok_json.size())}, tok_json.data())
-                    .ok());
-  }
-  ASSERT_TRUE(f->Close().ok());
+  std::vector<test_util::CheckpointTensor> params;
+  for (const StTensor& t : tensors) params.push_back({t.name, t.shape, t.values});
+  test_util::WriteTrainCheckpoint(path, TinyConfigJson(true).dump(), params, tokenizer, tok_json);
 }
 
 TEST(TrainCheckpointSourceTest, ReadsBackExactly) {

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -19,18 +18,12 @@
 #include "infer/export/random_source.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/model_file.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
 
-namespace fs = std::filesystem;
-
-ModelConfig Load(const std::string& name) {
-  absl::StatusOr<ModelConfig> cfg =
-      LoadModelConfig(absl::StrCat(ST_SOURCE_DIR, "/configs/model/", name, ".json"));
-  EXPECT_TRUE(cfg.ok()) << name << ": " << cfg.status();
-  return cfg.ok() ? *cfg : ModelConfig();
-}
+using test_util::ShippedConfig;
 
 std::vector<TensorId> Walk(const ModelConfig& cfg) {
   std::vector<TensorId> ids;
@@ -117,7 +110,7 @@ TEST(TensorRegistryTest, WalksTinyAnd4BAnd21BConfigs) {
   for (const char* name : {"tiny", "smallthinker-4b-a0.6b", "smallthinker-21b-a3b"}) {
     for (bool tied : {true, false}) {
       SCOPED_TRACE(absl::StrCat(name, tied ? " tied" : " untied"));
-      ModelConfig cfg = Load(name);
+      ModelConfig cfg = ShippedConfig(name);
       cfg.tie_word_embeddings = tied;
       const int64_t L = cfg.num_hidden_layers, E = cfg.moe_num_primary_experts;
       const std::vector<TensorId> ids = Walk(cfg);
@@ -181,7 +174,7 @@ TEST(TensorRegistryTest, WalksTinyAnd4BAnd21BConfigs) {
 // A config from an untrusted file may claim 4096 layers of 65536 experts (8e8 tensors): the
 // walk must stop when told to, and the source check must stop on its own.
 TEST(TensorRegistryTest, StopsEarly) {
-  ModelConfig cfg = Load("tiny");
+  ModelConfig cfg = ShippedConfig("tiny");
   cfg.num_hidden_layers = 4096;
   cfg.moe_num_primary_experts = 65536;
   EXPECT_EQ(CountTensors(cfg), 2 + 4096LL * (7 + 3 * 65536LL));  // tied
@@ -189,7 +182,7 @@ TEST(TensorRegistryTest, StopsEarly) {
   EXPECT_FALSE(ForEachTensor(cfg, [&](const TensorId&) { return ++visited < 10; }));
   EXPECT_EQ(visited, 10);
   // Stopping inside an expert's parts, inside a layer, and at the last tensor.
-  ModelConfig tiny = Load("tiny");
+  ModelConfig tiny = ShippedConfig("tiny");
   const std::vector<TensorId> all = Walk(tiny);
   for (size_t stop : {size_t{0}, size_t{5}, size_t{12}, all.size() - 1}) {
     std::vector<TensorId> seen;
@@ -259,14 +252,12 @@ TEST(TensorRegistryTest, ParsersRejectNamesOutsideTheTable) {
 TEST(TensorRegistryTest, ReaderAndExporterAgreeWithIt) {
   for (bool tied : {true, false}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
-    ModelConfig cfg = Load("tiny");
+    ModelConfig cfg = ShippedConfig("tiny");
     cfg.tie_word_embeddings = tied;
     auto src = MakeRandomSource(cfg, 5);
     ASSERT_TRUE(src.ok()) << src.status();
     EXPECT_TRUE(CheckTensorsMatchConfig(**src).ok());
-    const fs::path dir = fs::path(::testing::TempDir()) / "st_tensors_test";
-    fs::create_directories(dir);
-    const std::string out = (dir / (tied ? "tied.stmf" : "untied.stmf")).string();
+    const std::string out = test_util::TestDir() + (tied ? "/tied.stmf" : "/untied.stmf");
     ExportOptions opt;
     opt.recipe = *RecipePreset("q8_0");
     auto report = ExportModel(**src, out, opt);

@@ -6,8 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "infer/tokenizer/bpe.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -25,15 +24,9 @@ using json = nlohmann::json;
 
 const char kQwenPath[] = ST_BINARY_DIR "/tokenizers/qwen3/tokenizer.json";
 const char kGoldenPath[] = ST_SOURCE_DIR "/tests/data/qwen_golden.json";
-const char kKjvPath[] = ST_BINARY_DIR "/corpus/kjv.txt";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test_util::FileContents;
+using test_util::kKjvPath;
 
 // True when `s` is valid UTF-8 (sanitizing leaves it as it is).
 bool ValidUtf8(const std::string& s) { return SanitizeUtf8(s) == s; }
@@ -332,7 +325,7 @@ class BpeQwen : public ::testing::Test {
   };
   static std::vector<Case> Golden() {
     std::vector<Case> cases;
-    const std::string text = ReadFile(kGoldenPath);
+    const std::string text = FileContents(kGoldenPath);
     EXPECT_FALSE(text.empty()) << "cannot read " << kGoldenPath;
     if (text.empty()) return cases;
     const json j = json::parse(text);
@@ -456,7 +449,7 @@ TEST_F(BpeQwen, PatternMatchesTokenizerJson) {
   const json j = json::parse(tok_->ToJson());
   EXPECT_EQ(j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"].get<std::string>(),
             kQwen2Pattern);
-  EXPECT_EQ(tok_->ToJson(), ReadFile(kQwenPath));
+  EXPECT_EQ(tok_->ToJson(), FileContents(kQwenPath));
 }
 
 TEST_F(BpeQwen, StreamDecoderEmitsCompleteUtf8) {
@@ -482,7 +475,7 @@ TEST_F(BpeQwen, StreamDecoderEmitsCompleteUtf8) {
 }
 
 TEST_F(BpeQwen, EncodesKjvCorpusSpeed) {
-  const std::string text = ReadFile(kKjvPath);
+  const std::string text = FileContents(kKjvPath);
   if (text.empty()) GTEST_SKIP() << "no " << kKjvPath << " (the prepare_kjv_corpus fixture)";
   // A fresh tokenizer: the word cache starts empty, as in data preparation.
   absl::StatusOr<std::unique_ptr<BpeTokenizer>> fresh = BpeTokenizer::Load(kQwenPath);

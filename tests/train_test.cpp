@@ -8,12 +8,13 @@
 #include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "data/hdf5.h"
 #include "data/token_dataset.h"
 #include "model/config.h"
+#include "model/file_io.h"
+#include "tests/test_util.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/losses.h"
@@ -24,17 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string FreshDir(const std::string& name) {
-  fs::path p = fs::path(ST_BINARY_DIR) / "test_tmp" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using test_util::FreshDir;
 
 ModelConfig TestModel() {
-  auto c = LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/tiny.json");
-  EXPECT_TRUE(c.ok()) << c.status();
-  ModelConfig m = *c;
+  ModelConfig m = test_util::ShippedConfig("tiny");
   m.num_hidden_layers = 2;  // keep it quick; same layout pattern (NoPE-global, RoPE-sliding)
   m.rope_layout = {0, 1};
   m.sliding_window_layout = {0, 1};
@@ -111,7 +105,7 @@ TEST(CheckpointTest, SaveLoadRoundTripIsBitExact) {
     s.tokenizer_json = std::string(100000, 'j');  // more than an HDF5 attribute holds
     const std::string path = dir + "/ckpt.h5";
     ASSERT_TRUE(SaveCheckpoint(path, a, &opt, s).ok());
-    EXPECT_FALSE(fs::exists(path + ".tmp"));
+    EXPECT_FALSE(fs::exists(TempPathFor(path)));
 
     torch::manual_seed(2);
     SmallThinkerForCausalLM b(c);
@@ -295,23 +289,19 @@ double UnigramEntropy(const TokenDataset& d) {
 }
 
 TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
-  const std::string kjv = std::string(ST_BINARY_DIR) + "/corpus/kjv.txt";
-  std::ifstream in(kjv);
-  ASSERT_TRUE(in) << kjv << " is missing: run scripts/test.sh (or ctest, whose "
-                  << "prepare_kjv_corpus fixture makes it; needs Debian's bible-kjv)";
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string kjv = test_util::kKjvPath;
+  const std::string text = test_util::FileContents(kjv);
+  ASSERT_FALSE(text.empty()) << kjv << " is missing: run scripts/test.sh (or ctest, whose "
+                             << "prepare_kjv_corpus fixture makes it; needs Debian's bible-kjv)";
   const std::string dir = FreshDir("kjv_learning");
   ByteTokenizer tok;
-  SplitTokens split = TokenizeAndSplit(tok, ss.str(), 0.01);
+  SplitTokens split = TokenizeAndSplit(tok, text, 0.01);
   const std::string data = dir + "/kjv";
   ASSERT_TRUE(WriteTokenDataset(data, tok, split.train, split.val, /*shard_tokens=*/1 << 20,
-                                {{kjv, static_cast<int64_t>(ss.str().size())}})
+                                {{kjv, static_cast<int64_t>(text.size())}})
                   .ok());
   auto cfg = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/tiny.json");
   ASSERT_TRUE(cfg.ok()) << cfg.status();
-  auto model = LoadModelConfig(std::string(ST_SOURCE_DIR) + "/configs/model/tiny.json");
-  ASSERT_TRUE(model.ok()) << model.status();
   TrainerOptions o;
   o.train = *cfg;
   o.train.data = data;
@@ -320,7 +310,7 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
   o.train.threads = 1;
   o.train.checkpoint_interval = 0;
   o.train.eval_interval = 0;
-  o.model = *model;
+  o.model = test_util::ShippedConfig("tiny");
   o.run_dir = dir + "/run";
   o.quiet = true;
   auto t = Trainer::Create(o);
@@ -335,7 +325,7 @@ TEST(TrainerTest, TinyModelLearnsTheKingJamesBible) {
               after);
   // Untrained (N(0, 0.02) weights), the model predicts almost uniformly over its vocabulary: a
   // broken initialisation, loss or evaluation moves this away from log V.
-  EXPECT_NEAR(before, std::log(static_cast<double>(model->vocab_size)), 0.05);
+  EXPECT_NEAR(before, std::log(static_cast<double>(o.model.vocab_size)), 0.05);
   EXPECT_LT(after, 0.75 * unigram);  // and 300 steps take it well below counting bytes
 }
 
@@ -353,8 +343,7 @@ TEST(DistributedTest, LoadBalanceLossOverGroupsMatchesOneProcess) {
   }
   for (int group : {1, 2, 4}) {
     SCOPED_TRACE("lbl_group_size " + std::to_string(group));
-    const std::string store = ::testing::TempDir() + "/lbl_store_" + std::to_string(group) + "_" +
-                              std::to_string(::getpid());
+    const std::string store = test_util::TestDir() + "/lbl_store_" + std::to_string(group);
     std::remove(store.c_str());
     std::vector<double> got(kWorld * L, -1.0);
     std::vector<std::string> errors(kWorld);

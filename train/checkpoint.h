@@ -1,18 +1,7 @@
 // HDF5 checkpoints: parameters under their Hugging Face names, AdamW state, step, RNG, data
 // position, load-balance window, and both configs as attributes. Readable with h5py / h5ls.
-//
-// Layout (format "smallthinker.checkpoint", version 1):
-//   /params/<hf name>                 float32, the parameter's shape
-//   /optimizer/exp_avg/<hf name>      float32 (absent in weights-only checkpoints)
-//   /optimizer/exp_avg_sq/<hf name>   float32
-//   /state/rng_cpu                    uint8, torch's CPU generator state
-//   /state/lbl_history                int64 [n, L, E], load-balance window counts
-//   /tokenizer/json                   uint8, the tokenizer.json bytes (empty for "byte"; a
-//                                     dataset, since HDF5 attributes are limited to 64 KB)
-//   attributes on "/": format, version, step, optimizer_step, model_config (JSON),
-//   train_config (JSON), tokenizer (MakeTokenizer name), sampler_seed, sampler_epoch,
-//   sampler_cursor, sampler_rank, sampler_world (the DataLoader position)
-// Written to "<path>.tmp" and renamed: an interrupted save never destroys the last one.
+// The layout (names, attributes, version, dtypes) is data/checkpoint_layout.h's.
+// Written under a temp name and renamed: an interrupted save never destroys the last one.
 #pragma once
 
 #include <torch/torch.h>

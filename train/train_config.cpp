@@ -3,11 +3,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -126,20 +125,16 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(absl::string_view text) {
 }
 
 absl::StatusOr<TrainConfig> LoadTrainConfig(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("train config '", path,
-                     "' is a directory; pass a JSON file with --config (see configs/train/)"));
+  absl::StatusOr<std::string> text = ReadFile(path, "train config");
+  if (!text.ok()) {
+    const absl::Status& s = text.status();
+    return absl::Status(
+        s.code(), absl::StrCat(s.message(), s.code() == absl::StatusCode::kInvalidArgument
+                                                ? " (a JSON file with --config, see configs/train/)"
+                                                : "; pass an existing file with --config (see "
+                                                  "configs/train/)"));
   }
-  std::ifstream in(path);
-  if (!in)
-    return absl::NotFoundError(
-        absl::StrCat("cannot open train config '", path,
-                     "'; pass an existing file with --config (see configs/train/)"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  absl::StatusOr<TrainConfig> c = ParseTrainConfig(ss.str());
+  absl::StatusOr<TrainConfig> c = ParseTrainConfig(*text);
   if (!c.ok())
     return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   // Relative paths inside a config file are relative to that file, so a run does not depend

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 #include "train/checkpoint.h"
 
@@ -31,10 +32,7 @@ std::string FormatDuration(double seconds) {
 }
 
 absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text << "\n";
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
-  return absl::OkStatus();
+  return WriteFileAtomic(path.string(), text + "\n");
 }
 
 }  // namespace
@@ -62,16 +60,30 @@ std::string Trainer::checkpoint_path() const {
   return (fs::path(opts_.run_dir) / "checkpoint.h5").string();
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& opts_in) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& opts) {
   std::unique_ptr<Trainer> t(new Trainer());
-  t->opts_ = opts_in;
-  TrainerOptions& o = t->opts_;
+  t->opts_ = opts;
+  const TrainerOptions& o = t->opts_;
   ST_RETURN_IF_ERROR(ValidateTrainConfig(o.train));
   ST_ASSIGN_OR_RETURN(t->device_, ParseDevice(o.device));
   const int threads =
       o.train.threads > 0 ? o.train.threads : std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(threads);
+  ST_ASSIGN_OR_RETURN(const CheckpointState resumed, t->OpenRunDirectory());
+  ST_RETURN_IF_ERROR(t->OpenData(resumed));
+  ST_RETURN_IF_ERROR(t->JoinJob());
+  t->BuildModel();
+  if (o.resume) ST_RETURN_IF_ERROR(t->Restore(resumed));
+  ST_RETURN_IF_ERROR(t->SyncParameters());
+  if (t->dist_->rank() == 0) {
+    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "model.json", o.model.ToJson()));
+    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "train.json", o.train.ToJson()));
+  }
+  return t;
+}
 
+absl::StatusOr<CheckpointState> Trainer::OpenRunDirectory() {
+  TrainerOptions& o = opts_;
   if (o.run_dir.empty()) return absl::InvalidArgumentError("no run directory given (--run_dir)");
   std::error_code ec;
   fs::create_directories(o.run_dir, ec);
@@ -79,7 +91,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create run directory '", o.run_dir, "': ", ec.message()));
   }
-  const std::string ckpt = t->checkpoint_path();
+  const std::string ckpt = checkpoint_path();
   CheckpointState resumed;
   if (o.resume) {
     if (!fs::exists(ckpt)) {
@@ -99,10 +111,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
                                                    " exceeds the model's max_position_embeddings ",
                                                    o.model.max_position_embeddings));
   }
+  return resumed;
+}
 
-  // Data: a dataset directory; the tokenizer comes with it.
-  ST_ASSIGN_OR_RETURN(t->tokenizer_, LoadDatasetTokenizer(o.train.data));
-  const Tokenizer& tok = *t->tokenizer_;
+absl::Status Trainer::OpenData(const CheckpointState& resumed) {
+  const TrainerOptions& o = opts_;
+  ST_ASSIGN_OR_RETURN(tokenizer_, LoadDatasetTokenizer(o.train.data));
+  const Tokenizer& tok = *tokenizer_;
   if (tok.vocab_size() > o.model.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.train.data, " was tokenized with a vocabulary of ", tok.vocab_size(),
@@ -117,90 +132,95 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   }
   ST_ASSIGN_OR_RETURN(TokenDataset train, TokenDataset::Open(o.train.data, "train"));
   ST_ASSIGN_OR_RETURN(TokenDataset val, TokenDataset::Open(o.train.data, "val"));
-  t->train_data_ = std::make_unique<TokenDataset>(std::move(train));
-  t->val_data_ = std::make_unique<TokenDataset>(std::move(val));
-  if (t->val_data_->NumWindows(o.train.seq_len) < 1) {
+  train_data_ = std::make_unique<TokenDataset>(std::move(train));
+  val_data_ = std::make_unique<TokenDataset>(std::move(val));
+  if (val_data_->NumWindows(o.train.seq_len) < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.train.data, " has too little validation data for seq_len ", o.train.seq_len,
                      "; re-run st-data prepare with a larger --val_fraction"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::JoinJob() {
+  TrainerOptions& o = opts_;
   DistOptions dopt = o.dist;
   if (dopt.lbl_group_size == 0) dopt.lbl_group_size = o.train.lbl_group_size;
-  dopt.cuda = t->device_.is_cuda();
+  dopt.cuda = device_.is_cuda();
   // "--device cuda" in a data-parallel job: each rank takes the GPU of its local rank.
-  if (dopt.cuda && dopt.world > 1 && !t->device_.has_index()) {
-    t->device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dopt.local_rank));
+  if (dopt.cuda && dopt.world > 1 && !device_.has_index()) {
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dopt.local_rank));
   }
-  ST_ASSIGN_OR_RETURN(t->dist_, Distributed::Create(dopt));
-  const int rank = t->dist_->rank(), world = t->dist_->world();
+  ST_ASSIGN_OR_RETURN(dist_, Distributed::Create(dopt));
+  const int rank = dist_->rank(), world = dist_->world();
   if (rank != 0) o.quiet = true;  // rank 0 speaks for the job
   ST_ASSIGN_OR_RETURN(DataLoader sampler,
-                      DataLoader::Create(t->train_data_.get(), o.train.seq_len,
+                      DataLoader::Create(train_data_.get(), o.train.seq_len,
                                          o.train.micro_batch_size, o.train.seed, rank, world));
-  t->sampler_ = std::make_unique<DataLoader>(std::move(sampler));
+  sampler_ = std::make_unique<DataLoader>(std::move(sampler));
+  return absl::OkStatus();
+}
 
-  // Model and optimizer.
+void Trainer::BuildModel() {
+  const TrainerOptions& o = opts_;
   torch::manual_seed(o.train.seed);
-  t->model_ = SmallThinkerForCausalLM(o.model);
-  t->model_->to(t->device_);
+  model_ = SmallThinkerForCausalLM(o.model);
+  model_->to(device_);
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : t->model_->named_parameters())
-    named.emplace_back(item.key(), item.value());
+  for (const auto& item : model_->named_parameters()) named.emplace_back(item.key(), item.value());
   AdamWOptions adam;
   adam.beta1 = o.train.beta1;
   adam.beta2 = o.train.beta2;
   adam.eps = o.train.adam_eps;
   adam.weight_decay = o.train.weight_decay;
-  t->optimizer_ = std::make_unique<AdamW>(named, adam);
+  optimizer_ = std::make_unique<AdamW>(named, adam);
   // The DP-group load-balance loss: the token fractions are summed over this rank's group.
   LoadBalancePool::Reducer reducer = nullptr;
-  if (t->dist_->lbl_group_size() > 1) {
-    Distributed* d = t->dist_.get();
+  if (dist_->lbl_group_size() > 1) {
+    Distributed* d = dist_.get();
     reducer = [d](const torch::Tensor& counts) {
       torch::Tensor c = counts.clone();
       d->AllReduceSumLblGroup(c);
       return c;
     };
   }
-  t->lbl_pool_ = std::make_unique<LoadBalancePool>(
+  lbl_pool_ = std::make_unique<LoadBalancePool>(
       o.model.num_hidden_layers, o.model.moe_num_primary_experts, o.train.lbl_window, reducer);
-  t->schedule_.kind = o.train.schedule;
-  t->schedule_.peak = o.train.lr;
-  t->schedule_.warmup_steps = o.train.warmup_steps;
-  t->schedule_.total_steps = o.train.max_steps;
-  t->schedule_.min_lr_ratio = o.train.min_lr_ratio;
-  t->schedule_.wsd_decay_fraction = o.train.wsd_decay_fraction;
+  schedule_.kind = o.train.schedule;
+  schedule_.peak = o.train.lr;
+  schedule_.warmup_steps = o.train.warmup_steps;
+  schedule_.total_steps = o.train.max_steps;
+  schedule_.min_lr_ratio = o.train.min_lr_ratio;
+  schedule_.wsd_decay_fraction = o.train.wsd_decay_fraction;
+}
 
-  if (o.resume) {
-    ST_RETURN_IF_ERROR(LoadCheckpoint(ckpt, t->model_, t->optimizer_.get()));
-    ST_RETURN_IF_ERROR(t->sampler_->Restore(resumed.sampler));
-    if (resumed.lbl_history.defined()) t->lbl_pool_->Restore(resumed.lbl_history);
-    if (resumed.rng_cpu.defined()) {
-      at::Generator gen = at::detail::getDefaultCPUGenerator();
-      gen.set_state(resumed.rng_cpu);
-    }
-    t->step_ = resumed.step;
-    if (!o.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)t->step_);
+absl::Status Trainer::Restore(const CheckpointState& resumed) {
+  const std::string ckpt = checkpoint_path();
+  ST_RETURN_IF_ERROR(LoadCheckpoint(ckpt, model_, optimizer_.get()));
+  ST_RETURN_IF_ERROR(sampler_->Restore(resumed.sampler));
+  if (resumed.lbl_history.defined()) lbl_pool_->Restore(resumed.lbl_history);
+  if (resumed.rng_cpu.defined()) {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(resumed.rng_cpu);
   }
-  // Identical starting parameters everywhere (rank 0's), then the gradient buckets.
+  step_ = resumed.step;
+  if (!opts_.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)step_);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SyncParameters() {
   try {
-    t->dist_->Broadcast(t->model_->parameters());
+    dist_->Broadcast(model_->parameters());
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("rank ", rank,
-                                               ": broadcasting the initial "
-                                               "parameters failed: ",
-                                               e.what()));
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", dist_->rank(), ": broadcasting the initial parameters failed: ", e.what()));
   }
-  t->dist_->AttachGradients(t->model_->parameters());
-  if (!o.quiet && world > 1) {
-    std::printf("data parallel: %d ranks, load-balance groups of %d, %d gradient buckets\n", world,
-                t->dist_->lbl_group_size(), t->dist_->buckets());
+  dist_->AttachGradients(model_->parameters());
+  if (!opts_.quiet && dist_->world() > 1) {
+    std::printf("data parallel: %d ranks, load-balance groups of %d, %d gradient buckets\n",
+                dist_->world(), dist_->lbl_group_size(), dist_->buckets());
   }
-  if (rank == 0) {
-    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "model.json", o.model.ToJson()));
-    ST_RETURN_IF_ERROR(WriteTextFile(fs::path(o.run_dir) / "train.json", o.train.ToJson()));
-  }
-  return t;
+  return absl::OkStatus();
 }
 
 void Trainer::AppendMetrics(const std::string& line) {
@@ -272,168 +292,57 @@ absl::Status Trainer::Run() {
   }
 }
 
+// The training loop's state between log lines.
+struct Trainer::LoopState {
+  LoopState(int layers, int experts) : stats(layers, experts) {}
+  int64_t end = 0;         // the step this run stops at
+  int64_t first_step = 0;  // step_ when the run started
+  int64_t tokens_per_step = 0;
+  std::vector<torch::Tensor> params;  // clipped together
+  std::vector<int32_t> batch;         // one micro-batch of windows, B x (S + 1)
+  RouterStats stats;                  // since the last log line
+  Clock::time_point run_start, interval_start;
+  int64_t interval_steps = 0;
+  double allreduce_s = 0;  // waiting for gradient reductions after backward, this interval
+};
+
+// An optimizer step's losses: summed over micro-batches, then (MeanOverJob) the job's mean.
+struct Trainer::StepLosses {
+  double loss = 0, ce = 0, lbl = 0, z = 0;
+};
+
+// Timing of the interval since the last log line.
+struct Trainer::IntervalTiming {
+  double elapsed_s, tokens_per_s, eta_s, allreduce_ms_per_step;
+};
+
 absl::Status Trainer::RunSteps() {
   const TrainConfig& c = opts_.train;
-  const int S = c.seq_len, B = c.micro_batch_size;
-  const int64_t end =
-      opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps) : c.max_steps;
-  const int world = dist_->world(), rank = dist_->rank();
-  const int64_t tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S * world;
-  double allreduce_s = 0;  // waiting for gradient reductions after backward, this interval
-  LossOptions loss_opt{c.lbl_coef, c.z_loss_coef};
-  RouterStats stats(opts_.model.num_hidden_layers, opts_.model.moe_num_primary_experts);
-  std::vector<torch::Tensor> params = model_->parameters();
-  std::vector<int32_t> buf(static_cast<size_t>(B) * (S + 1));
-  const auto run_start = Clock::now();
-  auto interval_start = run_start;
-  int64_t interval_steps = 0;
-  const int64_t first_step = step_;
-  if (!opts_.quiet) {
-    std::printf("training %s: %.2fM params (%.2fM active), %lld tokens/step, steps %lld -> %lld\n",
-                opts_.model.model_type.c_str(), opts_.model.NumParams() / 1e6,
-                opts_.model.NumActiveParams() / 1e6, (long long)tokens_per_step, (long long)step_,
-                (long long)end);
-    std::fflush(stdout);
-  }
+  LoopState s = StartLoop();
   model_->train();
-  while (step_ < end) {
+  while (step_ < s.end) {
     const double lr = schedule_.At(step_);
-    optimizer_->ZeroGrad();
-    double ce_sum = 0, lbl_sum = 0, z_sum = 0, loss_sum = 0;
-    for (int m = 0; m < c.grad_accum_steps; ++m) {
-      // Only the last micro-batch's backward synchronises (accumulation needs no traffic).
-      if (m + 1 == c.grad_accum_steps) dist_->ArmGradientSync();
-      ST_RETURN_IF_ERROR(sampler_->Next(buf.data()));
-      torch::Tensor batch =
-          torch::from_blob(buf.data(), {B, S + 1}, torch::kInt32).to(device_, torch::kInt64);
-      torch::Tensor targets = batch.narrow(1, 1, S);
-      ForwardOutput out = model_->forward(batch.narrow(1, 0, S));
-      LossTerms terms = ComputeLosses(out, targets, opts_.model, loss_opt, lbl_pool_.get());
-      (terms.total / c.grad_accum_steps).backward();
-      loss_sum += terms.total.item<double>();
-      ce_sum += terms.ce.item<double>();
-      lbl_sum += terms.lbl.item<double>();
-      z_sum += terms.z.item<double>();
-      stats.Add(out.routing, terms.router_probs_LTE);
-    }
-    allreduce_s += dist_->FinishGradientSync();
-    if (world > 1) {  // the job's loss, not this rank's
-      torch::Tensor sums = torch::tensor({loss_sum, ce_sum, lbl_sum, z_sum}, torch::kFloat64);
-      dist_->AllReduceSum(sums);
-      sums.div_(world);
-      loss_sum = sums[0].item<double>();
-      ce_sum = sums[1].item<double>();
-      lbl_sum = sums[2].item<double>();
-      z_sum = sums[3].item<double>();
-    }
+    ST_ASSIGN_OR_RETURN(const StepLosses m, AccumulateGradients(s));
     const double max_norm = c.grad_clip > 0 ? c.grad_clip : std::numeric_limits<double>::infinity();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-    const double inv = 1.0 / c.grad_accum_steps;
-    if (!std::isfinite(loss_sum) || !std::isfinite(grad_norm)) {
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(s.params, max_norm);
+    if (!std::isfinite(m.loss) || !std::isfinite(grad_norm)) {
       return absl::InternalError(absl::StrFormat(
           "training diverged at step %d (loss %g, grad norm %g); the last checkpoint is intact: "
           "lower lr or raise warmup_steps and --resume",
-          step_ + 1, loss_sum * inv, grad_norm));
+          step_ + 1, m.loss, grad_norm));
     }
     optimizer_->Step(lr);
     ++step_;
-    ++interval_steps;
-    history_.push_back({step_, loss_sum * inv, ce_sum * inv, lbl_sum * inv, lr, grad_norm});
-
-    if (step_ % c.log_interval == 0 || step_ == end) {
-      const auto now = Clock::now();
-      const double interval_s = std::chrono::duration<double>(now - interval_start).count();
-      const double elapsed = std::chrono::duration<double>(now - run_start).count();
-      const double tok_s = interval_steps * tokens_per_step / std::max(interval_s, 1e-9);
-      const double eta = elapsed / (step_ - first_step) * (end - step_);
-      const std::vector<double> sparsity = stats.ReGLUSparsity();
-      const std::vector<double> entropy = stats.RouterEntropy();
-      // Expert load per load-balance group: each group's mean of its ranks' fractions.
-      nlohmann::json group_load;
-      if (world > 1) {
-        const int G = world / dist_->lbl_group_size();
-        const int L = opts_.model.num_hidden_layers, E = opts_.model.moe_num_primary_experts;
-        torch::Tensor t = torch::zeros({G, L, E}, torch::kFloat64);
-        const std::vector<std::vector<double>> load = stats.ExpertLoad();
-        for (int l = 0; l < L; ++l) {
-          for (int e = 0; e < E; ++e) {
-            t[dist_->lbl_group()][l][e] = load[l][e] / dist_->lbl_group_size();
-          }
-        }
-        dist_->AllReduceSum(t);
-        for (int g = 0; g < G; ++g) {
-          std::vector<std::vector<double>> gl(L, std::vector<double>(E));
-          for (int l = 0; l < L; ++l) {
-            for (int e = 0; e < E; ++e) gl[l][e] = t[g][l][e].item<double>();
-          }
-          group_load.push_back(gl);
-        }
-      }
-      double mean_sparsity = 0, mean_entropy = 0;
-      for (size_t l = 0; l < sparsity.size(); ++l) {
-        mean_sparsity += sparsity[l] / sparsity.size();
-        mean_entropy += entropy[l] / entropy.size();
-      }
-      if (!opts_.quiet) {
-        std::string dp;
-        if (world > 1) {
-          dp = absl::StrFormat(" | allreduce wait %.1f ms/step",
-                               1e3 * allreduce_s / std::max<int64_t>(interval_steps, 1));
-        }
-        std::printf(
-            "step %6lld/%lld | loss %.4f | ce %.4f | lbl %.3f | lr %.2e | gnorm %.2f | "
-            "%.0f tok/s | sparsity %.2f%s | ETA %s\n",
-            (long long)step_, (long long)end, loss_sum * inv, ce_sum * inv, lbl_sum * inv, lr,
-            grad_norm, tok_s, mean_sparsity, dp.c_str(), FormatDuration(eta).c_str());
-        std::fflush(stdout);
-      }
-      nlohmann::json j = {{"type", "train"},
-                          {"step", step_},
-                          {"loss", loss_sum * inv},
-                          {"ce", ce_sum * inv},
-                          {"lbl", lbl_sum * inv},
-                          {"z", z_sum * inv},
-                          {"lr", lr},
-                          {"grad_norm", grad_norm},
-                          {"tokens", step_ * tokens_per_step},
-                          {"tokens_per_s", tok_s},
-                          {"elapsed_s", elapsed}};
-      if (world > 1) {
-        j["world"] = world;
-        j["allreduce_wait_ms_per_step"] = 1e3 * allreduce_s / std::max<int64_t>(interval_steps, 1);
-      }
-      if (rank == 0) AppendMetrics(j.dump());
-      nlohmann::json r = {{"type", "router"},
-                          {"step", step_},
-                          {"expert_load", stats.ExpertLoad()},
-                          {"router_entropy", entropy},
-                          {"reglu_sparsity", sparsity}};
-      if (world > 1) {
-        r["lbl_group_size"] = dist_->lbl_group_size();
-        r["group_expert_load"] = group_load;
-      }
-      if (rank == 0) AppendMetrics(r.dump());
-      stats.Reset();
-      interval_start = now;
-      interval_steps = 0;
-      allreduce_s = 0;
-    }
+    ++s.interval_steps;
+    history_.push_back({step_, m.loss, m.ce, m.lbl, lr, grad_norm});
+    if (step_ % c.log_interval == 0 || step_ == s.end) LogInterval(s, m, lr, grad_norm);
+    const int rank = dist_->rank();
     if (rank == 0 &&
         ((c.eval_interval > 0 && step_ % c.eval_interval == 0) || step_ == c.max_steps)) {
-      const double val = Evaluate();
-      model_->train();
-      if (!opts_.quiet) {
-        std::printf("step %6lld | val loss %.4f | val ppl %.2f\n", (long long)step_, val,
-                    std::exp(val));
-        std::fflush(stdout);
-      }
-      AppendMetrics(
-          nlohmann::json(
-              {{"type", "eval"}, {"step", step_}, {"val_loss", val}, {"val_ppl", std::exp(val)}})
-              .dump());
+      EvaluateAndLog();
     }
     if (rank == 0 &&
-        ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == end)) {
+        ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == s.end)) {
       ST_RETURN_IF_ERROR(SaveCheckpointNow());
       if (!opts_.quiet) {
         std::printf("saved %s (step %lld)\n", checkpoint_path().c_str(), (long long)step_);
@@ -442,6 +351,168 @@ absl::Status Trainer::RunSteps() {
     }
   }
   return absl::OkStatus();
+}
+
+Trainer::LoopState Trainer::StartLoop() {
+  const TrainConfig& c = opts_.train;
+  const int S = c.seq_len, B = c.micro_batch_size;
+  LoopState s(opts_.model.num_hidden_layers, opts_.model.moe_num_primary_experts);
+  s.end = opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps) : c.max_steps;
+  s.first_step = step_;
+  s.tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S * dist_->world();
+  s.params = model_->parameters();
+  s.batch.resize(static_cast<size_t>(B) * (S + 1));
+  s.run_start = s.interval_start = Clock::now();
+  if (!opts_.quiet) {
+    std::printf("training %s: %.2fM params (%.2fM active), %lld tokens/step, steps %lld -> %lld\n",
+                opts_.model.model_type.c_str(), opts_.model.NumParams() / 1e6,
+                opts_.model.NumActiveParams() / 1e6, (long long)s.tokens_per_step, (long long)step_,
+                (long long)s.end);
+    std::fflush(stdout);
+  }
+  return s;
+}
+
+absl::StatusOr<Trainer::StepLosses> Trainer::AccumulateGradients(LoopState& s) {
+  const TrainConfig& c = opts_.train;
+  const int S = c.seq_len, B = c.micro_batch_size;
+  const LossOptions loss_opt{c.lbl_coef, c.z_loss_coef};
+  optimizer_->ZeroGrad();
+  StepLosses sum;
+  for (int m = 0; m < c.grad_accum_steps; ++m) {
+    // Only the last micro-batch's backward synchronises (accumulation needs no traffic).
+    if (m + 1 == c.grad_accum_steps) dist_->ArmGradientSync();
+    ST_RETURN_IF_ERROR(sampler_->Next(s.batch.data()));
+    torch::Tensor batch =
+        torch::from_blob(s.batch.data(), {B, S + 1}, torch::kInt32).to(device_, torch::kInt64);
+    torch::Tensor targets = batch.narrow(1, 1, S);
+    ForwardOutput out = model_->forward(batch.narrow(1, 0, S));
+    LossTerms terms = ComputeLosses(out, targets, opts_.model, loss_opt, lbl_pool_.get());
+    (terms.total / c.grad_accum_steps).backward();
+    sum.loss += terms.total.item<double>();
+    sum.ce += terms.ce.item<double>();
+    sum.lbl += terms.lbl.item<double>();
+    sum.z += terms.z.item<double>();
+    s.stats.Add(out.routing, terms.router_probs_LTE);
+  }
+  s.allreduce_s += dist_->FinishGradientSync();
+  return MeanOverJob(sum);
+}
+
+Trainer::StepLosses Trainer::MeanOverJob(StepLosses sum) {
+  const int world = dist_->world();
+  if (world > 1) {  // the job's loss, not this rank's
+    torch::Tensor sums = torch::tensor({sum.loss, sum.ce, sum.lbl, sum.z}, torch::kFloat64);
+    dist_->AllReduceSum(sums);
+    sums.div_(world);
+    sum = {sums[0].item<double>(), sums[1].item<double>(), sums[2].item<double>(),
+           sums[3].item<double>()};
+  }
+  const double inv = 1.0 / opts_.train.grad_accum_steps;
+  return {sum.loss * inv, sum.ce * inv, sum.lbl * inv, sum.z * inv};
+}
+
+void Trainer::LogInterval(LoopState& s, const StepLosses& m, double lr, double grad_norm) {
+  const auto now = Clock::now();
+  IntervalTiming time;
+  const double interval_s = std::chrono::duration<double>(now - s.interval_start).count();
+  time.elapsed_s = std::chrono::duration<double>(now - s.run_start).count();
+  time.tokens_per_s = s.interval_steps * s.tokens_per_step / std::max(interval_s, 1e-9);
+  time.eta_s = time.elapsed_s / (step_ - s.first_step) * (s.end - step_);
+  time.allreduce_ms_per_step = 1e3 * s.allreduce_s / std::max<int64_t>(s.interval_steps, 1);
+  const std::vector<double> sparsity = s.stats.ReGLUSparsity();
+  std::vector<std::vector<std::vector<double>>> group_load;       // [G][L][E]
+  if (dist_->world() > 1) group_load = GroupExpertLoad(s.stats);  // a collective: all ranks
+  if (!opts_.quiet) {
+    double mean_sparsity = 0;
+    for (size_t l = 0; l < sparsity.size(); ++l) mean_sparsity += sparsity[l] / sparsity.size();
+    PrintProgress(s.end, m, lr, grad_norm, time, mean_sparsity);
+  }
+  if (dist_->rank() == 0) {
+    AppendMetrics(TrainRecord(s.tokens_per_step, m, lr, grad_norm, time));
+    nlohmann::json r = {{"type", "router"},
+                        {"step", step_},
+                        {"expert_load", s.stats.ExpertLoad()},
+                        {"router_entropy", s.stats.RouterEntropy()},
+                        {"reglu_sparsity", sparsity}};
+    if (dist_->world() > 1) {
+      r["lbl_group_size"] = dist_->lbl_group_size();
+      r["group_expert_load"] = group_load;
+    }
+    AppendMetrics(r.dump());
+  }
+  s.stats.Reset();
+  s.interval_start = now;
+  s.interval_steps = 0;
+  s.allreduce_s = 0;
+}
+
+std::vector<std::vector<std::vector<double>>> Trainer::GroupExpertLoad(const RouterStats& stats) {
+  const int G = dist_->world() / dist_->lbl_group_size();
+  const int L = opts_.model.num_hidden_layers, E = opts_.model.moe_num_primary_experts;
+  torch::Tensor t = torch::zeros({G, L, E}, torch::kFloat64);
+  const std::vector<std::vector<double>> load = stats.ExpertLoad();
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < E; ++e) t[dist_->lbl_group()][l][e] = load[l][e] / dist_->lbl_group_size();
+  }
+  dist_->AllReduceSum(t);
+  std::vector<std::vector<std::vector<double>>> group_load;
+  for (int g = 0; g < G; ++g) {
+    std::vector<std::vector<double>> gl(L, std::vector<double>(E));
+    for (int l = 0; l < L; ++l) {
+      for (int e = 0; e < E; ++e) gl[l][e] = t[g][l][e].item<double>();
+    }
+    group_load.push_back(gl);
+  }
+  return group_load;
+}
+
+void Trainer::PrintProgress(int64_t end, const StepLosses& m, double lr, double grad_norm,
+                            const IntervalTiming& time, double mean_sparsity) const {
+  std::string dp;
+  if (dist_->world() > 1) {
+    dp = absl::StrFormat(" | allreduce wait %.1f ms/step", time.allreduce_ms_per_step);
+  }
+  std::printf(
+      "step %6lld/%lld | loss %.4f | ce %.4f | lbl %.3f | lr %.2e | gnorm %.2f | "
+      "%.0f tok/s | sparsity %.2f%s | ETA %s\n",
+      (long long)step_, (long long)end, m.loss, m.ce, m.lbl, lr, grad_norm, time.tokens_per_s,
+      mean_sparsity, dp.c_str(), FormatDuration(time.eta_s).c_str());
+  std::fflush(stdout);
+}
+
+std::string Trainer::TrainRecord(int64_t tokens_per_step, const StepLosses& m, double lr,
+                                 double grad_norm, const IntervalTiming& time) const {
+  nlohmann::json j = {{"type", "train"},
+                      {"step", step_},
+                      {"loss", m.loss},
+                      {"ce", m.ce},
+                      {"lbl", m.lbl},
+                      {"z", m.z},
+                      {"lr", lr},
+                      {"grad_norm", grad_norm},
+                      {"tokens", step_ * tokens_per_step},
+                      {"tokens_per_s", time.tokens_per_s},
+                      {"elapsed_s", time.elapsed_s}};
+  if (dist_->world() > 1) {
+    j["world"] = dist_->world();
+    j["allreduce_wait_ms_per_step"] = time.allreduce_ms_per_step;
+  }
+  return j.dump();
+}
+
+void Trainer::EvaluateAndLog() {
+  const double val = Evaluate();
+  model_->train();
+  if (!opts_.quiet) {
+    std::printf("step %6lld | val loss %.4f | val ppl %.2f\n", (long long)step_, val,
+                std::exp(val));
+    std::fflush(stdout);
+  }
+  AppendMetrics(
+      nlohmann::json(
+          {{"type", "eval"}, {"step", step_}, {"val_loss", val}, {"val_ppl", std::exp(val)}})
+          .dump());
 }
 
 }  // namespace st

@@ -25,6 +25,8 @@
 
 namespace st {
 
+struct CheckpointState;  // train/checkpoint.h
+
 struct TrainerOptions {
   TrainConfig train;
   ModelConfig model;
@@ -66,9 +68,37 @@ class Trainer {
   std::string checkpoint_path() const;
 
  private:
+  struct LoopState;       // the training loop's state between log lines
+  struct StepLosses;      // one optimizer step's losses
+  struct IntervalTiming;  // throughput and timing since the last log line
+
   Trainer() = default;
-  absl::Status SaveCheckpointNow();
+  // Create's steps, in order: the run directory (on --resume: the checkpoint's state, whose
+  // model config replaces opts_.model); the tokenizer, train and val data; this rank's place in
+  // the job (dist_, sampler_, its device); model, optimizer, load-balance pool and schedule;
+  // the resumed weights and state; rank 0's parameters everywhere and the gradient buckets.
+  absl::StatusOr<CheckpointState> OpenRunDirectory();
+  absl::Status OpenData(const CheckpointState& resumed);
+  absl::Status JoinJob();
+  void BuildModel();
+  absl::Status Restore(const CheckpointState& resumed);
+  absl::Status SyncParameters();
+  // RunSteps and its parts. AccumulateGradients runs the micro-batches' forward and backward;
+  // MeanOverJob averages their losses over micro-batches and ranks (a collective);
+  // GroupExpertLoad is each load-balance group's mean expert load [G][L][E] (a collective);
+  // TrainRecord is the "train" metrics line.
   absl::Status RunSteps();
+  LoopState StartLoop();
+  absl::StatusOr<StepLosses> AccumulateGradients(LoopState& s);
+  StepLosses MeanOverJob(StepLosses sum);
+  void LogInterval(LoopState& s, const StepLosses& m, double lr, double grad_norm);
+  std::vector<std::vector<std::vector<double>>> GroupExpertLoad(const RouterStats& stats);
+  void PrintProgress(int64_t end, const StepLosses& m, double lr, double grad_norm,
+                     const IntervalTiming& time, double mean_sparsity) const;
+  std::string TrainRecord(int64_t tokens_per_step, const StepLosses& m, double lr, double grad_norm,
+                          const IntervalTiming& time) const;
+  void EvaluateAndLog();  // rank 0
+  absl::Status SaveCheckpointNow();
   void AppendMetrics(const std::string& json_line);
 
   TrainerOptions opts_;

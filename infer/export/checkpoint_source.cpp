@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "data/checkpoint_layout.h"
 #include "data/hdf5.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/tensors.h"
@@ -33,9 +34,6 @@ const SourceTensor* TensorSource::Find(const std::string& hf_name) const {
 
 namespace {
 
-constexpr char kCheckpointFormat[] = "smallthinker.checkpoint";
-constexpr char kParamsGroup[] = "/params";
-
 class TrainCheckpointSource final : public TensorSource {
  public:
   explicit TrainCheckpointSource(H5File file) : file_(std::move(file)) {}
@@ -46,11 +44,11 @@ class TrainCheckpointSource final : public TensorSource {
     const SourceTensor* t = Find(hf_name);
     if (t == nullptr) {
       return absl::NotFoundError(
-          absl::StrCat(file_.path(), ": no parameter '", hf_name, "' under /params"));
+          absl::StrCat(file_.path(), ": no parameter '", hf_name, "' under ", ckpt::kParamsGroup));
     }
     std::vector<float> out(static_cast<size_t>(t->num_elements()));
-    ST_RETURN_IF_ERROR(file_.ReadDataset(absl::StrCat(kParamsGroup, "/", hf_name), H5Type::kF32,
-                                         out.data(), out.size() * sizeof(float)));
+    ST_RETURN_IF_ERROR(file_.ReadDataset(ckpt::ParamPath(hf_name), ckpt::kParamType, out.data(),
+                                         out.size() * sizeof(float)));
     return out;
   }
   std::string tokenizer_name() const override { return tokenizer_name_; }
@@ -63,8 +61,8 @@ class TrainCheckpointSource final : public TensorSource {
   absl::Status Load();
 
  private:
-  // Collects the datasets under `group` recursively (HF names contain dots, not slashes, so
-  // /params is normally flat; nested groups are joined with '/').
+  // Collects the datasets under `group` recursively (ckpt::kParamsGroup is normally flat;
+  // names in nested groups are joined with '/', the inverse of ckpt::ParamPath).
   absl::Status Collect(const std::string& group, const std::string& prefix);
 
   H5File file_;
@@ -87,7 +85,7 @@ absl::Status TrainCheckpointSource::Collect(const std::string& group, const std:
       ST_RETURN_IF_ERROR(Collect(path, name));
       continue;
     }
-    if (info->type != H5Type::kF32) {
+    if (info->type != ckpt::kParamType) {
       return absl::InvalidArgumentError(
           absl::StrCat(file_.path(), ": parameter '", name, "' is not float32"));
     }
@@ -102,53 +100,31 @@ absl::Status TrainCheckpointSource::Collect(const std::string& group, const std:
 
 absl::Status TrainCheckpointSource::Load() {
   const std::string& path = file_.path();
-  absl::StatusOr<std::string> format = file_.ReadStringAttr("/", "format");
-  if (!format.ok() || *format != kCheckpointFormat) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path,
-                     " is not a smallthinker.cpp checkpoint (attribute 'format' is "
-                     "missing or not '",
-                     kCheckpointFormat, "')"));
-  }
-  absl::StatusOr<std::string> cfg_json = file_.ReadStringAttr("/", "model_config");
+  ST_RETURN_IF_ERROR(ckpt::CheckFormat(file_));
+  absl::StatusOr<std::string> cfg_json = file_.ReadStringAttr(ckpt::kRoot, ckpt::kAttrModelConfig);
   if (!cfg_json.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": missing attribute 'model_config': ", cfg_json.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": missing attribute '", ckpt::kAttrModelConfig, "': ", cfg_json.status().message()));
   }
   absl::StatusOr<ModelConfig> cfg = ParseModelConfig(*cfg_json);
   if (!cfg.ok()) {
-    return absl::Status(cfg.status().code(),
-                        absl::StrCat(path, ": model_config: ", cfg.status().message()));
+    return absl::Status(cfg.status().code(), absl::StrCat(path, ": ", ckpt::kAttrModelConfig, ": ",
+                                                          cfg.status().message()));
   }
   config_ = std::move(*cfg);
 
-  if (!file_.Exists(kParamsGroup)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no /params group"));
+  if (!file_.Exists(ckpt::kParamsGroup)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no ", ckpt::kParamsGroup, " group"));
   }
-  ST_RETURN_IF_ERROR(Collect(kParamsGroup, ""));
+  ST_RETURN_IF_ERROR(Collect(ckpt::kParamsGroup, ""));
   std::sort(tensors_.begin(), tensors_.end(),
             [](const SourceTensor& a, const SourceTensor& b) { return a.name < b.name; });
 
-  tokenizer_name_ = "byte";
-  if (file_.HasAttr("/", "tokenizer")) {
-    ST_ASSIGN_OR_RETURN(tokenizer_name_, file_.ReadStringAttr("/", "tokenizer"));
+  tokenizer_name_ = ckpt::kByteTokenizer;
+  if (file_.HasAttr(ckpt::kRoot, ckpt::kAttrTokenizer)) {
+    ST_ASSIGN_OR_RETURN(tokenizer_name_, file_.ReadStringAttr(ckpt::kRoot, ckpt::kAttrTokenizer));
   }
-  if (file_.Exists("/tokenizer/json")) {
-    ST_ASSIGN_OR_RETURN(H5DatasetInfo info, file_.Info("/tokenizer/json"));
-    if (info.shape.size() != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": /tokenizer/json must be a 1-D uint8 dataset"));
-    }
-    tokenizer_json_.resize(static_cast<size_t>(info.num_elements()));
-    if (!tokenizer_json_.empty()) {
-      ST_RETURN_IF_ERROR(file_.ReadDataset("/tokenizer/json", H5Type::kU8, tokenizer_json_.data(),
-                                           tokenizer_json_.size()));
-    }
-  } else if (tokenizer_name_ != "byte") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": the checkpoint names the '", tokenizer_name_,
-                     "' tokenizer but does not store /tokenizer/json; it cannot be exported"));
-  }
+  ST_ASSIGN_OR_RETURN(tokenizer_json_, ckpt::ReadTokenizerJson(file_, tokenizer_name_, "exported"));
   return absl::OkStatus();
 }
 

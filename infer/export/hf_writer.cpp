@@ -27,6 +27,7 @@
 #include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -81,7 +82,7 @@ class DirTransaction {
   ~DirTransaction() {
     if (committed_) return;
     writers_.clear();  // their destructors remove their temp files
-    for (const auto& f : small_) unlink(f.first.c_str());
+    small_.clear();
     for (auto it = created_.rbegin(); it != created_.rend(); ++it) rmdir(it->c_str());
   }
 
@@ -136,27 +137,12 @@ class DirTransaction {
 
   // Writes `contents` to the temp name of `name`, flushed to disk.
   absl::Status WriteSmall(const std::string& name, const std::string& contents) {
-    const std::string final_path = PathOf(name), temp = final_path + ".tmp";
-    const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot create '", temp, "': ", Errno(), " (is the directory writable?)"));
-    }
-    small_.emplace_back(temp, final_path);
-    size_t done = 0;
-    while (done < contents.size()) {
-      const ssize_t put = write(fd, contents.data() + done, contents.size() - done);
-      if (put < 0 && errno == EINTR) continue;
-      if (put < 0) {
-        const std::string err = Errno();
-        close(fd);
-        return absl::ResourceExhaustedError(absl::StrCat("cannot write '", temp, "': ", err));
-      }
-      done += static_cast<size_t>(put);
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-      return absl::DataLossError(absl::StrCat("cannot flush '", temp, "': ", Errno()));
-    }
+    ST_ASSIGN_OR_RETURN(AtomicFileWriter w, AtomicFileWriter::Begin(PathOf(name)));
+    ST_RETURN_IF_ERROR(w.Open());
+    ST_RETURN_IF_ERROR(w.Write(contents));
+    ST_RETURN_IF_ERROR(w.Sync());
+    ST_RETURN_IF_ERROR(w.Close());
+    small_.push_back(std::move(w));
     bytes_ += contents.size();
     names_.insert(name);
     return absl::OkStatus();
@@ -193,12 +179,8 @@ class DirTransaction {
     }
     const std::string config_path = PathOf("config.json");
     for (bool last : {false, true}) {
-      for (const auto& [temp, final_path] : small_) {
-        if ((final_path == config_path) != last) continue;
-        if (rename(temp.c_str(), final_path.c_str()) != 0) {
-          return absl::PermissionDeniedError(
-              absl::StrCat("cannot rename '", temp, "' to '", final_path, "': ", Errno()));
-        }
+      for (AtomicFileWriter& w : small_) {
+        if ((w.path() == config_path) == last) ST_RETURN_IF_ERROR(w.Commit());
       }
     }
     committed_ = true;
@@ -216,9 +198,9 @@ class DirTransaction {
 
  private:
   std::string dir_;
-  std::vector<std::string> existing_;                       // entries before this export (force)
-  std::vector<std::string> created_;                        // directories this transaction made
-  std::vector<std::pair<std::string, std::string>> small_;  // (temp, final)
+  std::vector<std::string> existing_;    // entries before this export (force)
+  std::vector<std::string> created_;     // directories this transaction made
+  std::vector<AtomicFileWriter> small_;  // written and closed, not renamed
   std::vector<std::unique_ptr<SafetensorsWriter>> writers_;
   std::set<std::string> names_;
   uint64_t bytes_ = 0;

@@ -85,9 +85,9 @@ struct HfExportReport {
 //   generation_config.json GenerationConfigJson(defaults), bos/eos filled in from config.json
 //                          where the source has none
 // The source is checked first (CheckTensorsMatchConfig). Streams: one tensor in memory at a
-// time. Every file is written under a temp name ("<name>.tmp") and the files are renamed into
-// place only after all of them are complete, config.json last; on any error the temp files are
-// removed (and the directories this call created), so a failed export leaves nothing that
+// time. Every file is written under a temp name ("<name>.tmp.<pid>") and the files are renamed
+// into place only after all of them are complete, config.json last; on any error the temp files
+// are removed (and the directories this call created), so a failed export leaves nothing that
 // looks like a checkpoint and changes nothing the user had. Errors name the file.
 absl::StatusOr<HfExportReport> ExportHfDirectory(const TensorSource& src, const std::string& dir,
                                                  const HfExportOptions& options);

@@ -13,19 +13,14 @@
 #include "infer/export/parallel.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
+#include "model/random.h"
 
 namespace st {
 namespace {
 
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-
-// The splitmix64 finaliser: a bijective 64-bit mix whose outputs for consecutive inputs pass
-// BigCrush; Mix(key + i * kGolden) is element i of the splitmix64 stream seeded with `key`.
-inline uint64_t Mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
+// The splitmix64 finaliser: Mix(key + i * kGolden) is output i - 1 of the stream seeded with
+// `key`, so element i of a tensor depends only on (key, i): ranges fill in parallel.
+constexpr uint64_t kGolden = SplitMix64::kGolden;
 
 // The stream key of one tensor: FNV-1a of its name mixed with the seed.
 uint64_t TensorKey(uint64_t seed, const std::string& name) {
@@ -34,7 +29,7 @@ uint64_t TensorKey(uint64_t seed, const std::string& name) {
     h ^= c;
     h *= 0x100000001b3ULL;
   }
-  return Mix64(Mix64(seed + kGolden) ^ h);
+  return SplitMix64::Mix(SplitMix64::Mix(seed + kGolden) ^ h);
 }
 
 // The sum of four uniforms on {0, ..., 65535} has mean 2 * 65535 and variance
@@ -54,7 +49,7 @@ const double kSumStd = std::sqrt((65536.0 * 65536.0 - 1.0) / 3.0);
 // out[i - begin] = scale * (centred Irwin-Hall sum of element i's hash), i in [begin, end).
 ST_CPU_CLONES void FillRange(uint64_t key, int64_t begin, int64_t end, float scale, float* out) {
   for (int64_t i = begin; i < end; ++i) {
-    const uint64_t z = Mix64(key + static_cast<uint64_t>(i) * kGolden);
+    const uint64_t z = SplitMix64::Mix(key + static_cast<uint64_t>(i) * kGolden);
     const int32_t s = static_cast<int32_t>((z & 0xffff) + ((z >> 16) & 0xffff) +
                                            ((z >> 32) & 0xffff) + (z >> 48));
     out[i - begin] = static_cast<float>(s - kSumMean) * scale;

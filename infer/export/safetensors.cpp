@@ -10,10 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +20,7 @@
 #include "infer/quant/codec.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -66,15 +65,6 @@ bool GetNonNegInt(const json& v, int64_t* out) {
     return true;
   }
   return false;
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return ss.str();
 }
 
 bool FileExists(const std::string& path) {
@@ -304,32 +294,11 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& n
 // ---------------------------------------------------------------------------------------------
 // SafetensorsWriter
 
-namespace {
-
-// Writes exactly `n` bytes at the file position.
-absl::Status WriteFd(int fd, const std::string& path, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t put = write(fd, p, n);
-    if (put < 0) {
-      if (errno == EINTR) continue;
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cannot write '", path, "': ", std::strerror(errno), " (disk full or not writable?)"));
-    }
-    p += put;
-    n -= static_cast<size_t>(put);
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     const std::string& path, const std::vector<SourceTensor>& tensors,
     const std::map<std::string, std::string>& metadata) {
   std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
   w->path_ = path;
-  w->temp_path_ = path + ".tmp";
   // The header: "__metadata__" first, then the tensors in data order (ordered_json keeps
   // insertion order; the reader sorts by name itself).
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -389,30 +358,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
                      " (too many tensors for one file: shard the checkpoint)"));
   }
   w->header_len_ = text.size();
-  w->fd_ = open(w->temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w->fd_ < 0) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot create '", w->temp_path_,
-                                                    "': ", std::strerror(errno),
-                                                    " (is the directory writable?)"));
-  }
+  ST_ASSIGN_OR_RETURN(AtomicFileWriter file, AtomicFileWriter::Begin(path));
+  w->file_.emplace(std::move(file));
+  ST_RETURN_IF_ERROR(w->file_->Open());
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(w->header_len_ >> (8 * i));
-  ST_RETURN_IF_ERROR(w->WriteAll(len, 8));
-  ST_RETURN_IF_ERROR(w->WriteAll(text.data(), text.size()));
+  ST_RETURN_IF_ERROR(w->file_->Write(len, 8));
+  ST_RETURN_IF_ERROR(w->file_->Write(text.data(), text.size()));
   return w;
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) close(fd_);
-  if (!committed_ && !temp_path_.empty()) unlink(temp_path_.c_str());
-}
-
-absl::Status SafetensorsWriter::WriteAll(const void* data, size_t n) {
-  return WriteFd(fd_, temp_path_, data, n);
-}
-
 absl::Status SafetensorsWriter::Add(const std::string& name, const void* data, size_t bytes) {
-  if (fd_ < 0 || finished_) {
+  if (finished_) {
     return absl::FailedPreconditionError(
         absl::StrCat("safetensors writer ", path_, ": Add('", name, "') after Finish"));
   }
@@ -426,7 +383,7 @@ absl::Status SafetensorsWriter::Add(const std::string& name, const void* data, s
                                                    "' has ", bytes, " bytes, expected ",
                                                    sizes_[next_]));
   }
-  ST_RETURN_IF_ERROR(WriteAll(data, bytes));
+  ST_RETURN_IF_ERROR(file_->Write(data, bytes));
   ++next_;
   return absl::OkStatus();
 }
@@ -438,16 +395,7 @@ absl::Status SafetensorsWriter::Finish() {
         absl::StrCat("safetensors writer ", path_, ": Finish after ", next_, " of ",
                      tensors_.size(), " tensors (next: '", tensors_[next_].name, "')"));
   }
-  if (fsync(fd_) != 0) {
-    return absl::DataLossError(
-        absl::StrCat("cannot flush '", temp_path_, "' to disk: ", std::strerror(errno)));
-  }
-  const int fd = fd_;
-  fd_ = -1;
-  if (close(fd) != 0) {
-    return absl::DataLossError(
-        absl::StrCat("cannot close '", temp_path_, "': ", std::strerror(errno)));
-  }
+  ST_RETURN_IF_ERROR(file_->Sync());
   finished_ = true;
   return absl::OkStatus();
 }
@@ -457,13 +405,7 @@ absl::Status SafetensorsWriter::Commit() {
     return absl::FailedPreconditionError(
         absl::StrCat("safetensors writer ", path_, ": Commit before Finish"));
   }
-  if (committed_) return absl::OkStatus();
-  if (rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot rename '", temp_path_, "' to '", path_, "': ", std::strerror(errno)));
-  }
-  committed_ = true;
-  return absl::OkStatus();
+  return file_->Commit();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,7 +503,7 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
   ST_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, MakeTokenizer("bpe", tokenizer_json_));
   const std::string tok_cfg_path = base + "tokenizer_config.json";
   if (FileExists(tok_cfg_path)) {
-    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(tok_cfg_path));
+    ST_ASSIGN_OR_RETURN(std::string text, ReadFile(tok_cfg_path));
     ChatTemplates templates;
     absl::StatusOr<TokenizerPolicy> policy = ParseTokenizerConfig(text, tok.get(), &templates);
     if (!policy.ok()) {
@@ -582,11 +524,11 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
   // transformers reads chat_template.jinja in preference to tokenizer_config.json's template.
   const std::string jinja_path = base + "chat_template.jinja";
   if (FileExists(jinja_path)) {
-    ST_ASSIGN_OR_RETURN(chat_template_, ReadWholeFile(jinja_path));
+    ST_ASSIGN_OR_RETURN(chat_template_, ReadFile(jinja_path));
   }
   const std::string gen_path = base + "generation_config.json";
   if (FileExists(gen_path)) {
-    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(gen_path));
+    ST_ASSIGN_OR_RETURN(std::string text, ReadFile(gen_path));
     absl::StatusOr<GenerationDefaults> g = ParseGenerationConfig(text, config_.vocab_size);
     if (!g.ok()) {
       return absl::Status(g.status().code(), absl::StrCat(base, g.status().message()));
@@ -594,7 +536,7 @@ absl::Status HfCheckpointSource::ReadSideFiles(const std::string& base) {
     generation_ = *std::move(g);
   } else {
     // As transformers' GenerationConfig.from_model_config: the generation keys of config.json.
-    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(base + "config.json"));
+    ST_ASSIGN_OR_RETURN(std::string text, ReadFile(base + "config.json"));
     const json c = json::parse(text, nullptr, false);
     json g = json::object();
     for (const char* key : kConfigGenerationKeys) {
@@ -651,7 +593,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std
     ST_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(single));
     ST_RETURN_IF_ERROR(src->AddFile(std::move(f)));
   } else if (FileExists(index_path)) {
-    ST_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(index_path));
+    ST_ASSIGN_OR_RETURN(std::string text, ReadFile(index_path));
     ST_ASSIGN_OR_RETURN(const auto weight_map, ParseSafetensorsIndex(text, index_path));
     std::set<std::string> shards;
     for (const auto& [name, shard] : weight_map) shards.insert(shard);
@@ -699,7 +641,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> HfCheckpointSource::Open(const std
                      ": no tokenizer.json; the exported model would have no tokenizer. Copy the "
                      "model's tokenizer.json into the checkpoint directory"));
   }
-  ST_ASSIGN_OR_RETURN(src->tokenizer_json_, ReadWholeFile(tok_path));
+  ST_ASSIGN_OR_RETURN(src->tokenizer_json_, ReadFile(tok_path));
   {
     const json t = json::parse(src->tokenizer_json_, nullptr, false);
     if (t.is_discarded() || !t.is_object()) {

@@ -114,7 +114,7 @@ int SafetensorsDTypeSize(const std::string& dtype);
 // generation keys of config.json). tokenizer_name() is "bpe".
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenHfCheckpoint(const std::string& dir);
 
-// Our HDF5 checkpoint (train/checkpoint.h layout): attribute format ==
+// Our HDF5 checkpoint (data/checkpoint_layout.h): attribute format ==
 // "smallthinker.checkpoint", model_config (JSON), tokenizer (name), /params/<hf name> float32,
 // /tokenizer/json (uint8) when present. All tensors report dtype "F32".
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::string& h5_path);

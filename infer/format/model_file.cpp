@@ -144,6 +144,27 @@ class Cursor {
     pos_ += len;
     return absl::OkStatus();
   }
+  // Reads a section's leading entry count: over `limit`, or over the entries of at least
+  // `min_entry_bytes` the rest of the section can hold, is an error (so nothing is reserved for
+  // entries that cannot be there). `what` ("tensor") and `size_name` ("directory size") name
+  // them in messages.
+  absl::StatusOr<uint64_t> ReadCount(const char* what, const char* size_name, uint64_t limit,
+                                     uint64_t min_entry_bytes) {
+    uint64_t count = 0;
+    ST_RETURN_IF_ERROR(Read(&count, absl::StrCat("the ", what, " count").c_str()));
+    if (count > limit || count > remaining() / min_entry_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " count ", count, " exceeds the limit (",
+                                                     limit, ") or the ", size_name, " (", n_,
+                                                     " bytes)"));
+    }
+    return count;
+  }
+  // An error unless the entries used every byte of the section (`name` in the message).
+  absl::Status ExpectEnd(const char* name) const {
+    if (remaining() == 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " has ", remaining(), " unused bytes after its entries"));
+  }
 
  private:
   absl::Status Truncated(const char* what, uint64_t need) const {
@@ -479,53 +500,29 @@ std::string AssembleFile(absl::string_view data, absl::string_view metadata,
 absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(const std::string& path) {
   std::unique_ptr<ModelFileWriter> w(new ModelFileWriter());
   w->path_ = path;
-  w->tmp_path_ = path + ".tmp";
-  w->fd_ = ::open(w->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w->fd_ < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot create '", w->tmp_path_,
-                                                   "': ", ErrnoText(errno),
-                                                   " (check the output directory exists and is "
-                                                   "writable)"));
-  }
+  ST_ASSIGN_OR_RETURN(AtomicFileWriter file, AtomicFileWriter::Begin(path));
+  w->file_.emplace(std::move(file));
+  ST_RETURN_IF_ERROR(w->file_->Open());
   const std::string zeros(kModelFileHeaderSize, '\0');
   ST_RETURN_IF_ERROR(w->WriteAll(zeros.data(), zeros.size()));
   return w;
 }
 
-ModelFileWriter::~ModelFileWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!finished_) ::unlink(tmp_path_.c_str());
-}
+ModelFileWriter::~ModelFileWriter() = default;  // file_ removes an uncommitted temp file
 
 absl::Status ModelFileWriter::Fail(absl::Status s) {
   failed_ = true;
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-  ::unlink(tmp_path_.c_str());
+  file_->Discard();
   return absl::Status(s.code(), absl::StrCat(s.message(), "; '", path_, "' was not written"));
 }
 
 absl::Status ModelFileWriter::WriteAll(const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd_, p, std::min<size_t>(size, size_t{1} << 30));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      if (err == ENOSPC || err == EDQUOT) {
-        return Fail(absl::ResourceExhaustedError(absl::StrCat(
-            "disk full while writing '", tmp_path_, "' at offset ", pos_, " (", size,
-            " more bytes to write in this call): free space or write the model elsewhere")));
-      }
-      return Fail(absl::InternalError(absl::StrCat("write to '", tmp_path_, "' at offset ", pos_,
-                                                   " failed: ", ErrnoText(err))));
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-    pos_ += static_cast<uint64_t>(n);
+  absl::Status s = file_->Write(data, size);
+  if (!s.ok()) {
+    return Fail(absl::Status(
+        s.code(), absl::StrCat(s.message(), " (", size, " bytes at offset ", pos_, ")")));
   }
+  pos_ += size;
   return absl::OkStatus();
 }
 
@@ -724,31 +721,22 @@ absl::Status ModelFileWriter::Finish() {
   ST_RETURN_IF_ERROR(WriteAll(dir.data(), dir.size()));
   const std::string header = format_internal::EncodeHeader(
       kModelFileVersion, pos_, meta_off, meta.size(), dir_off, dir.size(), meta, dir);
-  if (::pwrite(fd_, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
-    return Fail(absl::InternalError(
-        absl::StrCat("patching the header of '", tmp_path_, "' failed: ", ErrnoText(errno))));
+  if (::pwrite(file_->fd(), header.data(), header.size(), 0) !=
+      static_cast<ssize_t>(header.size())) {
+    return Fail(FileError("cannot patch the header of", file_->temp_path(), errno));
   }
-  if (::fsync(fd_) != 0) {
-    const int err = errno;
-    return Fail(err == ENOSPC ? absl::ResourceExhaustedError(
-                                    absl::StrCat("disk full while syncing '", tmp_path_, "'"))
-                              : absl::InternalError(absl::StrCat("fsync of '", tmp_path_,
-                                                                 "' failed: ", ErrnoText(err))));
-  }
+  s = file_->Sync();
+  if (!s.ok()) return Fail(s);
   // The result must pass the reader's structural checks before it may replace anything.
   {
-    absl::StatusOr<std::unique_ptr<ModelFile>> check = ModelFile::Open(tmp_path_);
+    absl::StatusOr<std::unique_ptr<ModelFile>> check = ModelFile::Open(file_->temp_path());
     if (!check.ok()) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("the written file fails validation: ", check.status().message())));
     }
   }
-  ::close(fd_);
-  fd_ = -1;
-  if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    return Fail(absl::InternalError(
-        absl::StrCat("rename '", tmp_path_, "' -> '", path_, "' failed: ", ErrnoText(errno))));
-  }
+  s = file_->Commit();
+  if (!s.ok()) return Fail(s);
   finished_ = true;
   // Make the rename durable.
   const size_t slash = path_.rfind('/');
@@ -981,7 +969,163 @@ absl::Status ModelFile::DecodePolicy() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// One metadata value (its type tag already read), checked against the format's limits.
+absl::Status ReadMetaValue(Cursor& c, const std::string& key, uint32_t type, MetaValue* v) {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  switch (type) {
+    case static_cast<uint32_t>(MetaType::kString):
+    case static_cast<uint32_t>(MetaType::kBytes): {
+      v->type = static_cast<MetaType>(type);
+      uint64_t len = 0;
+      ST_RETURN_IF_ERROR(c.Read(&len, "a string length"));
+      if (len > kMaxStringBytes) {
+        return InvalidArgumentError(StrCat("metadata '", key, "' has length ", len, ", over the ",
+                                           kMaxStringBytes, "-byte limit"));
+      }
+      return c.ReadBytes(len, &v->str, "a string value");
+    }
+    case static_cast<uint32_t>(MetaType::kI64):
+      v->type = MetaType::kI64;
+      return c.Read(&v->i64, "an i64 value");
+    case static_cast<uint32_t>(MetaType::kF64):
+      v->type = MetaType::kF64;
+      return c.Read(&v->f64, "an f64 value");
+    case static_cast<uint32_t>(MetaType::kI64Array): {
+      v->type = MetaType::kI64Array;
+      uint64_t n = 0;
+      ST_RETURN_IF_ERROR(c.Read(&n, "an array length"));
+      if (n > kMaxStringBytes / 8 || n > c.remaining() / 8) {
+        return InvalidArgumentError(StrCat("metadata '", key, "' has ", n,
+                                           " array elements: over the limit (", kMaxStringBytes / 8,
+                                           ") or past the end of the section"));
+      }
+      v->i64s.resize(static_cast<size_t>(n));
+      for (uint64_t j = 0; j < n; ++j) ST_RETURN_IF_ERROR(c.Read(&v->i64s[j], "an element"));
+      return absl::OkStatus();
+    }
+    default:
+      return InvalidArgumentError(StrCat("metadata '", key, "' has unknown value type ", type,
+                                         " (known: 0 string .. 4 i64[])"));
+  }
+}
+
+// Directory entry `i`, validated on its own (fields, shape, name/group agreement); where it
+// lies in the file is CheckTensorExtent's.
+absl::Status ReadTensorEntry(Cursor& c, uint64_t i, TensorInfo* t) {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  uint16_t name_len = 0;
+  ST_RETURN_IF_ERROR(c.Read(&name_len, "a name length"));
+  if (name_len == 0 || name_len > kMaxTensorNameBytes) {
+    return InvalidArgumentError(StrCat("tensor ", i, " has a name of ", name_len,
+                                       " bytes; must be 1 to ", kMaxTensorNameBytes));
+  }
+  ST_RETURN_IF_ERROR(c.ReadBytes(name_len, &t->name, "a tensor name"));
+  ST_RETURN_IF_ERROR(CheckIndexName(t->name, kMaxTensorNameBytes, "tensor name"));
+  const std::string q = StrCat("tensor '", t->name, "'");
+  uint32_t dtype = 0, ndim = 0;
+  ST_RETURN_IF_ERROR(c.Read(&dtype, "a data type"));
+  if (!IsKnownDType(dtype)) {
+    return InvalidArgumentError(
+        StrCat(q, " has unknown data type ", dtype,
+               " (known: f32=0, f16=1, bf16=2, q8_0=8, q4_0=9); the file needs a newer reader"));
+  }
+  t->dtype = static_cast<DType>(dtype);
+  ST_RETURN_IF_ERROR(c.Read(&ndim, "a dimension count"));
+  if (ndim == 0 || ndim > static_cast<uint32_t>(kMaxTensorDims)) {
+    return InvalidArgumentError(
+        StrCat(q, " has ", ndim, " dimensions; must be 1 to ", kMaxTensorDims));
+  }
+  for (uint32_t d = 0; d < ndim; ++d) {
+    uint64_t dim = 0;
+    ST_RETURN_IF_ERROR(c.Read(&dim, "a dimension"));
+    if (dim == 0 || dim > static_cast<uint64_t>(INT64_MAX)) {
+      return InvalidArgumentError(
+          StrCat(q, " has dimension ", d, " = ", dim, "; must be 1 to 2^63-1"));
+    }
+    t->dims.push_back(static_cast<int64_t>(dim));
+  }
+  uint8_t group = 0, part = 0;
+  uint16_t reserved = 0;
+  ST_RETURN_IF_ERROR(c.Read(&t->offset, "an offset"));
+  ST_RETURN_IF_ERROR(c.Read(&t->size, "a size"));
+  ST_RETURN_IF_ERROR(c.Read(&t->crc32c, "a checksum"));
+  ST_RETURN_IF_ERROR(c.Read(&group, "a group"));
+  ST_RETURN_IF_ERROR(c.Read(&part, "a part"));
+  ST_RETURN_IF_ERROR(c.Read(&reserved, "a reserved field"));
+  ST_RETURN_IF_ERROR(c.Read(&t->layer, "a layer"));
+  ST_RETURN_IF_ERROR(c.Read(&t->expert, "an expert index"));
+  if (group > 1 || part > 2 || reserved != 0) {
+    return InvalidArgumentError(StrCat(q, " has group ", static_cast<int>(group), ", part ",
+                                       static_cast<int>(part), ", reserved ", reserved,
+                                       "; expected group 0..1, part 0..2, reserved 0"));
+  }
+  t->group = static_cast<TensorGroup>(group);
+  t->part = static_cast<ExpertPart>(part);
+  ST_RETURN_IF_ERROR(CheckTensorShape(*t));
+  return CheckNameAndGroup(*t);
+}
+
+// The tensor's bytes lie in the data region [header end, data_end) at the alignment its
+// group and part require.
+absl::Status CheckTensorExtent(const TensorInfo& t, uint64_t data_end, uint64_t file_size) {
+  using absl::StrCat;
+  const std::string q = StrCat("tensor '", t.name, "'");
+  uint64_t end;
+  if (__builtin_add_overflow(t.offset, t.size, &end) || t.offset < kModelFileHeaderSize ||
+      end > data_end) {
+    return absl::InvalidArgumentError(
+        StrCat(q, " extends past the data region (offset ", t.offset, " + size ", t.size,
+               end > file_size || end < t.offset ? StrCat(" > file size ", file_size)
+                                                 : StrCat(" > metadata offset ", data_end),
+               "; data lies in [", kModelFileHeaderSize, ", ", data_end, "))"));
+  }
+  const uint64_t align = t.group == TensorGroup::kExpert && t.part == ExpertPart::kGate
+                             ? kExpertAlignment
+                             : kTensorAlignment;
+  if (t.offset % align != 0) {
+    return absl::InvalidArgumentError(StrCat(q, " is at offset ", t.offset, ", not a multiple of ",
+                                             align, " as the format requires"));
+  }
+  return absl::OkStatus();
+}
+
+// An expert's gate, up and down_t follow each other at the next tensor alignment (one extent).
+absl::Status CheckExpertContiguous(const TensorId& id, const TensorInfo& g, const TensorInfo& u,
+                                   const TensorInfo& d) {
+  uint64_t want_up, want_down;
+  if (!AlignUp(g.offset + g.size, kTensorAlignment, &want_up) ||
+      !AlignUp(u.offset + u.size, kTensorAlignment, &want_down) || u.offset != want_up ||
+      d.offset != want_down) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert (", id.layer, ", ", id.expert, ") is not one contiguous extent: gate at ", g.offset,
+        " (", g.size, " bytes), up at ", u.offset, ", down_t at ", d.offset,
+        "; each part must start at the next ", kTensorAlignment,
+        "-byte boundary after the previous one"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Every check on an untrusted file, in dependency order: each step reads only what the ones
+// before it validated.
 absl::Status ModelFile::Parse(const Options& options) {
+  ST_RETURN_IF_ERROR(ParseHeader());
+  ST_RETURN_IF_ERROR(VerifyHeaderChecksum());
+  ST_RETURN_IF_ERROR(ParseMetadata());
+  ST_RETURN_IF_ERROR(ParseDirectory());
+  ST_RETURN_IF_ERROR(IndexTensors());
+  ST_RETURN_IF_ERROR(ParseConfig());
+  ST_RETURN_IF_ERROR(MatchTensorsToConfig());
+  if (options.verify_checksums) ST_RETURN_IF_ERROR(VerifyAllTensors());
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::ParseHeader() {
   using absl::InvalidArgumentError;
   using absl::StrCat;
   if (size_ < kModelFileHeaderSize) {
@@ -989,7 +1133,6 @@ absl::Status ModelFile::Parse(const Options& options) {
                                        kModelFileHeaderSize,
                                        "-byte header (truncated or not a model file)"));
   }
-  // ---- fixed header
   if (std::memcmp(base_, kModelFileMagic, 4) != 0) {
     return InvalidArgumentError(StrCat(
         "bad magic '", absl::CEscape(absl::string_view(reinterpret_cast<const char*>(base_), 4)),
@@ -1036,172 +1179,63 @@ absl::Status ModelFile::Parse(const Options& options) {
                "), directory [", directory_offset_, ", +", directory_size_, "), file size ", size_,
                "; expected header < data <= metadata <= directory ending at the end of the file"));
   }
-  // ---- header checksum (header fields + metadata + directory)
-  {
-    uint32_t crc = Crc32c(base_, kOffChecksum);
-    crc = Crc32c(base_ + metadata_offset_, static_cast<size_t>(metadata_size_), crc);
-    crc = Crc32c(base_ + directory_offset_, static_cast<size_t>(directory_size_), crc);
-    if (crc != header_crc_) {
-      return absl::DataLossError(
-          StrCat("header checksum mismatch (stored ", absl::Hex(header_crc_, absl::kZeroPad8),
-                 ", computed ", absl::Hex(crc, absl::kZeroPad8),
-                 "): the header, metadata or directory is corrupt; re-copy or re-export the file"));
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::VerifyHeaderChecksum() const {
+  uint32_t crc = Crc32c(base_, kOffChecksum);
+  crc = Crc32c(base_ + metadata_offset_, static_cast<size_t>(metadata_size_), crc);
+  crc = Crc32c(base_ + directory_offset_, static_cast<size_t>(directory_size_), crc);
+  if (crc != header_crc_) {
+    return absl::DataLossError(absl::StrCat(
+        "header checksum mismatch (stored ", absl::Hex(header_crc_, absl::kZeroPad8), ", computed ",
+        absl::Hex(crc, absl::kZeroPad8),
+        "): the header, metadata or directory is corrupt; re-copy or re-export the file"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::ParseMetadata() {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  Cursor c(base_ + metadata_offset_, metadata_size_, "metadata");
+  ST_ASSIGN_OR_RETURN(const uint64_t count, c.ReadCount("metadata entry", "section size",
+                                                        kMaxMetadataEntries, kMinMetaEntryBytes));
+  for (uint64_t i = 0; i < count; ++i) {
+    uint16_t key_len = 0;
+    std::string key;
+    ST_RETURN_IF_ERROR(c.Read(&key_len, "a key length"));
+    ST_RETURN_IF_ERROR(c.ReadBytes(key_len, &key, "a key"));
+    ST_RETURN_IF_ERROR(CheckIndexName(key, kMaxMetadataKeyBytes, "metadata key"));
+    uint32_t type = 0;
+    ST_RETURN_IF_ERROR(c.Read(&type, "a value type"));
+    MetaValue v;
+    ST_RETURN_IF_ERROR(ReadMetaValue(c, key, type, &v));
+    if (!metadata_.emplace(key, std::move(v)).second) {
+      return InvalidArgumentError(StrCat("metadata key '", key, "' appears twice"));
     }
   }
-  // ---- metadata
-  {
-    Cursor c(base_ + metadata_offset_, metadata_size_, "metadata");
-    uint64_t count;
-    ST_RETURN_IF_ERROR(c.Read(&count, "the entry count"));
-    if (count > kMaxMetadataEntries || count > c.remaining() / kMinMetaEntryBytes) {
-      return InvalidArgumentError(StrCat("metadata entry count ", count, " exceeds the limit (",
-                                         kMaxMetadataEntries, ") or the section size (",
-                                         metadata_size_, " bytes)"));
-    }
-    for (uint64_t i = 0; i < count; ++i) {
-      uint16_t key_len;
-      std::string key;
-      ST_RETURN_IF_ERROR(c.Read(&key_len, "a key length"));
-      ST_RETURN_IF_ERROR(c.ReadBytes(key_len, &key, "a key"));
-      ST_RETURN_IF_ERROR(CheckIndexName(key, kMaxMetadataKeyBytes, "metadata key"));
-      uint32_t type;
-      ST_RETURN_IF_ERROR(c.Read(&type, "a value type"));
-      MetaValue v;
-      switch (type) {
-        case static_cast<uint32_t>(MetaType::kString):
-        case static_cast<uint32_t>(MetaType::kBytes): {
-          v.type = static_cast<MetaType>(type);
-          uint64_t len;
-          ST_RETURN_IF_ERROR(c.Read(&len, "a string length"));
-          if (len > kMaxStringBytes) {
-            return InvalidArgumentError(StrCat("metadata '", key, "' has length ", len,
-                                               ", over the ", kMaxStringBytes, "-byte limit"));
-          }
-          ST_RETURN_IF_ERROR(c.ReadBytes(len, &v.str, "a string value"));
-          break;
-        }
-        case static_cast<uint32_t>(MetaType::kI64):
-          v.type = MetaType::kI64;
-          ST_RETURN_IF_ERROR(c.Read(&v.i64, "an i64 value"));
-          break;
-        case static_cast<uint32_t>(MetaType::kF64):
-          v.type = MetaType::kF64;
-          ST_RETURN_IF_ERROR(c.Read(&v.f64, "an f64 value"));
-          break;
-        case static_cast<uint32_t>(MetaType::kI64Array): {
-          v.type = MetaType::kI64Array;
-          uint64_t n;
-          ST_RETURN_IF_ERROR(c.Read(&n, "an array length"));
-          if (n > kMaxStringBytes / 8 || n > c.remaining() / 8) {
-            return InvalidArgumentError(
-                StrCat("metadata '", key, "' has ", n, " array elements: over the limit (",
-                       kMaxStringBytes / 8, ") or past the end of the section"));
-          }
-          v.i64s.resize(static_cast<size_t>(n));
-          for (uint64_t j = 0; j < n; ++j) ST_RETURN_IF_ERROR(c.Read(&v.i64s[j], "an element"));
-          break;
-        }
-        default:
-          return InvalidArgumentError(StrCat("metadata '", key, "' has unknown value type ", type,
-                                             " (known: 0 string .. 4 i64[])"));
-      }
-      if (!metadata_.emplace(key, std::move(v)).second) {
-        return InvalidArgumentError(StrCat("metadata key '", key, "' appears twice"));
-      }
-    }
-    if (c.remaining() != 0) {
-      return InvalidArgumentError(
-          StrCat("metadata section has ", c.remaining(), " unused bytes after its entries"));
-    }
-    ST_RETURN_IF_ERROR(CheckRequiredMetadata(metadata_));
+  ST_RETURN_IF_ERROR(c.ExpectEnd("metadata section"));
+  return CheckRequiredMetadata(metadata_);
+}
+
+absl::Status ModelFile::ParseDirectory() {
+  Cursor c(base_ + directory_offset_, directory_size_, "directory");
+  ST_ASSIGN_OR_RETURN(const uint64_t count,
+                      c.ReadCount("tensor", "directory size", kMaxTensors, kMinDirEntryBytes));
+  tensors_.reserve(static_cast<size_t>(count));
+  for (uint64_t i = 0; i < count; ++i) {
+    TensorInfo t;
+    ST_RETURN_IF_ERROR(ReadTensorEntry(c, i, &t));
+    ST_RETURN_IF_ERROR(CheckTensorExtent(t, metadata_offset_, size_));
+    tensors_.push_back(std::move(t));
   }
-  // ---- directory (each entry on its own)
-  {
-    Cursor c(base_ + directory_offset_, directory_size_, "directory");
-    uint64_t count;
-    ST_RETURN_IF_ERROR(c.Read(&count, "the tensor count"));
-    if (count > kMaxTensors || count > c.remaining() / kMinDirEntryBytes) {
-      return InvalidArgumentError(StrCat("tensor count ", count, " exceeds the limit (",
-                                         kMaxTensors, ") or the directory size (", directory_size_,
-                                         " bytes)"));
-    }
-    tensors_.reserve(static_cast<size_t>(count));
-    for (uint64_t i = 0; i < count; ++i) {
-      TensorInfo t;
-      uint16_t name_len;
-      ST_RETURN_IF_ERROR(c.Read(&name_len, "a name length"));
-      if (name_len == 0 || name_len > kMaxTensorNameBytes) {
-        return InvalidArgumentError(StrCat("tensor ", i, " has a name of ", name_len,
-                                           " bytes; must be 1 to ", kMaxTensorNameBytes));
-      }
-      ST_RETURN_IF_ERROR(c.ReadBytes(name_len, &t.name, "a tensor name"));
-      ST_RETURN_IF_ERROR(CheckIndexName(t.name, kMaxTensorNameBytes, "tensor name"));
-      const std::string q = StrCat("tensor '", t.name, "'");
-      uint32_t dtype, ndim;
-      ST_RETURN_IF_ERROR(c.Read(&dtype, "a data type"));
-      if (!IsKnownDType(dtype)) {
-        return InvalidArgumentError(StrCat(
-            q, " has unknown data type ", dtype,
-            " (known: f32=0, f16=1, bf16=2, q8_0=8, q4_0=9); the file needs a newer reader"));
-      }
-      t.dtype = static_cast<DType>(dtype);
-      ST_RETURN_IF_ERROR(c.Read(&ndim, "a dimension count"));
-      if (ndim == 0 || ndim > static_cast<uint32_t>(kMaxTensorDims)) {
-        return InvalidArgumentError(
-            StrCat(q, " has ", ndim, " dimensions; must be 1 to ", kMaxTensorDims));
-      }
-      for (uint32_t d = 0; d < ndim; ++d) {
-        uint64_t dim;
-        ST_RETURN_IF_ERROR(c.Read(&dim, "a dimension"));
-        if (dim == 0 || dim > static_cast<uint64_t>(INT64_MAX)) {
-          return InvalidArgumentError(
-              StrCat(q, " has dimension ", d, " = ", dim, "; must be 1 to 2^63-1"));
-        }
-        t.dims.push_back(static_cast<int64_t>(dim));
-      }
-      uint8_t group, part;
-      uint16_t reserved;
-      ST_RETURN_IF_ERROR(c.Read(&t.offset, "an offset"));
-      ST_RETURN_IF_ERROR(c.Read(&t.size, "a size"));
-      ST_RETURN_IF_ERROR(c.Read(&t.crc32c, "a checksum"));
-      ST_RETURN_IF_ERROR(c.Read(&group, "a group"));
-      ST_RETURN_IF_ERROR(c.Read(&part, "a part"));
-      ST_RETURN_IF_ERROR(c.Read(&reserved, "a reserved field"));
-      ST_RETURN_IF_ERROR(c.Read(&t.layer, "a layer"));
-      ST_RETURN_IF_ERROR(c.Read(&t.expert, "an expert index"));
-      if (group > 1 || part > 2 || reserved != 0) {
-        return InvalidArgumentError(StrCat(q, " has group ", static_cast<int>(group), ", part ",
-                                           static_cast<int>(part), ", reserved ", reserved,
-                                           "; expected group 0..1, part 0..2, reserved 0"));
-      }
-      t.group = static_cast<TensorGroup>(group);
-      t.part = static_cast<ExpertPart>(part);
-      ST_RETURN_IF_ERROR(CheckTensorShape(t));
-      ST_RETURN_IF_ERROR(CheckNameAndGroup(t));
-      uint64_t end;
-      if (__builtin_add_overflow(t.offset, t.size, &end) || t.offset < kModelFileHeaderSize ||
-          end > metadata_offset_) {
-        return InvalidArgumentError(
-            StrCat(q, " extends past the data region (offset ", t.offset, " + size ", t.size,
-                   end > size_ || end < t.offset ? StrCat(" > file size ", size_)
-                                                 : StrCat(" > metadata offset ", metadata_offset_),
-                   "; data lies in [", kModelFileHeaderSize, ", ", metadata_offset_, "))"));
-      }
-      const uint64_t align = t.group == TensorGroup::kExpert && t.part == ExpertPart::kGate
-                                 ? kExpertAlignment
-                                 : kTensorAlignment;
-      if (t.offset % align != 0) {
-        return InvalidArgumentError(StrCat(q, " is at offset ", t.offset, ", not a multiple of ",
-                                           align, " as the format requires"));
-      }
-      tensors_.push_back(std::move(t));
-    }
-    if (c.remaining() != 0) {
-      return InvalidArgumentError(
-          StrCat("directory has ", c.remaining(), " unused bytes after its entries"));
-    }
-  }
-  // ---- placement: sorted by offset, no overlap, residents before experts
+  return c.ExpectEnd("directory");
+}
+
+absl::Status ModelFile::IndexTensors() {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
   std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.offset < b.offset; });
   for (size_t i = 0; i < tensors_.size(); ++i) {
@@ -1209,104 +1243,94 @@ absl::Status ModelFile::Parse(const Options& options) {
     if (!by_name_.emplace(t.name, i).second) {
       return InvalidArgumentError(StrCat("tensor '", t.name, "' appears twice"));
     }
-    if (i > 0) {
-      const TensorInfo& p = tensors_[i - 1];
-      if (p.offset + p.size > t.offset) {  // both ends validated inside the file above
-        return InvalidArgumentError(StrCat("tensors '", p.name, "' [", p.offset, ", ",
-                                           p.offset + p.size, ") and '", t.name, "' [", t.offset,
-                                           ", ", t.offset + t.size, ") overlap"));
-      }
-      if (p.group == TensorGroup::kExpert && t.group == TensorGroup::kResident) {
-        return InvalidArgumentError(StrCat("resident tensor '", t.name,
-                                           "' lies after expert tensor '", p.name,
-                                           "': all resident tensors must precede the experts"));
-      }
+    if (i == 0) continue;
+    const TensorInfo& p = tensors_[i - 1];
+    if (p.offset + p.size > t.offset) {  // both ends validated inside the file by ParseDirectory
+      return InvalidArgumentError(StrCat("tensors '", p.name, "' [", p.offset, ", ",
+                                         p.offset + p.size, ") and '", t.name, "' [", t.offset,
+                                         ", ", t.offset + t.size, ") overlap"));
+    }
+    if (p.group == TensorGroup::kExpert && t.group == TensorGroup::kResident) {
+      return InvalidArgumentError(StrCat("resident tensor '", t.name,
+                                         "' lies after expert tensor '", p.name,
+                                         "': all resident tensors must precede the experts"));
     }
   }
-  // ---- config: parsed and range-checked before anything is sized by it
-  {
-    absl::StatusOr<ModelConfig> cfg = ParseModelConfig(metadata_.at(kMetaConfig).str);
-    if (!cfg.ok()) {
-      return InvalidArgumentError(StrCat("metadata 'model.config': ", cfg.status().message()));
-    }
-    config_ = *std::move(cfg);
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::ParseConfig() {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
+  absl::StatusOr<ModelConfig> cfg = ParseModelConfig(metadata_.at(kMetaConfig).str);
+  if (!cfg.ok()) {
+    return InvalidArgumentError(StrCat("metadata 'model.config': ", cfg.status().message()));
   }
+  config_ = *std::move(cfg);
   ST_RETURN_IF_ERROR(DecodePolicy());
+  const int64_t L = config_.num_hidden_layers;
+  int64_t layers_present = 0;
+  for (const TensorInfo& t : tensors_) {
+    const std::optional<TensorId> id = ParseFileTensorName(t.name);
+    if (id && id->layer >= 0) layers_present = std::max<int64_t>(layers_present, id->layer + 1LL);
+  }
+  if (L > layers_present) {
+    return InvalidArgumentError(StrCat("config says num_hidden_layers = ", L,
+                                       " but the file has tensors for only ", layers_present,
+                                       " layers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModelFile::MatchTensorsToConfig() {
+  using absl::InvalidArgumentError;
+  using absl::StrCat;
   const int64_t L = config_.num_hidden_layers, E = config_.moe_num_primary_experts;
-  {
-    int64_t layers_present = 0;
-    for (const TensorInfo& t : tensors_) {
-      const std::optional<TensorId> id = ParseFileTensorName(t.name);
-      if (id && id->layer >= 0) layers_present = std::max<int64_t>(layers_present, id->layer + 1LL);
+  size_t seen = 0;
+  size_t part_index[3] = {0, 0, 0};  // the current expert's gate, up, down_t in tensors_
+  auto expect = [&](const TensorId& id) -> absl::Status {
+    const std::string name = id.FileName();
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) {
+      return InvalidArgumentError(StrCat("tensor '", name, "' is missing (the config has ", L,
+                                         " layers, ", E, " experts)"));
     }
-    if (L > layers_present) {
-      return InvalidArgumentError(StrCat("config says num_hidden_layers = ", L,
-                                         " but the file has tensors for only ", layers_present,
-                                         " layers"));
+    const TensorInfo& t = tensors_[it->second];
+    const std::vector<int64_t> dims = id.Shape(config_);
+    if (t.dims != dims) {
+      return InvalidArgumentError(StrCat("tensor '", name, "' has shape ", ShapeString(t.dims),
+                                         " but the config implies ", ShapeString(dims)));
     }
-  }
-  // ---- every tensor expected by the config (the registry's walk), with its shape; nothing else
-  {
-    size_t seen = 0;
-    absl::Status status;
-    size_t part_index[3] = {0, 0, 0};  // the current expert's gate, up, down_t in tensors_
-    auto expect = [&](const TensorId& id) -> absl::Status {
-      const std::string name = id.FileName();
-      auto it = by_name_.find(name);
-      if (it == by_name_.end()) {
-        return InvalidArgumentError(StrCat("tensor '", name, "' is missing (the config has ", L,
-                                           " layers, ", E, " experts)"));
-      }
-      const TensorInfo& t = tensors_[it->second];
-      const std::vector<int64_t> dims = id.Shape(config_);
-      if (t.dims != dims) {
-        return InvalidArgumentError(StrCat("tensor '", name, "' has shape ", ShapeString(t.dims),
-                                           " but the config implies ", ShapeString(dims)));
-      }
-      ++seen;  // names are unique (checked above) and the walk names each tensor once
-      if (!id.is_expert()) return absl::OkStatus();
-      part_index[static_cast<int>(id.part())] = it->second;
-      expert_index_.push_back(it->second);
-      if (id.part() != ExpertPart::kDownT) return absl::OkStatus();
-      const TensorInfo& g = tensors_[part_index[0]];
-      const TensorInfo& u = tensors_[part_index[1]];
-      const TensorInfo& d = tensors_[part_index[2]];
-      uint64_t want_up, want_down;
-      if (!AlignUp(g.offset + g.size, kTensorAlignment, &want_up) ||
-          !AlignUp(u.offset + u.size, kTensorAlignment, &want_down) || u.offset != want_up ||
-          d.offset != want_down) {
-        return InvalidArgumentError(StrCat(
-            "expert (", id.layer, ", ", id.expert, ") is not one contiguous extent: gate at ",
-            g.offset, " (", g.size, " bytes), up at ", u.offset, ", down_t at ", d.offset,
-            "; each part must start at the next ", kTensorAlignment,
-            "-byte boundary after the previous one"));
-      }
-      return absl::OkStatus();
-    };
-    // The walk stops at the first missing tensor, so a huge L x E costs at most (tensors
-    // present + 1) lookups and the index grows with real entries only.
-    ForEachTensor(config_, [&](const TensorId& id) {
-      status = expect(id);
-      return status.ok();
-    });
-    ST_RETURN_IF_ERROR(status);
-    if (seen != tensors_.size()) {
-      std::set<std::string> expected;
-      ForEachTensor(config_, [&](const TensorId& id) {
-        expected.insert(id.FileName());
-        return true;
-      });
-      for (const TensorInfo& t : tensors_) {
-        if (!expected.count(t.name)) {
-          return InvalidArgumentError(StrCat(
-              "unexpected tensor '", t.name, "' for a config with ", L, " layers, ", E, " experts",
-              config_.tie_word_embeddings && t.name == "output" ? " and tie_word_embeddings = true"
-                                                                : ""));
-        }
-      }
+    ++seen;  // names are unique (IndexTensors) and the walk names each tensor once
+    if (!id.is_expert()) return absl::OkStatus();
+    part_index[static_cast<int>(id.part())] = it->second;
+    expert_index_.push_back(it->second);
+    if (id.part() != ExpertPart::kDownT) return absl::OkStatus();
+    return CheckExpertContiguous(id, tensors_[part_index[0]], tensors_[part_index[1]],
+                                 tensors_[part_index[2]]);
+  };
+  // The walk stops at the first missing tensor, so a huge L x E costs at most (tensors
+  // present + 1) lookups and the index grows with real entries only.
+  absl::Status status;
+  ForEachTensor(config_, [&](const TensorId& id) {
+    status = expect(id);
+    return status.ok();
+  });
+  ST_RETURN_IF_ERROR(status);
+  if (seen == tensors_.size()) return absl::OkStatus();
+  std::set<std::string> expected;
+  ForEachTensor(config_, [&](const TensorId& id) {
+    expected.insert(id.FileName());
+    return true;
+  });
+  for (const TensorInfo& t : tensors_) {
+    if (!expected.count(t.name)) {
+      return InvalidArgumentError(StrCat(
+          "unexpected tensor '", t.name, "' for a config with ", L, " layers, ", E, " experts",
+          config_.tie_word_embeddings && t.name == "output" ? " and tie_word_embeddings = true"
+                                                            : ""));
     }
   }
-  if (options.verify_checksums) ST_RETURN_IF_ERROR(VerifyAllTensors());
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "infer/quant/types.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
+#include "model/file_io.h"
 
 namespace st {
 
@@ -126,14 +128,15 @@ struct ExpertExtent {
 uint32_t Crc32c(const void* data, size_t size, uint32_t crc = 0);
 
 // ---- Writer ----
-// Streams tensor data to `path + ".tmp"`; Finish() appends metadata and directory, patches
-// the header, re-opens the result with ModelFile (structure check), fsyncs and renames over
-// `path`. On any error (or without Finish) the .tmp is removed and `path` is untouched.
+// Streams tensor data to a temp file next to `path` (AtomicFileWriter); Finish() appends
+// metadata and directory, patches the header, re-opens the result with ModelFile (structure
+// check), fsyncs and renames over `path`. On any error (or without Finish) the temp file is
+// removed and `path` is untouched.
 // Order: every resident tensor (AddTensor) before the first expert. Not thread-safe.
 class ModelFileWriter {
  public:
   static absl::StatusOr<std::unique_ptr<ModelFileWriter>> Create(const std::string& path);
-  ~ModelFileWriter();  // removes the .tmp if Finish() did not succeed
+  ~ModelFileWriter();  // removes the temp file if Finish() did not succeed
   ModelFileWriter(const ModelFileWriter&) = delete;
   ModelFileWriter& operator=(const ModelFileWriter&) = delete;
 
@@ -181,8 +184,8 @@ class ModelFileWriter {
   absl::Status AddEntry(TensorInfo info, const void* data, size_t size);
   absl::Status Fail(absl::Status s);
 
-  std::string path_, tmp_path_;
-  int fd_ = -1;
+  std::string path_;
+  std::optional<AtomicFileWriter> file_;  // the temp file; set by Create
   uint64_t pos_ = 0;
   bool finished_ = false;
   bool failed_ = false;
@@ -276,6 +279,20 @@ class ModelFile {
  private:
   ModelFile() = default;
   absl::Status Parse(const Options& options);
+  // Parse's steps, in order; each validates what it reads and trusts only earlier steps:
+  // ParseHeader: magic, version, size, alignments, section bounds. VerifyHeaderChecksum: the
+  // header fields, metadata and directory. ParseMetadata: metadata_, required keys and types.
+  // ParseDirectory: tensors_, each entry on its own and inside the data region. IndexTensors:
+  // sorted by offset, by_name_, no overlap, residents first. ParseConfig: config_, policy_,
+  // generation_, layers present. MatchTensorsToConfig: exactly the config's tensors and
+  // shapes, experts contiguous; expert_index_.
+  absl::Status ParseHeader();
+  absl::Status VerifyHeaderChecksum() const;
+  absl::Status ParseMetadata();
+  absl::Status ParseDirectory();
+  absl::Status IndexTensors();
+  absl::Status ParseConfig();
+  absl::Status MatchTensorsToConfig();
   absl::Status DecodePolicy();  // policy_ and generation_ from the optional metadata keys
   absl::Status AllocateCopy(const std::string& path);  // virtual, 2 MiB aligned, THP-advised
   absl::Status ReadRange(const std::string& path, uint64_t offset, uint64_t size);

@@ -16,6 +16,7 @@
 #include "infer/runtime/engine_impl.h"
 #include "infer/runtime/thread_pool.h"
 #include "model/check.h"
+#include "model/random.h"
 
 namespace st {
 namespace {
@@ -162,9 +163,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path,
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFile> file,
                                                          const EngineOptions& options) {
-  if (options.threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads must be >= 0 (0 = all cores), got ", options.threads));
+  if (options.threads < 0 || options.threads > kMaxEngineThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be in [0, ", kMaxEngineThreads,
+                                                   "] (0 = all cores), got ", options.threads));
   }
   if (options.prefill_chunk < 1) {
     return absl::InvalidArgumentError(
@@ -203,7 +204,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   m.kern = &SelectKernels(options.simd);
   if (options.simd && !options.avx512 && Avx2Kernels() != nullptr) m.kern = Avx2Kernels();
-  m.pool = std::make_unique<ThreadPool>(threads);
+  ST_ASSIGN_OR_RETURN(m.pool, ThreadPool::Create(threads));
 
   using TK = TensorKind;
   ST_ASSIGN_OR_RETURN(m.token_embd, FindMat(f, TensorId::Model(TK::kTokenEmbd), c));
@@ -346,13 +347,10 @@ void RopeAngles(const std::vector<double>& inv_freq, int64_t p0, int T, float* c
 // Benchmarks: k distinct experts of E drawn uniformly per (position, layer, seed), a partial
 // Fisher-Yates shuffle of order_E driven by SplitMix64 steps.
 void UniformExperts(int64_t pos, int layer, uint64_t seed, int E, int K, int* order_E) {
-  uint64_t z = (static_cast<uint64_t>(pos) << 20) ^ static_cast<uint64_t>(layer) ^
-               (seed * 0x9e3779b97f4a7c15ull);
+  SplitMix64 rng((static_cast<uint64_t>(pos) << 20) ^ static_cast<uint64_t>(layer) ^
+                 (seed * SplitMix64::kGolden));
   for (int i = 0; i < K; ++i) {
-    z += 0x9e3779b97f4a7c15ull;
-    uint64_t h = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
-    h ^= h >> 31;
+    const uint64_t h = rng.Next();
     std::swap(order_E[i], order_E[i + static_cast<int>(h % static_cast<uint64_t>(E - i))]);
   }
 }

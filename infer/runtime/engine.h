@@ -29,8 +29,11 @@ namespace st {
 
 constexpr int kBudgetDefaultContext = 4096;
 
+// The most worker threads an engine starts (EngineOptions::threads above it is refused).
+inline constexpr int kMaxEngineThreads = 1024;
+
 struct EngineOptions {
-  int threads = 0;          // worker threads, calling thread included; 0 = all cores
+  int threads = 0;  // worker threads, calling thread included; 0 = all cores; <= kMaxEngineThreads
   bool kv_f16 = true;       // KV cache in fp16 (false: f32)
   bool simd = true;         // false forces the portable scalar kernels (tests, comparisons)
   bool avx512 = true;       // false stops at the AVX2 table even where AVX-512 VNNI exists

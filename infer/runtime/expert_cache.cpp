@@ -13,13 +13,12 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 #if defined(ST_HAVE_LIBURING)
@@ -601,27 +600,12 @@ absl::Status WriteRoutingProfile(const std::string& path, const RoutingProfile& 
                                         p.counts.begin() + static_cast<size_t>(l + 1) * p.experts));
   }
   j["counts"] = rows;
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump() << "\n";
-    if (!out.good()) {
-      return absl::InternalError(absl::StrCat("cannot write routing profile '", tmp, "'"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot rename '", tmp, "' to '", path, "': ", Errno(errno)));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomic(path, j.dump() + "\n");
 }
 
 absl::StatusOr<RoutingProfile> ReadRoutingProfile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open routing profile '", path, "'"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseRoutingProfile(ss.str(), path);
+  ST_ASSIGN_OR_RETURN(std::string text, ReadFile(path, "routing profile"));
+  return ParseRoutingProfile(text, path);
 }
 
 absl::StatusOr<RoutingProfile> ParseRoutingProfile(absl::string_view text,

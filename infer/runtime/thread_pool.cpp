@@ -5,6 +5,9 @@
 #include <immintrin.h>
 #endif
 
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
 #include "model/check.h"
 
 namespace st {
@@ -23,10 +26,26 @@ constexpr int kSpinBeforeSleep = 1 << 14;
 
 ThreadPool::ThreadPool(int threads) {
   ST_CHECK(threads >= 1) << "threads=" << threads;
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  try {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  } catch (...) {
+    StopWorkers();  // a destructor does not run for a half-built object
+    throw;
+  }
 }
 
-ThreadPool::~ThreadPool() {
+absl::StatusOr<std::unique_ptr<ThreadPool>> ThreadPool::Create(int threads) {
+  try {
+    return std::make_unique<ThreadPool>(threads);
+  } catch (const std::system_error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("could not start ", threads, " threads (",
+                                                     e.what(), "): use fewer threads (--threads)"));
+  }
+}
+
+ThreadPool::~ThreadPool() { StopWorkers(); }
+
+void ThreadPool::StopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);

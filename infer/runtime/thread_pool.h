@@ -10,15 +10,22 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace st {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);  // threads >= 1, the caller included
+  // threads >= 1, the caller included. Throws std::system_error when the OS refuses a thread
+  // (the workers started so far are stopped and joined first); see Create.
+  explicit ThreadPool(int threads);
+  // As the constructor, but a refused thread is ResourceExhausted naming the count.
+  static absl::StatusOr<std::unique_ptr<ThreadPool>> Create(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -58,6 +65,7 @@ class ThreadPool {
   void Dispatch(int64_t n_tasks, Call call, void* ctx);
   void WorkerLoop(int index);
   void RunTasks(int thread);
+  void StopWorkers();  // wakes every worker with stop_ set and joins it
 
   std::vector<std::thread> workers_;
   // The current job. Tasks are claimed with a CAS on claim_ = (job << 32) | next task, so a

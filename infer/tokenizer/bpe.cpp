@@ -11,9 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -22,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model/check.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace st {
@@ -90,7 +89,6 @@ bool IsAscii(absl::string_view s) {
   }
   return true;
 }
-
 
 // ---- GPT-2 bytes_to_unicode
 
@@ -754,14 +752,13 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(absl::strin
 }
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open tokenizer file '", path,
-                                            "' (expected a Hugging Face tokenizer.json)"));
+  absl::StatusOr<std::string> text = ReadFile(path, "tokenizer file");
+  if (!text.ok()) {
+    return absl::Status(
+        text.status().code(),
+        absl::StrCat(text.status().message(), " (expected a Hugging Face tokenizer.json)"));
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  absl::StatusOr<std::unique_ptr<BpeTokenizer>> t = FromJson(ss.str());
+  absl::StatusOr<std::unique_ptr<BpeTokenizer>> t = FromJson(*text);
   if (!t.ok()) {
     return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
   }

@@ -2,17 +2,13 @@
 #include "infer/tools/cli.h"
 
 #include <gflags/gflags.h>
-#include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -467,32 +463,6 @@ std::vector<int> ThreadList() {
     if (v == 0) v = CoreCount();
   }
   return *t;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
-  const std::string named =
-      what.empty() ? absl::StrCat("'", path, "'") : absl::StrCat(what, " '", path, "'");
-  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " is empty: give a file"));
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    const int err = errno;
-    return absl::Status(
-        err == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kPermissionDenied,
-        absl::StrCat("cannot read ", named, ": ", std::strerror(err)));
-  }
-  if (S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(named, " is a directory; give a file"));
-  }
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "cannot read ", named, ": ", errno != 0 ? std::strerror(errno) : "open failed"));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", named));
-  return ss.str();
 }
 
 }  // namespace cli

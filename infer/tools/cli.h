@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "gflags/gflags_declare.h"
+#include "model/file_io.h"
 
 // Worker threads, the calling thread included; 0 = all cores. Defined once, in cli.cpp; a tool
 // that takes it names it in its Spec (and st-bench, with Spec::threads_list, takes a comma list).
@@ -117,9 +118,10 @@ int ResolvedThreads();
 // st-bench's comma list, each 0 resolved to this machine's cores.
 std::vector<int> ThreadList();
 
-// The whole of the file `path`, which the flag or argument `what` named ("--prompt_file").
-// A directory, a missing or unreadable file are errors that name both and say what was wrong.
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what);
+// The whole of the file `path`, which the flag or argument `what` named ("--prompt_file"):
+// st::ReadFile (model/file_io.h). A directory, a missing or unreadable file are errors that
+// name both and say what was wrong.
+using ::st::ReadFile;
 
 // Optimal-string-alignment edit distance (an adjacent transposition costs 1).
 int EditDistance(absl::string_view a, absl::string_view b);

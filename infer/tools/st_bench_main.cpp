@@ -27,6 +27,7 @@
 #include "infer/tokenizer/tokenizer.h"
 #include "infer/tools/cli.h"
 #include "infer/tools/engine_flags.h"
+#include "model/random.h"
 #include "nlohmann/json.hpp"
 
 DEFINE_int32(prompt_tokens, 128, "prompt length for the prefill measurement");
@@ -71,10 +72,8 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 std::vector<int32_t> SyntheticTokens(int n, int vocab, uint64_t seed) {
   std::vector<int32_t> ids(n);
   for (int i = 0; i < n; ++i) {
-    uint64_t z = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i) + 1;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    const uint64_t z =
+        st::SplitMix64::Mix(seed * st::SplitMix64::kGolden + static_cast<uint64_t>(i) + 1);
     ids[i] = static_cast<int32_t>(z % static_cast<uint64_t>(vocab));
   }
   return ids;

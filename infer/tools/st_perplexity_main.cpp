@@ -80,7 +80,6 @@ int Main() {
   // -1: the policy adds no BOS, so the chunk stays as the text has it.
   const int64_t bos = loaded->policy.add_bos_token ? loaded->policy.bos_token_id : -1;
   const int first = n_ctx / 2;  // positions [first, n_ctx - 1) predict tokens first+1 .. n_ctx-1
-  const int V = eng.config().vocab_size;
   std::printf(
       "[st-perplexity] %s: %zu tokens (tokenized in %.2f s), %lld chunks of %d tokens, scoring "
       "the last %d of each; %d threads, %s kernels; load %.2f s\n",
@@ -88,23 +87,17 @@ int Main() {
       n_ctx - 1 - first, eng.threads(), eng.KernelName().c_str(), loaded->load_seconds);
 
   PerplexityStats stats;
-  std::vector<float> logits;
   const auto t0 = Clock::now();
   for (int64_t c = 0; c < n_chunks; ++c) {
     std::vector<int32_t> chunk(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
     if (bos >= 0) chunk[0] = static_cast<int32_t>(bos);
-    eng.Reset();
-    absl::Status s = eng.PrefillAll(chunk, &logits);
-    if (!s.ok()) return Fail(s.message());
-    double chunk_nll = 0;
-    for (int j = first; j < n_ctx - 1; ++j) {
-      chunk_nll += stats.Add(logits.data() + static_cast<size_t>(j) * V, V, chunk[j + 1]);
-    }
+    absl::StatusOr<double> chunk_nll = ScorePerplexityChunk(eng, chunk, first, &stats);
+    if (!chunk_nll.ok()) return Fail(chunk_nll.status().message());
     const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     const double eta = elapsed / (c + 1) * (n_chunks - c - 1);
     std::printf("[%lld/%lld] PPL %.4f (this chunk %.4f) | %.1f tok/s | ETA %s\n",
                 static_cast<long long>(c + 1), static_cast<long long>(n_chunks), stats.ppl(),
-                std::exp(chunk_nll / (n_ctx - 1 - first)),
+                std::exp(*chunk_nll / (n_ctx - 1 - first)),
                 (c + 1) * n_ctx / std::max(elapsed, 1e-9), Duration(eta).c_str());
     std::fflush(stdout);
   }

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "infer/tools/engine_flags.h"
+#include "model/check.h"
 
 namespace st {
 
@@ -69,6 +71,25 @@ double PerplexityStats::ppl_stderr() const {
   const double mean = mean_nll();
   const double var = nll2_ / count_ - mean * mean;
   return var > 0 ? std::sqrt(var / (count_ - 1)) * ppl() : 0.0;
+}
+
+absl::StatusOr<double> ScorePerplexityChunk(Engine& eng, absl::Span<const int32_t> chunk, int first,
+                                            PerplexityStats* stats) {
+  const int n = static_cast<int>(chunk.size());
+  if (first < 0 || first >= n - 1) {
+    return absl::InvalidArgumentError(absl::StrCat("perplexity: scoring from position ", first,
+                                                   " leaves nothing to score in a chunk of ", n,
+                                                   " tokens"));
+  }
+  const int V = eng.config().vocab_size;
+  std::vector<float> logits_TV;
+  eng.Reset();
+  ST_RETURN_IF_ERROR(eng.PrefillAll(chunk, &logits_TV));
+  double nll = 0;
+  for (int j = first; j < n - 1; ++j) {
+    nll += stats->Add(logits_TV.data() + static_cast<size_t>(j) * V, V, chunk[j + 1]);
+  }
+  return nll;
 }
 
 }  // namespace st

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "infer/runtime/engine.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
@@ -48,5 +49,12 @@ class PerplexityStats {
   double nll_ = 0, nll2_ = 0;
   int64_t count_ = 0;
 };
+
+// One perplexity chunk as llama-perplexity scores it: `chunk` runs from an empty context
+// (eng.Reset, then one PrefillAll) and the logits of position j score chunk[j + 1] for j in
+// [first, chunk.size() - 1), each added to `stats`. Returns the chunk's summed NLL. The engine
+// is left holding the chunk's context.
+absl::StatusOr<double> ScorePerplexityChunk(Engine& eng, absl::Span<const int32_t> chunk, int first,
+                                            PerplexityStats* stats);
 
 }  // namespace st

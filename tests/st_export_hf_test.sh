@@ -2,21 +2,14 @@
 # st-export --format hf from the command line on a tiny model: random weights -> HF directory
 # (f32) -> HF directory (bf16, sharded) -> model file; every directory checked by an independent
 # Python reader (tests/check_hf_dir.py: json + struct only); the flag errors and --force.
-#   tests/hf_export_cli_test.sh ST_EXPORT ST_INSPECT SOURCE_DIR BINARY_DIR
+#   tests/st_export_hf_test.sh ST_EXPORT ST_INSPECT SOURCE_DIR BINARY_DIR
 set -euo pipefail
 st_export=$1 st_inspect=$2 src=$3 bin=$4
-dir="$bin/test_tmp/hf_export_cli"
-rm -rf "$dir"
-mkdir -p "$dir"
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
+dir="$bin/test_tmp/st_export_hf"
+fresh_dir "$dir"
 check_dir() { python3 "$src/tests/check_hf_dir.py" "$@"; }
 
-fail=0
-check() {  # description, then a command that must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
-matches() { grep -Eq -- "$2" "$1"; }
 # description, expected message (regex), then an st-export command line that must fail with it
 refused() {
   local what=$1 want=$2

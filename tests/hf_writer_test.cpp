@@ -1,34 +1,36 @@
-// Hugging Face export tests: HDF5 checkpoint -> HF directory -> model file equals the direct
-// export (f32 exact, bf16 = the rounded weights), sharding + index, the safetensors writer's
-// header (parsed here independently), the directory transaction (refusals, failures leave
-// nothing), and the byte tokenizer's tokenizer.json against ByteTokenizer.
+// Tests of the Hugging Face writer (infer/export/hf_writer.h): HDF5 checkpoint -> HF directory
+// -> model file equals the direct export (f32 exact, bf16 = the rounded weights), sharding +
+// index, the safetensors writer's header (parsed here independently), the directory transaction
+// (refusals, failures leave nothing), and the byte tokenizer's tokenizer.json against
+// ByteTokenizer.
+#include "infer/export/hf_writer.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "data/hdf5.h"
 #include "infer/export/exporter.h"
-#include "infer/export/hf_writer.h"
 #include "infer/export/safetensors.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/model_file.h"
 #include "infer/quant/codec.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_tokenizers.h"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -36,89 +38,23 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string FreshDir(const std::string& name) {
-  fs::path p = fs::path(ST_BINARY_DIR) / "test_tmp" / "hf_export" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using test_util::Contains;
+using test_util::FileContents;
+using test_util::ListDir;
+using test_util::RandomValues;
+using test_util::TinyExportConfig;
+using Values = test_util::TensorValues;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// test_util::FreshDir under hf_export/.
+std::string FreshDir(const std::string& name) { return test_util::FreshDir("hf_export/" + name); }
 
-std::vector<std::string> Listing(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-bool Contains(const absl::Status& s, const std::string& needle) {
-  return std::string(s.message()).find(needle) != std::string::npos;
-}
-
-ModelConfig Config(bool tied) {
-  ModelConfig c;
-  c.num_hidden_layers = 2;
-  c.hidden_size = 64;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 32;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 128;
-  c.rope_layout = {0, 1};
-  c.sliding_window_layout = {0, 1};
-  c.sliding_window_size = 16;
-  c.moe_num_primary_experts = 3;
-  c.moe_num_active_primary_experts = 2;
-  c.moe_ffn_hidden_size = 32;
-  c.tie_word_embeddings = tied;
-  EXPECT_TRUE(ValidateModelConfig(c).ok());
-  return c;
-}
-
-using Values = std::map<std::string, std::vector<float>>;
-
-// Random float32 values for every tensor of `cfg` (norms around 1).
-Values RandomValues(const ModelConfig& cfg, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 0.05f);
-  Values v;
-  for (const SourceTensor& t : ExpectedTensors(cfg)) {
-    std::vector<float>& x = v[t.name];
-    x.resize(static_cast<size_t>(t.num_elements()));
-    const bool norm = t.name.find("norm") != std::string::npos;
-    for (float& f : x) f = norm ? 1.f + normal(rng) : normal(rng);
-  }
-  return v;
-}
-
-// Our training checkpoint (train/checkpoint.h layout), as tests/tensor_source_test.cpp builds it.
-// `config_json` (optional) replaces the model_config attribute.
+// Our training checkpoint of `cfg` holding `values`; `config_json` (optional) replaces the
+// model_config attribute.
 void WriteTrainCheckpoint(const std::string& path, const ModelConfig& cfg, const Values& values,
                           const std::string& tokenizer = "byte", const std::string& tok_json = "",
                           const std::string& config_json = "") {
-  absl::StatusOr<H5File> f = H5File::Create(path);
-  ASSERT_TRUE(f.ok()) << f.status();
-  ASSERT_TRUE(f->WriteAttr("/", "format", "smallthinker.checkpoint").ok());
-  ASSERT_TRUE(f->WriteAttr("/", "version", int64_t{1}).ok());
-  ASSERT_TRUE(
-      f->WriteAttr("/", "model_config", config_json.empty() ? cfg.ToJson() : config_json).ok());
-  ASSERT_TRUE(f->WriteAttr("/", "tokenizer", tokenizer).ok());
-  for (const SourceTensor& t : ExpectedTensors(cfg)) {
-    ASSERT_TRUE(
-        f->WriteDataset("/params/" + t.name, H5Type::kF32, t.shape, values.at(t.name).data()).ok());
-  }
-  if (!tok_json.empty()) {
-    ASSERT_TRUE(f->WriteDataset("/tokenizer/json", H5Type::kU8,
-                                {static_cast<int64_t>(tok_json.size())}, tok_json.data())
-                    .ok());
-  }
-  ASSERT_TRUE(f->Close().ok());
+  test_util::WriteTrainCheckpoint(path, config_json.empty() ? cfg.ToJson() : config_json,
+                                  test_util::CheckpointTensors(cfg, values), tokenizer, tok_json);
 }
 
 std::unique_ptr<TensorSource> OpenOrDie(const std::string& path) {
@@ -173,7 +109,7 @@ absl::StatusOr<HfExportReport> ExportHf(const TensorSource& src, const std::stri
 TEST(HfExportTest, F32DirectoryReimportsToTheSameModelFile) {
   for (bool tied : {true, false}) {
     const std::string dir = FreshDir(tied ? "f32_tied" : "f32_untied");
-    const ModelConfig cfg = Config(tied);
+    const ModelConfig cfg = TinyExportConfig(tied);
     const Values values = RandomValues(cfg, tied ? 11 : 12);
     WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, values);
     auto h5 = OpenOrDie(dir + "/ckpt.h5");
@@ -182,10 +118,10 @@ TEST(HfExportTest, F32DirectoryReimportsToTheSameModelFile) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->shards, 1);
     EXPECT_EQ(
-        Listing(dir + "/hf"),
+        ListDir(dir + "/hf"),
         (std::vector<std::string>{"config.json", "generation_config.json", "model.safetensors",
                                   "tokenizer.json", "tokenizer_config.json"}));
-    EXPECT_EQ(r->files, Listing(dir + "/hf"));
+    EXPECT_EQ(r->files, ListDir(dir + "/hf"));
 
     auto hf = OpenHfCheckpoint(dir + "/hf");
     ASSERT_TRUE(hf.ok()) << hf.status();
@@ -216,25 +152,25 @@ TEST(HfExportTest, F32DirectoryReimportsToTheSameModelFile) {
 
 TEST(HfExportTest, BpeTokenizerPassesThroughAndReexportIsIdentical) {
   const std::string dir = FreshDir("bpe");
-  const ModelConfig cfg = Config(true);
+  const ModelConfig cfg = TinyExportConfig(true);
   const std::string tok_json = test_util::MinimalTokenizerJson();
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, RandomValues(cfg, 3), "bpe", tok_json);
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
   ASSERT_NE(h5, nullptr);
   ASSERT_TRUE(ExportHf(*h5, dir + "/hf", HfDType::kBF16).ok());
-  EXPECT_EQ(ReadAll(dir + "/hf/tokenizer.json"), tok_json);
+  EXPECT_EQ(FileContents(dir + "/hf/tokenizer.json"), tok_json);
   // And again from the HF directory (any TensorSource): the same files come out.
   auto hf = OpenOrDie(dir + "/hf");
   ASSERT_NE(hf, nullptr);
   ASSERT_TRUE(ExportHf(*hf, dir + "/hf2", HfDType::kBF16).ok());
   for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json",
                         "generation_config.json", "model.safetensors"}) {
-    EXPECT_EQ(ReadAll(dir + "/hf/" + f), ReadAll(dir + "/hf2/" + f)) << f;
+    EXPECT_EQ(FileContents(dir + "/hf/" + f), FileContents(dir + "/hf2/" + f)) << f;
   }
 }
 
 TEST(HfExportTest, ConfigJsonHasTheReleasedKeys) {
-  ModelConfig cfg = Config(true);
+  ModelConfig cfg = TinyExportConfig(true);
   cfg.bos_token_id = 5;
   cfg.eos_token_id = {6, 7};
   ASSERT_TRUE(ValidateModelConfig(cfg).ok());
@@ -291,7 +227,7 @@ float FromBits(uint32_t u) {
 
 TEST(HfExportTest, Bf16IsTheRoundedSourceAndReimportsAsTheRoundedModel) {
   const std::string dir = FreshDir("bf16");
-  const ModelConfig cfg = Config(false);
+  const ModelConfig cfg = TinyExportConfig(false);
   Values values = RandomValues(cfg, 21);
   // Values where the rounding matters, in a norm (stored f32 by every recipe): ties to even
   // both ways, a carry into the exponent, the largest float (rounds to inf), a subnormal, NaN
@@ -306,7 +242,7 @@ TEST(HfExportTest, Bf16IsTheRoundedSourceAndReimportsAsTheRoundedModel) {
   ASSERT_NE(h5, nullptr);
   absl::StatusOr<HfExportReport> r = ExportHf(*h5, dir + "/hf", HfDType::kBF16);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(json::parse(ReadAll(dir + "/hf/config.json"))["torch_dtype"], "bfloat16");
+  EXPECT_EQ(json::parse(FileContents(dir + "/hf/config.json"))["torch_dtype"], "bfloat16");
 
   absl::StatusOr<SafetensorsFile> st = SafetensorsFile::Open(dir + "/hf/model.safetensors");
   ASSERT_TRUE(st.ok()) << st.status();
@@ -362,7 +298,7 @@ TEST(HfExportTest, Bf16IsTheRoundedSourceAndReimportsAsTheRoundedModel) {
 
 TEST(HfExportTest, ShardsWithIndexReadBackIdentically) {
   const std::string dir = FreshDir("shards");
-  const ModelConfig cfg = Config(false);
+  const ModelConfig cfg = TinyExportConfig(false);
   const Values values = RandomValues(cfg, 31);
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, values);
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
@@ -385,7 +321,7 @@ TEST(HfExportTest, ShardsWithIndexReadBackIdentically) {
       EXPECT_LT(r->shards, static_cast<int>(expected.size()));
     }
     EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
-    const json index = json::parse(ReadAll(out + "/model.safetensors.index.json"));
+    const json index = json::parse(FileContents(out + "/model.safetensors.index.json"));
     EXPECT_EQ(index["metadata"]["total_size"].get<int64_t>(), total);
     ASSERT_EQ(index["weight_map"].size(), expected.size());
     std::map<std::string, int64_t> shard_bytes;
@@ -438,10 +374,10 @@ TEST(SafetensorsWriterTest, HeaderIsPaddedToEightAndOffsetsAreContiguous) {
     EXPECT_FALSE(fs::exists(path));  // nothing at the final name before Commit
     ASSERT_TRUE((*w)->Finish().ok());
     ASSERT_TRUE((*w)->Commit().ok());
-    EXPECT_FALSE(fs::exists(path + ".tmp"));
+    EXPECT_FALSE(fs::exists(TempPathFor(path)));
 
     // Independent parse of the bytes.
-    const std::string file = ReadAll(path);
+    const std::string file = FileContents(path);
     ASSERT_GE(file.size(), 8u);
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(file[i]);
@@ -500,9 +436,9 @@ TEST(SafetensorsWriterTest, MisuseIsAnErrorAndLeavesNothing) {
     s = (*w)->Finish();  // "b" missing
     EXPECT_TRUE(Contains(s, "next: 'b'")) << s;
     EXPECT_FALSE((*w)->Commit().ok());
-    EXPECT_TRUE(fs::exists(path + ".tmp"));
+    EXPECT_TRUE(fs::exists((*w)->temp_path()));
   }
-  EXPECT_EQ(Listing(dir), std::vector<std::string>{});  // the destructor removed the temp file
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{});  // the destructor removed the temp file
   for (const std::vector<SourceTensor>& bad :
        {std::vector<SourceTensor>{{"a", "I8", {1}}}, std::vector<SourceTensor>{{"", "F32", {1}}},
         std::vector<SourceTensor>{{"a", "F32", {1}}, {"a", "F32", {1}}},
@@ -515,7 +451,7 @@ TEST(SafetensorsWriterTest, MisuseIsAnErrorAndLeavesNothing) {
   auto w = SafetensorsWriter::Create(dir + "/no/such/dir/x.safetensors", tensors);
   ASSERT_FALSE(w.ok());
   EXPECT_TRUE(Contains(w.status(), "no/such/dir/x.safetensors.tmp")) << w.status();
-  EXPECT_EQ(Listing(dir), std::vector<std::string>{});
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{});
 }
 
 // A source that fails to read one tensor (a corrupt checkpoint found halfway through).
@@ -540,28 +476,28 @@ class FailingSource final : public TensorSource {
 
 TEST(HfExportTest, RefusesNonEmptyDirectoryWithoutForceAndForceKeepsOtherFiles) {
   const std::string dir = FreshDir("force");
-  const ModelConfig cfg = Config(true);
+  const ModelConfig cfg = TinyExportConfig(true);
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, RandomValues(cfg, 41));
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
   ASSERT_NE(h5, nullptr);
   const std::string out = dir + "/out";
   fs::create_directories(out);
-  std::ofstream(out + "/notes.txt") << "mine";
-  std::ofstream(out + "/model.safetensors") << "stale single file";
-  std::ofstream(out + "/model-00001-of-00099.safetensors") << "stale shard";
-  std::ofstream(out + "/chat_template.jinja") << "stale template";
-  const std::vector<std::string> before = Listing(out);
+  test_util::WriteFile(out + "/notes.txt", "mine");
+  test_util::WriteFile(out + "/model.safetensors", "stale single file");
+  test_util::WriteFile(out + "/model-00001-of-00099.safetensors", "stale shard");
+  test_util::WriteFile(out + "/chat_template.jinja", "stale template");
+  const std::vector<std::string> before = ListDir(out);
   absl::StatusOr<HfExportReport> r = ExportHf(*h5, out, HfDType::kBF16, 50'000);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(Contains(r.status(), "not empty")) << r.status();
   EXPECT_TRUE(Contains(r.status(), "--force")) << r.status();
-  EXPECT_EQ(Listing(out), before);
-  EXPECT_EQ(ReadAll(out + "/model.safetensors"), "stale single file");
+  EXPECT_EQ(ListDir(out), before);
+  EXPECT_EQ(FileContents(out + "/model.safetensors"), "stale single file");
 
   r = ExportHf(*h5, out, HfDType::kBF16, 50'000, /*force=*/true);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_GT(r->shards, 1);
-  EXPECT_EQ(ReadAll(out + "/notes.txt"), "mine");
+  EXPECT_EQ(FileContents(out + "/notes.txt"), "mine");
   // What a loader would have read instead of the new files is gone.
   EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
   EXPECT_FALSE(fs::exists(out + "/model-00001-of-00099.safetensors"));
@@ -569,23 +505,23 @@ TEST(HfExportTest, RefusesNonEmptyDirectoryWithoutForceAndForceKeepsOtherFiles) 
   std::vector<std::string> want = r->files;
   want.push_back("notes.txt");
   std::sort(want.begin(), want.end());
-  EXPECT_EQ(Listing(out), want);
+  EXPECT_EQ(ListDir(out), want);
   EXPECT_TRUE(OpenHfCheckpoint(out).ok());
 }
 
 TEST(HfExportTest, OutputThatIsAFileOrUnwritableIsAClearError) {
   const std::string dir = FreshDir("bad_output");
-  const ModelConfig cfg = Config(true);
+  const ModelConfig cfg = TinyExportConfig(true);
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, RandomValues(cfg, 51));
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
   ASSERT_NE(h5, nullptr);
   const std::string file = dir + "/a_file";
-  std::ofstream(file) << "keep";
+  test_util::WriteFile(file, "keep");
   for (bool force : {false, true}) {
     absl::StatusOr<HfExportReport> r = ExportHf(*h5, file, HfDType::kBF16, 5'000'000'000, force);
     ASSERT_FALSE(r.ok());
     EXPECT_TRUE(Contains(r.status(), "is not a directory")) << r.status();
-    EXPECT_EQ(ReadAll(file), "keep");
+    EXPECT_EQ(FileContents(file), "keep");
   }
   // A path under a file.
   absl::StatusOr<HfExportReport> r = ExportHf(*h5, file + "/sub", HfDType::kBF16);
@@ -609,12 +545,12 @@ TEST(HfExportTest, OutputThatIsAFileOrUnwritableIsAClearError) {
     EXPECT_TRUE(Contains(r.status(), locked + "/model.safetensors.tmp")) << r.status();
   }
   chmod(locked.c_str(), 0755);
-  EXPECT_EQ(Listing(locked), std::vector<std::string>{});
+  EXPECT_EQ(ListDir(locked), std::vector<std::string>{});
 }
 
 TEST(HfExportTest, FailureHalfwayLeavesNothingBehind) {
   const std::string dir = FreshDir("failure");
-  const ModelConfig cfg = Config(true);
+  const ModelConfig cfg = TinyExportConfig(true);
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, RandomValues(cfg, 61));
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
   ASSERT_NE(h5, nullptr);
@@ -630,22 +566,22 @@ TEST(HfExportTest, FailureHalfwayLeavesNothingBehind) {
   fs::create_directories(dir + "/empty");
   r = ExportHf(failing, dir + "/empty", HfDType::kF32);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(Listing(dir + "/empty"), std::vector<std::string>{});
+  EXPECT_EQ(ListDir(dir + "/empty"), std::vector<std::string>{});
 
   // An earlier export, replaced with --force: untouched when the new one fails.
   ASSERT_TRUE(ExportHf(*h5, dir + "/prev", HfDType::kF32).ok());
   std::map<std::string, std::string> before;
-  for (const std::string& f : Listing(dir + "/prev")) before[f] = ReadAll(dir + "/prev/" + f);
+  for (const std::string& f : ListDir(dir + "/prev")) before[f] = FileContents(dir + "/prev/" + f);
   r = ExportHf(failing, dir + "/prev", HfDType::kBF16, 20'000, /*force=*/true);
   ASSERT_FALSE(r.ok());
   std::map<std::string, std::string> after;
-  for (const std::string& f : Listing(dir + "/prev")) after[f] = ReadAll(dir + "/prev/" + f);
+  for (const std::string& f : ListDir(dir + "/prev")) after[f] = FileContents(dir + "/prev/" + f);
   EXPECT_TRUE(before == after) << "the earlier export changed";
 
   // A source that does not match its config is refused before anything is created.
   // (an untied config over a tied model's tensors: lm_head.weight is missing)
   WriteTrainCheckpoint(dir + "/untied.h5", cfg, RandomValues(cfg, 62), "byte", "",
-                       Config(false).ToJson());
+                       TinyExportConfig(false).ToJson());
   auto mismatched = OpenOrDie(dir + "/untied.h5");
   ASSERT_NE(mismatched, nullptr);
   r = ExportHf(*mismatched, dir + "/never", HfDType::kBF16);
@@ -752,16 +688,16 @@ TEST(HfExportTest, ByteTokenizerJsonEncodesAndDecodesAsTheByteTokenizer) {
 
 TEST(HfExportTest, ByteTokenizerCheckpointExportsALoadableTokenizer) {
   const std::string dir = FreshDir("byte_tok");
-  const ModelConfig cfg = Config(true);
+  const ModelConfig cfg = TinyExportConfig(true);
   WriteTrainCheckpoint(dir + "/ckpt.h5", cfg, RandomValues(cfg, 71));
   auto h5 = OpenOrDie(dir + "/ckpt.h5");
   ASSERT_NE(h5, nullptr);
   ASSERT_EQ(h5->tokenizer_name(), "byte");
   ASSERT_TRUE(ExportHf(*h5, dir + "/hf", HfDType::kBF16).ok());
-  EXPECT_EQ(ReadAll(dir + "/hf/tokenizer.json"), ByteLevelTokenizerJson());
-  const json tc = json::parse(ReadAll(dir + "/hf/tokenizer_config.json"));
+  EXPECT_EQ(FileContents(dir + "/hf/tokenizer.json"), ByteLevelTokenizerJson());
+  const json tc = json::parse(FileContents(dir + "/hf/tokenizer_config.json"));
   EXPECT_EQ(tc["added_tokens_decoder"]["256"]["content"], "<|endoftext|>");
-  EXPECT_EQ(json::parse(ReadAll(dir + "/hf/generation_config.json"))["eos_token_id"], 256);
+  EXPECT_EQ(json::parse(FileContents(dir + "/hf/generation_config.json"))["eos_token_id"], 256);
   auto hf = OpenHfCheckpoint(dir + "/hf");
   ASSERT_TRUE(hf.ok()) << hf.status();
   auto tok = MakeTokenizer((*hf)->tokenizer_name(), (*hf)->tokenizer_json());

@@ -1,21 +1,24 @@
-// Exporter tests: Hugging Face-format fixtures (sharded, bf16, tied and untied) export to the
-// model file and match the source tensors after dequantization within the codec's bound.
+// Tests of the model-file exporter (infer/export/exporter.h): Hugging Face-format fixtures
+// (sharded, bf16, tied and untied) and random-init sources export to the model file and match the
+// source tensors after dequantization within the codec's bound; the recipe presets.
+#include "infer/export/exporter.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "absl/strings/str_cat.h"
-#include "infer/export/exporter.h"
 #include "infer/export/random_source.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/model_file.h"
 #include "infer/quant/codec.h"
 #include "infer/tokenizer/bpe_trainer.h"
+#include "model/file_io.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace st {
 namespace {
@@ -23,29 +26,13 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string FreshDir(const std::string& name) {
-  fs::path p = fs::path(ST_BINARY_DIR) / "test_tmp" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+using test_util::FreshDir;
 
+// test_util::TinyExportConfig with 4 experts of width 64 and an EOS id.
 ModelConfig FixtureConfig(bool tied) {
-  ModelConfig c;
-  c.num_hidden_layers = 2;
-  c.hidden_size = 64;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 32;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 128;
-  c.rope_layout = {0, 1};
-  c.sliding_window_layout = {0, 1};
-  c.sliding_window_size = 16;
+  ModelConfig c = test_util::TinyExportConfig(tied);
   c.moe_num_primary_experts = 4;
-  c.moe_num_active_primary_experts = 2;
   c.moe_ffn_hidden_size = 64;
-  c.tie_word_embeddings = tied;
   c.eos_token_id = {297};
   EXPECT_TRUE(ValidateModelConfig(c).ok());
   return c;
@@ -84,16 +71,13 @@ struct Fixture {
 // A Hugging Face directory: config.json, two safetensors shards + index, tokenizer.json.
 Fixture MakeHfFixture(const std::string& name, bool tied) {
   Fixture f{FreshDir(name), FixtureConfig(tied), {}};
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.f, 0.05f);
-  std::vector<SourceTensor> all = ExpectedTensors(f.cfg);
-  for (const SourceTensor& t : all) {
-    std::vector<float> v(static_cast<size_t>(t.num_elements()));
-    const bool norm = t.name.find("norm") != std::string::npos;
-    for (float& x : v) x = BF16ToF32(F32ToBF16(norm ? 1.f + normal(rng) : normal(rng)));
+  f.values = test_util::RandomValues(f.cfg, 7);
+  for (auto& [tensor, v] : f.values) {
+    const bool norm = tensor.find("norm") != std::string::npos;
+    for (float& x : v) x = BF16ToF32(F32ToBF16(x));
     if (!v.empty()) v[0] = BF16ToF32(F32ToBF16(norm ? 2.5f : 0.75f));  // an outlier per tensor
-    f.values[t.name] = v;
   }
+  std::vector<SourceTensor> all = ExpectedTensors(f.cfg);
   std::vector<SourceTensor> a(all.begin(), all.begin() + all.size() / 2);
   std::vector<SourceTensor> b(all.begin() + all.size() / 2, all.end());
   WriteSafetensors(f.dir + "/model-00001-of-00002.safetensors", a, f.values);
@@ -101,17 +85,17 @@ Fixture MakeHfFixture(const std::string& name, bool tied) {
   json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
   for (const auto& t : a) index["weight_map"][t.name] = "model-00001-of-00002.safetensors";
   for (const auto& t : b) index["weight_map"][t.name] = "model-00002-of-00002.safetensors";
-  std::ofstream(f.dir + "/model.safetensors.index.json") << index.dump(2);
+  test_util::WriteFile(f.dir + "/model.safetensors.index.json", index.dump(2));
   json cfg = json::parse(f.cfg.ToJson());
   cfg["architectures"] = {"SmallThinkerForCausalLM"};
   cfg["torch_dtype"] = "bfloat16";
-  std::ofstream(f.dir + "/config.json") << cfg.dump(2);
+  test_util::WriteFile(f.dir + "/config.json", cfg.dump(2));
   BpeTrainOptions topt;
   topt.vocab_size = 300;
   topt.min_frequency = 1;
   auto tok = TrainBpe({"the quick brown fox jumps over the lazy dog. the end. the the the"}, topt);
   EXPECT_TRUE(tok.ok()) << tok.status();
-  std::ofstream(f.dir + "/tokenizer.json") << *tok;
+  test_util::WriteFile(f.dir + "/tokenizer.json", *tok);
   return f;
 }
 
@@ -176,7 +160,7 @@ TEST(ExportTest, HfCheckpointExportsAndMatchesWithinTheCodecBound) {
       const std::string out = absl::StrCat(f.dir, "/model-", preset, ".stmf");
       auto report = ExportModel(**src, out, opt);
       ASSERT_TRUE(report.ok()) << report.status();
-      EXPECT_FALSE(fs::exists(out + ".tmp"));
+      EXPECT_FALSE(fs::exists(TempPathFor(out)));
       ModelFile::Options ropt;
       ropt.verify_checksums = true;
       auto m = ModelFile::Open(out, ropt);
@@ -212,9 +196,9 @@ TEST(ExportTest, IncompleteCheckpointFailsAndWritesNothing) {
   std::vector<SourceTensor> all = ExpectedTensors(f.cfg);
   std::vector<SourceTensor> b(all.begin() + all.size() / 2, all.end() - 1);
   WriteSafetensors(f.dir + "/model-00002-of-00002.safetensors", b, f.values);
-  json index = json::parse(std::ifstream(f.dir + "/model.safetensors.index.json"));
+  json index = json::parse(test_util::FileContents(f.dir + "/model.safetensors.index.json"));
   index["weight_map"].erase(all.back().name);
-  std::ofstream(f.dir + "/model.safetensors.index.json") << index.dump();
+  test_util::WriteFile(f.dir + "/model.safetensors.index.json", index.dump());
   auto src = OpenHfCheckpoint(f.dir);
   ASSERT_TRUE(src.ok()) << src.status();
   ExportOptions opt;
@@ -223,7 +207,7 @@ TEST(ExportTest, IncompleteCheckpointFailsAndWritesNothing) {
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find(all.back().name), std::string::npos) << report.status();
   EXPECT_FALSE(fs::exists(f.dir + "/out.stmf"));
-  EXPECT_FALSE(fs::exists(f.dir + "/out.stmf.tmp"));
+  EXPECT_FALSE(fs::exists(TempPathFor(f.dir + "/out.stmf")));
   EXPECT_FALSE(RecipePreset("q3_k").ok());
 }
 
@@ -245,10 +229,9 @@ TEST(ExportTest, RecipePresets) {
 // the same seed gives the same bytes.
 TEST(ExportTest, RandomInitExportsQ4_0Pure) {
   for (bool tied : {true, false}) {
-    absl::StatusOr<ModelConfig> cfg = LoadModelConfig(ST_SOURCE_DIR "/configs/model/tiny.json");
-    ASSERT_TRUE(cfg.ok()) << cfg.status();
-    cfg->tie_word_embeddings = tied;
-    Fixture f{FreshDir(tied ? "export_random_tied" : "export_random_untied"), *cfg, {}};
+    ModelConfig cfg = test_util::ShippedConfig("tiny");
+    cfg.tie_word_embeddings = tied;
+    Fixture f{FreshDir(tied ? "export_random_tied" : "export_random_untied"), cfg, {}};
     ExportOptions opt;
     opt.recipe = *RecipePreset("q4_0_pure");
     std::string bytes[3];
@@ -259,8 +242,7 @@ TEST(ExportTest, RandomInitExportsQ4_0Pure) {
       auto report = ExportModel(**src, out, opt);
       ASSERT_TRUE(report.ok()) << report.status();
       EXPECT_EQ(report->classes.at("expert").tensors, 4 * 8 * 3);
-      std::ifstream in(out, std::ios::binary);
-      bytes[run].assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      bytes[run] = test_util::FileContents(out);
       if (run > 0) continue;
       ModelFile::Options ropt;
       ropt.verify_checksums = true;

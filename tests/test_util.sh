@@ -1,0 +1,17 @@
+# Helpers the shell tests share; each test sources it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
+
+# fresh_dir DIR: DIR, created empty (no file of an earlier run can satisfy a check).
+fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
+
+# check DESCRIPTION COMMAND...: runs COMMAND and prints "ok: DESCRIPTION" or "FAIL: ..."; a
+# failure sets fail=1 (the test's exit status: exit $fail).
+fail=0
+check() {
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
+}
+
+# matches FILE REGEX: some line of FILE matches the extended regular expression REGEX.
+matches() { grep -Eq -- "$2" "$1"; }
