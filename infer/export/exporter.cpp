@@ -4,13 +4,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <optional>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "infer/export/parallel.h"
 #include "infer/format/model_file.h"
 #include "infer/format/tensors.h"
 #include "infer/quant/codec.h"
+#include "infer/quant/ggml_blocks.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "model/check.h"
 
@@ -108,6 +112,58 @@ Encoded Encode(const std::vector<float>& x, const std::vector<int64_t>& dims, DT
   return e;
 }
 
+int64_t NumElements(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;  // the registry's shapes of a validated config
+  return n;
+}
+
+// Adds `from`'s counts and error sums to `into` (dtype and flags are the caller's).
+void Merge(const ClassError& from, ClassError* into) {
+  into->tensors += from.tensors;
+  into->elements += from.elements;
+  into->fallbacks += from.fallbacks;
+  into->copied += from.copied;
+  into->max_abs_error = std::max(into->max_abs_error, from.max_abs_error);
+  into->sum_sq_error += from.sum_sq_error;
+  into->sum_sq_value += from.sum_sq_value;
+}
+
+// Records that a tensor of type `t` joined class `err` ("keep": the types may differ).
+void NoteType(DType t, ClassError* err) {
+  if (err->tensors == 0) {
+    err->dtype = t;
+  } else if (err->dtype != t) {
+    err->mixed = true;
+  }
+}
+
+// "keep": the one type of every expert matrix: what most of them get, the wider on a tie.
+absl::StatusOr<DType> KeepExpertType(const TensorSource& src) {
+  const ModelConfig& cfg = src.config();
+  std::map<DType, int64_t> votes;
+  absl::Status status;
+  ForEachTensor(cfg, [&](const TensorId& id) {
+    if (!id.is_expert()) return true;
+    absl::StatusOr<DType> t = KeepType(src.Find(id.HfName())->dtype);
+    if (!t.ok()) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat("tensor ", id.HfName(), ": ", t.status().message()));
+      return false;
+    }
+    ++votes[*t];
+    return true;
+  });
+  ST_RETURN_IF_ERROR(status);
+  ST_CHECK(!votes.empty()) << "a validated config has experts";
+  DType best = votes.begin()->first;
+  for (const auto& [t, n] : votes) {
+    const int64_t have = votes[best];
+    if (n > have || (n == have && DTypeBytes(t, kQBlock) > DTypeBytes(best, kQBlock))) best = t;
+  }
+  return best;
+}
+
 // Row-major [rows, cols] -> [cols, rows], in 32 x 32 tiles (cache-friendly on both sides).
 std::vector<float> Transpose(const std::vector<float>& x, int64_t rows, int64_t cols) {
   std::vector<float> t(x.size());
@@ -133,6 +189,11 @@ double ClassError::relative_rms() const {
 }
 
 std::string ExportRecipe::ToString() const {
+  if (keep) {
+    return absl::StrCat(name,
+                        ": every tensor in its stored type, or the nearest the model file "
+                        "holds; experts one type");
+  }
   return absl::StrCat(name, ": embedding=", DTypeName(embedding),
                       " attention=", DTypeName(attention), " router=", DTypeName(router),
                       " norms=", DTypeName(norms), " experts=", DTypeName(experts),
@@ -144,6 +205,10 @@ absl::StatusOr<ExportRecipe> RecipePreset(const std::string& name) {
   r.name = name;
   r.router = r.norms = DType::kF32;
   DType matrices;
+  if (name == "keep") {
+    r.keep = true;
+    return r;
+  }
   if (name == "f32") {
     matrices = DType::kF32;
   } else if (name == "f16") {
@@ -154,11 +219,27 @@ absl::StatusOr<ExportRecipe> RecipePreset(const std::string& name) {
     matrices = DType::kQ4_0;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown recipe '", name, "'; known: f32, f16, q8_0, q4_0, q4_0_pure"));
+        absl::StrCat("unknown recipe '", name, "'; known: f32, f16, q8_0, q4_0, q4_0_pure, keep"));
   }
   r.embedding = r.attention = r.experts = r.lm_head = matrices;
   if (name == "q4_0") r.experts = DType::kQ4_0;
   return r;
+}
+
+absl::StatusOr<DType> KeepType(const std::string& source_dtype) {
+  const std::string t = absl::AsciiStrToLower(source_dtype);
+  if (t == "f32") return DType::kF32;
+  if (t == "f16") return DType::kF16;
+  if (t == "bf16") return DType::kBF16;
+  if (t == "q8_0") return DType::kQ8_0;
+  if (t == "q4_0") return DType::kQ4_0;
+  if (const GgmlTypeInfo* g = FindGgmlTypeByName(t)) {
+    const double bits_per_weight = 8.0 * g->block_bytes / g->block_elems;
+    return bits_per_weight <= 4.5 ? DType::kQ4_0 : DType::kQ8_0;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "stored type '", source_dtype,
+      "' has no model-file counterpart; known: F32, F16, BF16 and ggml's q4_0 .. q8_K"));
 }
 
 absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::string& out_path,
@@ -167,6 +248,21 @@ absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::str
   ST_RETURN_IF_ERROR(CheckTensorsMatchConfig(src));
   const ModelConfig& cfg = src.config();
   const ExportRecipe& recipe = options.recipe;
+  DType keep_experts = DType::kF32;
+  if (recipe.keep) {
+    ST_ASSIGN_OR_RETURN(keep_experts, KeepExpertType(src));
+    absl::Status status;  // every resident tensor's type, before anything is written
+    ForEachTensor(cfg, [&](const TensorId& id) {
+      if (id.is_expert()) return true;
+      absl::StatusOr<DType> t = KeepType(src.Find(id.HfName())->dtype);
+      if (!t.ok()) {
+        status = absl::InvalidArgumentError(
+            absl::StrCat("tensor ", id.HfName(), ": ", t.status().message()));
+      }
+      return t.ok();
+    });
+    ST_RETURN_IF_ERROR(status);
+  }
   ST_ASSIGN_OR_RETURN(std::unique_ptr<ModelFileWriter> w, ModelFileWriter::Create(out_path));
   w->SetConfig(cfg);
   w->SetString(kMetaTokenizerName, src.tokenizer_name());
@@ -206,16 +302,49 @@ absl::StatusOr<ExportReport> ExportModel(const TensorSource& src, const std::str
     report.source_elements += elements;
     if (options.progress) options.progress(done, total, report.source_elements);
   };
-  // One tensor of the registry: read by its Hugging Face name, turned into the file's layout
-  // (expert down: [H, F] -> [F, H]), quantized with its class's type, written by its file name.
-  auto export_tensor = [&](const TensorId& id) -> absl::Status {
-    ST_ASSIGN_OR_RETURN(std::vector<float> x, src.ReadF32(id.HfName()));
-    const int64_t elements = static_cast<int64_t>(x.size());
+  // The tensor in the recipe's type: copied as stored ("keep", when the source stores it so),
+  // else read as floats, turned into the file's layout (expert down: [H, F] -> [F, H]) and
+  // quantized.
+  auto encode_tensor = [&](const TensorId& id) -> absl::StatusOr<Encoded> {
+    const std::string hf_name = id.HfName();
+    ClassError& err = report.classes[TensorClassName(id.cls())];
+    if (!recipe.keep) {
+      ST_ASSIGN_OR_RETURN(std::vector<float> x, src.ReadF32(hf_name));
+      const std::vector<int64_t> hf_shape = id.HfShape(cfg);
+      if (id.info().hf_transposed) x = Transpose(x, hf_shape[0], hf_shape[1]);
+      return Encode(x, id.Shape(cfg), TypeOf(recipe, id.cls()), &err);
+    }
+    const std::string& stored_type = src.Find(hf_name)->dtype;
+    ST_ASSIGN_OR_RETURN(const DType nearest, KeepType(stored_type));  // checked above
+    const DType want = id.is_expert() ? keep_experts : nearest;
+    if (nearest == want && !id.info().hf_transposed) {
+      ST_ASSIGN_OR_RETURN(std::optional<StoredTensor> stored, src.ReadStored(hf_name));
+      if (stored && stored->dtype == want) {
+        Encoded e{want, id.Shape(cfg), std::move(stored->bytes)};
+        NoteType(want, &err);
+        ++err.tensors;
+        ++err.copied;
+        err.elements += NumElements(e.dims);
+        return e;
+      }
+    }
+    ST_ASSIGN_OR_RETURN(std::vector<float> x, src.ReadF32(hf_name));
     const std::vector<int64_t> hf_shape = id.HfShape(cfg);
     if (id.info().hf_transposed) x = Transpose(x, hf_shape[0], hf_shape[1]);
-    const TensorClass cls = id.cls();
-    Encoded e =
-        Encode(x, id.Shape(cfg), TypeOf(recipe, cls), &report.classes[TensorClassName(cls)]);
+    ClassError added;
+    Encoded e = Encode(x, id.Shape(cfg), want, &added);
+    NoteType(e.dtype, &err);
+    Merge(added, &err);
+    ClassError& req = report.requantised[{
+        id.info().hf_transposed ? "expert down" : TensorClassName(id.cls()), stored_type}];
+    NoteType(e.dtype, &req);
+    Merge(added, &req);
+    return e;
+  };
+  // One tensor of the registry: encoded, then written by its file name.
+  auto export_tensor = [&](const TensorId& id) -> absl::Status {
+    ST_ASSIGN_OR_RETURN(Encoded e, encode_tensor(id));
+    const int64_t elements = NumElements(e.dims);
     if (!id.is_expert()) {
       ST_RETURN_IF_ERROR(
           w->AddTensor(id.FileName(), e.dtype, e.dims, e.bytes.data(), e.bytes.size()));

@@ -1,29 +1,42 @@
 // Tensor sources for the exporter: read-only, one-tensor-at-a-time access to a Hugging Face
-// SmallThinker checkpoint (config.json + safetensors) or to our HDF5 training checkpoint.
+// SmallThinker checkpoint (config.json + safetensors), our HDF5 training checkpoint or a
+// llama.cpp GGUF file.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "infer/quant/types.h"
 #include "infer/tokenizer/hf_configs.h"
 #include "model/config.h"
 
 namespace st {
 
+class GgufMetadata;  // infer/format/gguf.h
+
 // One tensor as the source stores it. `name` is the Hugging Face name
-// ("model.layers.0.self_attn.q_proj.weight"); `dtype` is the stored type ("F32", "F16",
-// "BF16"); `shape` is row-major, torch [out, in] for matrices.
+// ("model.layers.0.self_attn.q_proj.weight"); `dtype` is the stored type: a safetensors name
+// ("F32", "F16", "BF16") or, for a GGUF, ggml's type name ("f32", "q4_0", "q6_K", ...); `shape`
+// is row-major, torch [out, in] for matrices.
 struct SourceTensor {
   std::string name;
   std::string dtype;
   std::vector<int64_t> shape;
   int64_t num_elements() const;  // product of shape (1 for a scalar)
+};
+
+// A tensor's stored bytes in one of the model file's types (ReadStored).
+struct StoredTensor {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;  // the Hugging Face shape, as SourceTensor's
+  std::vector<uint8_t> bytes;  // DTypeBytes(dtype, elements): the rows of that shape, in order
 };
 
 // A checkpoint opened for export. Reads one tensor at a time so that a 21B export never holds
@@ -36,6 +49,12 @@ class TensorSource {
   virtual const std::vector<SourceTensor>& tensors() const = 0;
   // The tensor converted to float32 (exact for F32/F16/BF16). NotFound names the tensor.
   virtual absl::StatusOr<std::vector<float>> ReadF32(const std::string& hf_name) const = 0;
+  // The tensor's stored bytes when the source stores it in a type of the model file (F32, F16,
+  // BF16, Q8_0, Q4_0) with the rows of its Hugging Face shape, block for block as the model file
+  // lays them out: the exporter's "keep" recipe copies them unchanged. nullopt when the stored
+  // type is another (the default: sources that store only float types let the exporter convert
+  // them). NotFound names an unknown tensor.
+  virtual absl::StatusOr<std::optional<StoredTensor>> ReadStored(const std::string& hf_name) const;
   // Tokenizer: a MakeTokenizer name ("bpe" for a Hugging Face tokenizer.json, "byte") and
   // its JSON bytes ("" for "byte").
   virtual std::string tokenizer_name() const = 0;
@@ -51,6 +70,9 @@ class TensorSource {
   virtual std::vector<std::string> notes() const { return {}; }
   // One line for logs: "hf checkpoint <dir> (3 safetensors files)".
   virtual std::string description() const = 0;
+  // The export recipe (RecipePreset name) st-export uses when none is given: "keep" for a
+  // GGUF (its quantization is kept), "" for the tool's own default.
+  virtual std::string default_recipe() const { return ""; }
 
   // Convenience: the entry for `hf_name`, or nullptr.
   const SourceTensor* Find(const std::string& hf_name) const;
@@ -119,8 +141,59 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenHfCheckpoint(const std::string
 // /tokenizer/json (uint8) when present. All tensors report dtype "F32".
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTrainCheckpoint(const std::string& h5_path);
 
-// A directory -> OpenHfCheckpoint; a file ending in .h5 -> OpenTrainCheckpoint; else an error.
+// A SmallThinker GGUF as llama.cpp's converter (convert_hf_to_gguf.py) and llama-quantize write
+// it. The config comes from general.architecture == "smallthinker" and the smallthinker.* keys:
+// block_count, embedding_length, context_length, attention.head_count,
+// attention.layer_norm_rms_epsilon, expert_count, expert_used_count, expert_feed_forward_length
+// and expert_gating_func (1 softmax, 2 sigmoid) are required; attention.head_count_kv (default
+// head_count), attention.key_length (default embedding_length / head_count) and rope.freq_base
+// (default 10000) are optional. Exact GGUF
+// types as llama.cpp reads them (UINT32 counts, FLOAT32 reals); an absent required key, a wrong
+// type or a key that changes the computation in a way not implemented (rope scaling, partial
+// rotary, value_length != key_length, ...) is an error naming the key. vocab_size is the length
+// of tokenizer.ggml.tokens. Layer layout as llama.cpp derives it: with
+// attention.sliding_window > 0, layers il % 4 == 0 are NoPE + full attention and the others
+// RoPE + a sliding window of 4096 (llama.cpp's fixed window; the stored value is ignored, and
+// notes() says so); without it every layer is RoPE + full attention. tie_word_embeddings is
+// true iff there is no output.weight.
+// Tensors: every GGUF tensor must be one the config implies (token_embd, output_norm, output,
+// blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate_inp,
+// ffn_gate_exps, ffn_up_exps, ffn_down_exps}.weight) with the ggml shape (ne) the config
+// implies and a type DequantizeRowGgml reads; anything else is an error naming the tensor. They
+// are listed under their Hugging Face names and shapes (no Q/K permutation: llama.cpp's
+// converter does not permute this architecture); expert e of a stacked tensor is its e-th
+// contiguous chunk. dtype is ggml's type name. ReadF32 dequantises; ReadStored returns the
+// F32, F16, BF16, Q8_0 and Q4_0 tensors as stored.
+// Tokenizer: tokenizer.ggml.model must be "gpt2" (byte-level BPE); TokenizerFromGguf builds the
+// tokenizer.json; tokenizer_name() is "bpe". default_recipe() is "keep".
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenGgufSource(const std::string& path);
+
+// The tokenizer a GGUF's tokenizer.ggml.* keys describe, as what a Hugging Face checkpoint
+// holds.
+struct GgufTokenizer {
+  std::string json;                // a tokenizer.json BpeTokenizer reads
+  TokenizerPolicy policy;          // from the bos/eos/padding/unknown ids and add_bos/add_eos_token
+  std::string chat_template;       // tokenizer.chat_template ("" when absent)
+  std::vector<std::string> notes;  // how it was read (pre-tokenizer, tokens left out, keys ignored)
+};
+// Builds it from tokenizer.ggml.model ("gpt2" only), tokens, token_type (3 control and 4
+// user-defined tokens become added_tokens, special true for control; 5 unused tokens are left
+// out, their ids stay unused), merges ("a b") and pre: "qwen2" gives Qwen2's normalizer (NFC),
+// Split pre-tokenizer (Qwen2's regex, then ByteLevel without regex) and ByteLevel decoder, as
+// Qwen's tokenizer.json has them; "gpt-2" and "default" give ByteLevel with GPT-2's regex. Any
+// other model or pre-tokenizer, a missing or mistyped key, an id out of range or a duplicate
+// token is an error naming the key; the result is checked to load (MakeTokenizer). `where`
+// (the path) starts every error.
+absl::StatusOr<GgufTokenizer> TokenizerFromGguf(const GgufMetadata& metadata,
+                                                const std::string& where);
+
+// A directory -> OpenHfCheckpoint; a file starting with the GGUF magic -> OpenGgufSource; a file
+// ending in .h5 -> OpenTrainCheckpoint; else an error.
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenTensorSource(const std::string& path);
+
+// For error messages: the first five of `names` joined with `sep`, then "... (N more)" when
+// there are more.
+std::string ListFirstNames(const std::vector<std::string>& names, absl::string_view sep = ", ");
 
 // The Hugging Face tensors the config implies (names and Hugging Face shapes from the registry,
 // infer/format/tensors.h), in ForEachTensor's order (embedding, then per layer:

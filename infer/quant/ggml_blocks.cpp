@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "infer/quant/codec.h"
 
@@ -227,6 +228,36 @@ const GgmlTypeInfo* FindGgmlType(uint32_t id) {
     if (static_cast<uint32_t>(t.type) == id) return &t;
   }
   return nullptr;
+}
+
+const GgmlTypeInfo* FindGgmlTypeByName(absl::string_view name) {
+  for (const GgmlTypeInfo& t : kTypes) {
+    if (absl::EqualsIgnoreCase(t.name, name)) return &t;
+  }
+  return nullptr;
+}
+
+std::optional<DType> DTypeOfGgml(GgmlType t) {
+  for (const DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
+    if (GgmlTypeForDType(d) == t) return d;
+  }
+  return std::nullopt;
+}
+
+GgmlType GgmlTypeForDType(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return GgmlType::kF32;
+    case DType::kF16:
+      return GgmlType::kF16;
+    case DType::kBF16:
+      return GgmlType::kBF16;
+    case DType::kQ8_0:
+      return GgmlType::kQ8_0;
+    case DType::kQ4_0:
+      return GgmlType::kQ4_0;
+  }
+  return GgmlType::kF32;  // unreachable for a valid DType
 }
 
 absl::StatusOr<int64_t> GgmlRowBytes(uint32_t id, int64_t n) {

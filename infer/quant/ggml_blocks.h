@@ -5,9 +5,11 @@
 // ggml-common.h; results bit for bit as ggml's reference (tests/data/ggml holds its output).
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "infer/quant/types.h"
 
 namespace st {
@@ -143,6 +145,15 @@ struct GgmlTypeInfo {
 // The geometry of ggml type id `id`; nullptr if this file cannot dequantise it (IQ*, TQ*, Q8_1,
 // integer types, ...). Safe on any id.
 const GgmlTypeInfo* FindGgmlType(uint32_t id);
+
+// The supported type whose ggml name is `name`, compared ignoring case ("q6_K", "Q6_K"), or
+// nullptr.
+const GgmlTypeInfo* FindGgmlTypeByName(absl::string_view name);
+
+// The model file's type that stores ggml type `t` block for block (F32, F16, BF16, Q8_0, Q4_0
+// have ggml's layouts), or nullopt; and the inverse, which every DType has.
+std::optional<DType> DTypeOfGgml(GgmlType t);
+GgmlType GgmlTypeForDType(DType t);
 
 // Bytes of `n` elements of type `id`: InvalidArgument for an unsupported id, a negative n, n not
 // a multiple of the block size, or a size past int64_t.

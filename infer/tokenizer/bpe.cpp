@@ -37,6 +37,7 @@ constexpr char kReplacementChar[] = "\xEF\xBF\xBD";  // U+FFFD
 constexpr char kEndOfText[] = "<|endoftext|>";
 
 using json = nlohmann::json;
+using ojson = nlohmann::ordered_json;
 
 // ---- UTF-8
 
@@ -523,6 +524,69 @@ absl::Status CheckByteLevel(const json& j, const char* where) {
 }
 
 }  // namespace
+
+// Keys in the order Hugging Face writes them.
+std::string ByteLevelBpeJson(const ByteLevelBpeSpec& spec, int indent) {
+  const bool qwen2 = spec.pre == ByteLevelBpeSpec::Pre::kQwen2;
+  // Qwen's ByteLevel steps follow a Split and use no regex; GPT-2's is the regex.
+  const ojson byte_level = {{"type", "ByteLevel"},
+                            {"add_prefix_space", false},
+                            {"trim_offsets", !qwen2},
+                            {"use_regex", !qwen2}};
+  ojson j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  ojson added = ojson::array();
+  for (const ByteLevelBpeSpec::Added& a : spec.added) {
+    added.push_back({{"id", a.id},
+                     {"content", a.content},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", a.special}});
+  }
+  j["added_tokens"] = std::move(added);
+  if (qwen2) {
+    j["normalizer"] = {{"type", "NFC"}};
+    ojson split = ojson::object();
+    split["type"] = "Split";
+    split["pattern"] = {{"Regex", std::string(kQwen2Pattern)}};
+    split["behavior"] = "Isolated";
+    split["invert"] = false;
+    ojson pre_tokenizer = ojson::object();
+    pre_tokenizer["type"] = "Sequence";
+    pre_tokenizer["pretokenizers"] = ojson::array();
+    pre_tokenizer["pretokenizers"].push_back(std::move(split));
+    pre_tokenizer["pretokenizers"].push_back(byte_level);
+    j["pre_tokenizer"] = std::move(pre_tokenizer);
+  } else {
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = byte_level;
+  }
+  j["post_processor"] = byte_level;
+  j["decoder"] = byte_level;
+  // In id order, as Hugging Face writes it. Appended to the ordered map's vector directly: its
+  // own insert looks for the key first, quadratic on a 150k vocabulary (tokens are unique).
+  ojson vocab = ojson::object();
+  auto& entries = static_cast<ojson::object_t::Container&>(vocab.get_ref<ojson::object_t&>());
+  entries.reserve(spec.vocab.size());
+  for (const auto& [token, id] : spec.vocab) entries.emplace_back(token, id);
+  ojson merges = ojson::array();
+  for (const auto& [a, b] : spec.merges) merges.push_back(ojson::array({a, b}));
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", ""},
+                {"end_of_word_suffix", ""},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"ignore_merges", false},
+                {"vocab", std::move(vocab)},
+                {"merges", std::move(merges)}};
+  return j.dump(indent, ' ', /*ensure_ascii=*/false);
+}
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(absl::string_view text) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -53,6 +54,27 @@ void AppendUtf8(uint32_t cp, std::string* out);
 std::string SanitizeUtf8(absl::string_view text);
 // NFC normalization (ICU).
 std::string NormalizeNfc(absl::string_view text);
+
+// What a byte-level BPE tokenizer.json holds, for the code that writes one (the BPE trainer, the
+// GGUF import).
+struct ByteLevelBpeSpec {
+  // kQwen2: Qwen2/Qwen3's normalizer (NFC), pre-tokenizer (Split with kQwen2Pattern, then
+  // ByteLevel without regex), post-processor and decoder, as in Qwen's tokenizer.json. kGpt2:
+  // no normalizer, ByteLevel with GPT-2's regex everywhere.
+  enum class Pre { kQwen2, kGpt2 };
+  struct Added {
+    int id = 0;
+    std::string content;
+    bool special = true;
+  };
+  Pre pre = Pre::kQwen2;
+  std::vector<std::pair<std::string, int>> vocab;           // token (byte-level form), id; unique
+  std::vector<std::pair<std::string, std::string>> merges;  // in rank order
+  std::vector<Added> added;                                 // "normalized": false
+};
+// The tokenizer.json text (no truncation, padding or dropout); `indent` as nlohmann's dump
+// (-1: compact). Unchecked: load it (BpeTokenizer::FromJson) to validate.
+std::string ByteLevelBpeJson(const ByteLevelBpeSpec& spec, int indent = -1);
 
 class BpeTokenizer final : public Tokenizer {
  public:

@@ -12,12 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "infer/tokenizer/bpe.h"
-#include "nlohmann/json.hpp"
 
 namespace st {
 namespace {
-
-using Json = nlohmann::ordered_json;
 
 constexpr int kNumBytes = 256;
 constexpr int64_t kProgressBytes = int64_t{1} << 20;  // progress while reading: every ~1 MB
@@ -326,54 +323,14 @@ absl::StatusOr<std::string> BpeWordCounter::Train(const BpeTrainOptions& opt) co
   }
 
   // The tokenizer.json, in the shape of Qwen2's.
-  const Json byte_level = {{"type", "ByteLevel"},
-                           {"add_prefix_space", false},
-                           {"trim_offsets", false},
-                           {"use_regex", false}};
-  Json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  Json added = Json::array();
+  ByteLevelBpeSpec spec;
+  spec.vocab.reserve(tokens.size());
+  for (size_t id = 0; id < tokens.size(); ++id) spec.vocab.emplace_back(tokens[id], id);
+  for (const auto& [a, b] : merges) spec.merges.emplace_back(tokens[a], tokens[b]);
   for (int i = 0; i < num_special; ++i) {
-    added.push_back({{"id", static_cast<int>(tokens.size()) + i},
-                     {"content", opt.special_tokens[i]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
+    spec.added.push_back({static_cast<int>(tokens.size()) + i, opt.special_tokens[i], true});
   }
-  j["added_tokens"] = std::move(added);
-  j["normalizer"] = {{"type", "NFC"}};
-  Json split = Json::object();
-  split["type"] = "Split";
-  split["pattern"] = {{"Regex", std::string(kQwen2Pattern)}};
-  split["behavior"] = "Isolated";
-  split["invert"] = false;
-  Json pre_tokenizer = Json::object();
-  pre_tokenizer["type"] = "Sequence";
-  pre_tokenizer["pretokenizers"] = Json::array();
-  pre_tokenizer["pretokenizers"].push_back(std::move(split));
-  pre_tokenizer["pretokenizers"].push_back(byte_level);
-  j["pre_tokenizer"] = std::move(pre_tokenizer);
-  j["post_processor"] = byte_level;
-  j["decoder"] = byte_level;
-  Json vocab_json = Json::object();
-  for (size_t id = 0; id < tokens.size(); ++id) vocab_json[tokens[id]] = static_cast<int>(id);
-  Json merges_json = Json::array();
-  for (const auto& [a, b] : merges) merges_json.push_back(Json::array({tokens[a], tokens[b]}));
-  j["model"] = {{"type", "BPE"},
-                {"dropout", nullptr},
-                {"unk_token", nullptr},
-                {"continuing_subword_prefix", ""},
-                {"end_of_word_suffix", ""},
-                {"fuse_unk", false},
-                {"byte_fallback", false},
-                {"ignore_merges", false},
-                {"vocab", std::move(vocab_json)},
-                {"merges", std::move(merges_json)}};
-  return j.dump(2, ' ', /*ensure_ascii=*/false) + "\n";
+  return ByteLevelBpeJson(spec, /*indent=*/2) + "\n";
 }
 
 absl::StatusOr<std::string> TrainBpe(const std::vector<std::string>& texts,

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -135,10 +136,11 @@ std::string ExplainNotAModelFile(const std::string& path) {
   const std::streamsize n = in.gcount();
   if (n >= 4 && std::memcmp(b, "STMF", 4) == 0) return "";
   if (n >= 4 && std::memcmp(b, "GGUF", 4) == 0) {
+    const std::string stem = absl::EndsWith(path, ".gguf") ? path.substr(0, path.size() - 5) : path;
     return absl::StrCat("'", path,
-                        "' is a GGUF file: GGUF models are not supported yet (issue 15); export "
-                        "the Hugging Face checkpoint instead with ",
-                        kConvert);
+                        "' is a GGUF file (llama.cpp's format), not a model file; convert it "
+                        "with st-export --input ",
+                        path, " --output ", stem, ".stmf, then pass --model ", stem, ".stmf");
   }
   if (n >= 8 && std::memcmp(b, "\x89HDF\r\n\x1a\n", 8) == 0) {
     return absl::StrCat("'", path,
