@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "infer/export/exporter.h"
+#include "infer/export/gguf_export.h"
 #include "infer/export/random_source.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/gguf.h"
@@ -784,6 +785,83 @@ TEST(GgufImportErrors, EachRefusalNamesWhatIsWrong) {
     const absl::Status s = OpenTensorSource(path).status();
     EXPECT_EQ(s.ok(), c.says.empty()) << s;
     for (const std::string& part : c.says) EXPECT_TRUE(Contains(s, part)) << s;
+  }
+}
+
+// ---- round trips through our own exporter: weights -> GGUF (ExportGguf, q8_0) -> model file
+// (import, keep) -> GGUF (ExportGgufFromModelFile). The imported model's logits are the direct
+// q8_0 export's within the one extra Q8_0 round of the expert down matrices (same greedy token
+// everywhere); the second GGUF holds every tensor of the first byte for byte, except
+// ffn_down_exps (transposed twice through Q8_0: close, not equal).
+TEST(GgufRoundTrip, WeightsToGgufToModelFileToGguf) {
+  const ModelConfig cfg = test_util::TinyExportConfig(/*tied=*/false);
+  std::unique_ptr<TensorSource> w = RandomWeights(cfg, 21);
+  ASSERT_NE(w, nullptr);
+  const std::string dir = TestDir();
+  GgufExportOptions gopt;
+  absl::StatusOr<ExportRecipe> q8 = RecipePreset("q8_0");
+  ASSERT_TRUE(q8.ok());
+  gopt.recipe = *q8;
+  gopt.force = true;  // the test config's 16-token window is not llama.cpp's 4096
+  absl::StatusOr<GgufExportReport> first = ExportGguf(*w, dir + "/a.gguf", gopt);
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenTensorSource(dir + "/a.gguf");
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_TRUE(Export(**src, "keep", dir + "/b.stmf").ok());
+  ASSERT_TRUE(Export(*w, "q8_0", dir + "/direct.stmf").ok());
+  // The import reads llama.cpp's 4096 window; over 12 tokens that equals the config's 16.
+  const std::vector<std::vector<float>> a = Logits(dir + "/b.stmf", kTokens);
+  const std::vector<std::vector<float>> b = Logits(dir + "/direct.stmf", kTokens);
+  ASSERT_EQ(a.size(), kTokens.size());
+  ASSERT_EQ(b.size(), kTokens.size());
+  double max_diff = 0, max_abs = 0;
+  for (size_t p = 0; p < a.size(); ++p) {
+    ASSERT_EQ(a[p].size(), b[p].size());
+    for (size_t i = 0; i < a[p].size(); ++i) {
+      max_diff = std::max(max_diff, std::abs(static_cast<double>(a[p][i]) - b[p][i]));
+      max_abs = std::max(max_abs, std::abs(static_cast<double>(b[p][i])));
+    }
+    EXPECT_EQ(std::max_element(a[p].begin(), a[p].end()) - a[p].begin(),
+              std::max_element(b[p].begin(), b[p].end()) - b[p].begin())
+        << "position " << p;
+  }
+  EXPECT_GT(max_diff, 0);  // down really went through Q8_0 once more
+  EXPECT_LT(max_diff, 0.01 * max_abs) << "max |logit| " << max_abs;
+
+  absl::StatusOr<std::unique_ptr<ModelFile>> f = ModelFile::Open(dir + "/b.stmf");
+  ASSERT_TRUE(f.ok()) << f.status();
+  absl::StatusOr<GgufExportReport> second = ExportGgufFromModelFile(**f, dir + "/c.gguf", gopt);
+  ASSERT_TRUE(second.ok()) << second.status();
+  absl::StatusOr<GgufFile> ga = GgufFile::Open(dir + "/a.gguf");
+  absl::StatusOr<GgufFile> gc = GgufFile::Open(dir + "/c.gguf");
+  ASSERT_TRUE(ga.ok() && gc.ok());
+  ASSERT_EQ(ga->tensors().size(), gc->tensors().size());
+  int same = 0;
+  for (const GgufTensorInfo& t : ga->tensors()) {
+    const GgufTensorInfo* u = gc->FindTensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(u->type, t.type) << t.name;
+    EXPECT_EQ(u->ne, t.ne) << t.name;
+    absl::StatusOr<std::string> x = ga->ReadRaw(t), y = gc->ReadRaw(*u);
+    ASSERT_TRUE(x.ok() && y.ok()) << t.name;
+    if (Contains(t.name, "ffn_down_exps")) {
+      EXPECT_NE(*x, *y) << t.name << ": expected a second Q8_0 round";
+    } else {
+      EXPECT_EQ(*x, *y) << t.name;
+      ++same;
+    }
+  }
+  EXPECT_EQ(same, static_cast<int>(ga->tensors().size()) - cfg.num_hidden_layers);
+  // The metadata llama.cpp reads survives too.
+  for (const char* key :
+       {"smallthinker.block_count", "smallthinker.expert_count", "smallthinker.expert_gating_func",
+        "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+        "tokenizer.ggml.eos_token_id"}) {
+    const GgufValue* va = ga->metadata().Find(key);
+    const GgufValue* vc = gc->metadata().Find(key);
+    ASSERT_TRUE(va != nullptr && vc != nullptr) << key;
+    EXPECT_EQ(*va, *vc) << key;
   }
 }
 
