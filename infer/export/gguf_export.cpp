@@ -28,12 +28,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kArch[] = "smallthinker";
 constexpr uint32_t kQuantizationVersion = 2;  // GGML_QUANT_VERSION
-constexpr uint32_t kGatingSoftmax = 1;        // LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
-constexpr uint32_t kGatingSigmoid = 2;        // LLAMA_EXPERT_GATING_FUNC_TYPE_SIGMOID
-
-std::string ArchKey(absl::string_view suffix) { return absl::StrCat(kArch, ".", suffix); }
 
 // llama.cpp's LLAMA_FTYPE for a file whose experts are of type `t`.
 uint32_t FileTypeOf(DType t) {
@@ -156,28 +151,31 @@ absl::Status AddMetadata(GgufWriter& w, const ModelConfig& cfg, const std::strin
   auto f32 = [&w](const std::string& key, double v) {
     return w.AddMetadata(key, GgufValue::F32(static_cast<float>(v)));
   };
-  ST_RETURN_IF_ERROR(w.AddMetadata("general.architecture", GgufValue::String(kArch)));
+  ST_RETURN_IF_ERROR(w.AddMetadata("general.architecture", GgufValue::String(kGgufArch)));
   ST_RETURN_IF_ERROR(w.AddMetadata("general.type", GgufValue::String("model")));
-  ST_RETURN_IF_ERROR(w.AddMetadata("general.name", GgufValue::String(name.empty() ? kArch : name)));
-  ST_RETURN_IF_ERROR(u32(ArchKey("block_count"), cfg.num_hidden_layers));
-  ST_RETURN_IF_ERROR(u32(ArchKey("context_length"), cfg.max_position_embeddings));
-  ST_RETURN_IF_ERROR(u32(ArchKey("embedding_length"), cfg.hidden_size));
-  ST_RETURN_IF_ERROR(u32(ArchKey("feed_forward_length"), cfg.moe_ffn_hidden_size));
-  ST_RETURN_IF_ERROR(u32(ArchKey("attention.head_count"), cfg.num_attention_heads));
-  ST_RETURN_IF_ERROR(u32(ArchKey("attention.head_count_kv"), cfg.num_key_value_heads));
-  ST_RETURN_IF_ERROR(f32(ArchKey("rope.freq_base"), cfg.rope_theta));
-  ST_RETURN_IF_ERROR(f32(ArchKey("attention.layer_norm_rms_epsilon"), cfg.rms_norm_eps));
-  ST_RETURN_IF_ERROR(u32(ArchKey("attention.key_length"), cfg.head_dim));
-  ST_RETURN_IF_ERROR(u32(ArchKey("attention.value_length"), cfg.head_dim));
+  ST_RETURN_IF_ERROR(
+      w.AddMetadata("general.name", GgufValue::String(name.empty() ? kGgufArch : name)));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("block_count"), cfg.num_hidden_layers));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("context_length"), cfg.max_position_embeddings));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("embedding_length"), cfg.hidden_size));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("feed_forward_length"), cfg.moe_ffn_hidden_size));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("attention.head_count"), cfg.num_attention_heads));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("attention.head_count_kv"), cfg.num_key_value_heads));
+  ST_RETURN_IF_ERROR(f32(GgufArchKey("rope.freq_base"), cfg.rope_theta));
+  ST_RETURN_IF_ERROR(f32(GgufArchKey("attention.layer_norm_rms_epsilon"), cfg.rms_norm_eps));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("attention.key_length"), cfg.head_dim));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("attention.value_length"), cfg.head_dim));
   ST_RETURN_IF_ERROR(u32("general.file_type", file_type));
-  ST_RETURN_IF_ERROR(u32(ArchKey("expert_count"), cfg.moe_num_primary_experts));
-  ST_RETURN_IF_ERROR(u32(ArchKey("expert_used_count"), cfg.moe_num_active_primary_experts));
-  ST_RETURN_IF_ERROR(u32(ArchKey("expert_feed_forward_length"), cfg.moe_ffn_hidden_size));
-  ST_RETURN_IF_ERROR(u32(ArchKey("expert_gating_func"),
-                         cfg.moe_primary_router_apply_softmax ? kGatingSoftmax : kGatingSigmoid));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("expert_count"), cfg.moe_num_primary_experts));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("expert_used_count"), cfg.moe_num_active_primary_experts));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("expert_feed_forward_length"), cfg.moe_ffn_hidden_size));
+  ST_RETURN_IF_ERROR(u32(GgufArchKey("expert_gating_func"), cfg.moe_primary_router_apply_softmax
+                                                                ? kGgufGatingSoftmax
+                                                                : kGgufGatingSigmoid));
   const bool slides = std::find(cfg.layer_uses_sliding.begin(), cfg.layer_uses_sliding.end(),
                                 true) != cfg.layer_uses_sliding.end();
-  if (slides) ST_RETURN_IF_ERROR(u32(ArchKey("attention.sliding_window"), cfg.sliding_window_size));
+  if (slides)
+    ST_RETURN_IF_ERROR(u32(GgufArchKey("attention.sliding_window"), cfg.sliding_window_size));
   ST_RETURN_IF_ERROR(u32("general.quantization_version", kQuantizationVersion));
 
   ST_RETURN_IF_ERROR(w.AddMetadata("tokenizer.ggml.model", GgufValue::String("gpt2")));
@@ -354,13 +352,16 @@ absl::Status CheckLlamaCppLayout(const ModelConfig& cfg) {
           "layer (it has no per-layer RoPE setting); ",
           kDiffers));
     }
-    if (slides && (rope != (l % 4 != 0) || sliding != (l % 4 != 0))) {
+    if (slides && (rope != (l % kLlamaCppNoRopeLayerStep != 0) ||
+                   sliding != (l % kLlamaCppNoRopeLayerStep != 0))) {
       return absl::FailedPreconditionError(absl::StrCat(
           "layer ", l, " is ", rope ? "RoPE" : "NoPE", " with ",
           sliding ? "a sliding window" : "full attention",
           ", but when some layers slide llama.cpp fixes the pattern: layers il % 4 == 0 NoPE with "
           "full attention, every other layer RoPE with a sliding window, so layer ",
-          l, " would be ", l % 4 == 0 ? "NoPE with full attention" : "RoPE with a sliding window",
+          l, " would be ",
+          l % kLlamaCppNoRopeLayerStep == 0 ? "NoPE with full attention"
+                                            : "RoPE with a sliding window",
           "; ", kDiffers));
     }
   }

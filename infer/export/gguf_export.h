@@ -12,17 +12,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "infer/export/exporter.h"
+#include "infer/export/gguf_smallthinker.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/model_file.h"
 #include "model/config.h"
 
 namespace st {
-
-// What llama.cpp forces on a smallthinker GGUF (src/models/smallthinker.cpp): the sliding
-// window is 4096 whatever attention.sliding_window says.
-inline constexpr int kLlamaCppSlidingWindow = 4096;
-// LLAMA_MAX_EXPERTS: llama.cpp refuses to load a model with more experts.
-inline constexpr int kLlamaCppMaxExperts = 512;
 
 // Whether llama.cpp computes `cfg`'s per-layer attention as we do. It can express only
 //   (a) every layer RoPE with full attention (the GGUF has no attention.sliding_window), or
@@ -39,11 +34,6 @@ struct GgufVocab {
   std::vector<int32_t> types;       // llama.cpp token types, by id (kGgufToken*)
   std::vector<std::string> merges;  // "a b" in rank order (may be empty)
 };
-// llama.cpp's token types (tokenizer.ggml.token_type, an INT32 array).
-inline constexpr int32_t kGgufTokenNormal = 1;
-inline constexpr int32_t kGgufTokenControl = 3;
-inline constexpr int32_t kGgufTokenUserDefined = 4;
-inline constexpr int32_t kGgufTokenUnused = 5;
 
 // The vocabulary the converter writes for a tokenizer (MakeTokenizer's name and JSON), padded to
 // `vocab_size` ids:

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "infer/export/gguf_smallthinker.h"
 #include "infer/export/parallel.h"
 #include "infer/export/tensor_source.h"
 #include "infer/format/gguf.h"
@@ -28,21 +29,6 @@
 
 namespace st {
 namespace {
-
-constexpr char kArch[] = "smallthinker";
-// llama.cpp's SmallThinker graph uses this window whatever attention.sliding_window says
-// (src/models/smallthinker.cpp), and NoPE on every 4th layer.
-constexpr int kLlamaCppWindow = 4096;
-constexpr int kNoRopeLayerStep = 4;
-// llama_expert_gating_func_type.
-constexpr uint32_t kGatingSoftmax = 1;
-constexpr uint32_t kGatingSigmoid = 2;
-// llama_token_type (gguf-py constants.py TokenType).
-constexpr int32_t kTokenControl = 3;
-constexpr int32_t kTokenUserDefined = 4;
-constexpr int32_t kTokenUnused = 5;
-
-std::string ArchKey(absl::string_view key) { return absl::StrCat(kArch, ".", key); }
 
 // Prefixes `s` (a GgufMetadata getter's error, which names the key) with the file.
 absl::Status InFile(const std::string& where, const absl::Status& s) {
@@ -143,7 +129,7 @@ std::string GgufKeyFor(absl::string_view message) {
   };
   for (const auto& [hf, gguf] : kKeys) {
     if (absl::StrContains(message, hf)) {
-      return absl::StartsWith(gguf, "tokenizer.") ? gguf : ArchKey(gguf);
+      return absl::StartsWith(gguf, "tokenizer.") ? gguf : GgufArchKey(gguf);
     }
   }
   return "";
@@ -154,38 +140,39 @@ std::string GgufKeyFor(absl::string_view message) {
 absl::Status CheckUnsupportedKeys(const GgufMetadata& md, const std::string& where,
                                   const ModelConfig& cfg) {
   ST_ASSIGN_OR_RETURN(std::optional<uint32_t> rot,
-                      GetOptional<uint32_t>(md, where, ArchKey("rope.dimension_count")));
+                      GetOptional<uint32_t>(md, where, GgufArchKey("rope.dimension_count")));
   if (rot && static_cast<int64_t>(*rot) != cfg.head_dim) {
     return absl::UnimplementedError(absl::StrCat(
-        where, ": key ", ArchKey("rope.dimension_count"), " = ", *rot,
+        where, ": key ", GgufArchKey("rope.dimension_count"), " = ", *rot,
         " rotates part of each head (head_dim ", cfg.head_dim, "); only full rotary is supported"));
   }
   ST_ASSIGN_OR_RETURN(std::optional<uint32_t> vlen,
-                      GetOptional<uint32_t>(md, where, ArchKey("attention.value_length")));
+                      GetOptional<uint32_t>(md, where, GgufArchKey("attention.value_length")));
   if (vlen && static_cast<int64_t>(*vlen) != cfg.head_dim) {
-    return absl::UnimplementedError(absl::StrCat(where, ": key ", ArchKey("attention.value_length"),
-                                                 " = ", *vlen, " differs from the key length ",
-                                                 cfg.head_dim, "; not supported"));
+    return absl::UnimplementedError(
+        absl::StrCat(where, ": key ", GgufArchKey("attention.value_length"), " = ", *vlen,
+                     " differs from the key length ", cfg.head_dim, "; not supported"));
   }
   ST_ASSIGN_OR_RETURN(std::optional<std::string> scaling,
-                      GetOptional<std::string>(md, where, ArchKey("rope.scaling.type")));
+                      GetOptional<std::string>(md, where, GgufArchKey("rope.scaling.type")));
   if (scaling && *scaling != "none") {
-    return absl::UnimplementedError(absl::StrCat(where, ": key ", ArchKey("rope.scaling.type"),
+    return absl::UnimplementedError(absl::StrCat(where, ": key ", GgufArchKey("rope.scaling.type"),
                                                  " = \"", *scaling,
                                                  "\": RoPE scaling is not supported"));
   }
   ST_ASSIGN_OR_RETURN(std::optional<float> base_swa,
-                      GetOptional<float>(md, where, ArchKey("rope.freq_base_swa")));
+                      GetOptional<float>(md, where, GgufArchKey("rope.freq_base_swa")));
   if (base_swa && static_cast<double>(*base_swa) != cfg.rope_theta) {
-    return absl::UnimplementedError(absl::StrCat(where, ": key ", ArchKey("rope.freq_base_swa"),
+    return absl::UnimplementedError(absl::StrCat(where, ": key ", GgufArchKey("rope.freq_base_swa"),
                                                  " = ", *base_swa,
                                                  " differs from rope.freq_base = ", cfg.rope_theta,
                                                  "; one RoPE base for every layer is supported"));
   }
   for (const char* key : {"expert_shared_count", "leading_dense_block_count"}) {
-    ST_ASSIGN_OR_RETURN(std::optional<uint32_t> n, GetOptional<uint32_t>(md, where, ArchKey(key)));
+    ST_ASSIGN_OR_RETURN(std::optional<uint32_t> n,
+                        GetOptional<uint32_t>(md, where, GgufArchKey(key)));
     if (n && *n != 0) {
-      return absl::UnimplementedError(absl::StrCat(where, ": key ", ArchKey(key), " = ", *n,
+      return absl::UnimplementedError(absl::StrCat(where, ": key ", GgufArchKey(key), " = ", *n,
                                                    ": shared experts and dense layers are not "
                                                    "supported"));
     }
@@ -219,7 +206,7 @@ bool KnownArchKey(absl::string_view key) {
       "leading_dense_block_count",
   };
   for (const char* k : kKnown) {
-    if (key == ArchKey(k)) return true;
+    if (key == GgufArchKey(k)) return true;
   }
   return false;
 }
@@ -298,10 +285,10 @@ absl::StatusOr<GgufTokenizer> TokenizerFromGguf(const GgufMetadata& md, const st
   for (size_t id = 0; id < tokens->size(); ++id) {
     const std::string& text = (*tokens)[id];
     const int32_t type = types[id];
-    if (type == kTokenUnused) {
+    if (type == kGgufTokenUnused) {
       ++unused;
-    } else if (type == kTokenControl || type == kTokenUserDefined) {
-      const bool special = type == kTokenControl;
+    } else if (type == kGgufTokenControl || type == kGgufTokenUserDefined) {
+      const bool special = type == kGgufTokenControl;
       spec.added.push_back({static_cast<int>(id), text, special});
       if (special) out.policy.special_token_ids.push_back(static_cast<int>(id));
     } else {
@@ -456,14 +443,14 @@ absl::Status GgufSource::ParseConfig() {
   ST_ASSIGN_OR_RETURN(std::string arch,
                       GetRequired<std::string>(md, where, "general.architecture",
                                                "it names the model architecture"));
-  if (arch != kArch) {
+  if (arch != kGgufArch) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": general.architecture = \"", arch,
-                     "\": st-export converts only SmallThinker GGUFs (\"", kArch, "\")"));
+                     "\": st-export converts only SmallThinker GGUFs (\"", kGgufArch, "\")"));
   }
   ModelConfig& c = config_;
   auto required = [&](const char* key, int* field) -> absl::Status {
-    const std::string k = ArchKey(key);
+    const std::string k = GgufArchKey(key);
     ST_ASSIGN_OR_RETURN(uint32_t v, GetRequired<uint32_t>(md, where, k, "it sizes the model"));
     ST_ASSIGN_OR_RETURN(*field, AsInt(v, where, k));
     return absl::OkStatus();
@@ -476,41 +463,41 @@ absl::Status GgufSource::ParseConfig() {
   ST_RETURN_IF_ERROR(required("expert_used_count", &c.moe_num_active_primary_experts));
   ST_RETURN_IF_ERROR(required("expert_feed_forward_length", &c.moe_ffn_hidden_size));
   ST_ASSIGN_OR_RETURN(std::optional<uint32_t> kv,
-                      GetOptional<uint32_t>(md, where, ArchKey("attention.head_count_kv")));
+                      GetOptional<uint32_t>(md, where, GgufArchKey("attention.head_count_kv")));
   c.num_key_value_heads = c.num_attention_heads;  // llama.cpp's default
   if (kv) {
     ST_ASSIGN_OR_RETURN(c.num_key_value_heads,
-                        AsInt(*kv, where, ArchKey("attention.head_count_kv")));
+                        AsInt(*kv, where, GgufArchKey("attention.head_count_kv")));
   }
   ST_ASSIGN_OR_RETURN(std::optional<uint32_t> key_length,
-                      GetOptional<uint32_t>(md, where, ArchKey("attention.key_length")));
+                      GetOptional<uint32_t>(md, where, GgufArchKey("attention.key_length")));
   if (key_length) {
-    ST_ASSIGN_OR_RETURN(c.head_dim, AsInt(*key_length, where, ArchKey("attention.key_length")));
+    ST_ASSIGN_OR_RETURN(c.head_dim, AsInt(*key_length, where, GgufArchKey("attention.key_length")));
   } else {
     if (c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": key ", ArchKey("attention.key_length"), " is absent and ",
-                       ArchKey("embedding_length"), " = ", c.hidden_size, " is not a multiple of ",
-                       ArchKey("attention.head_count"), " = ", c.num_attention_heads));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": key ", GgufArchKey("attention.key_length"), " is absent and ",
+          GgufArchKey("embedding_length"), " = ", c.hidden_size, " is not a multiple of ",
+          GgufArchKey("attention.head_count"), " = ", c.num_attention_heads));
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   ST_ASSIGN_OR_RETURN(uint32_t gating,
-                      GetRequired<uint32_t>(md, where, ArchKey("expert_gating_func"),
+                      GetRequired<uint32_t>(md, where, GgufArchKey("expert_gating_func"),
                                             "it chooses the router's function (1 softmax, 2 "
                                             "sigmoid)"));
-  if (gating != kGatingSoftmax && gating != kGatingSigmoid) {
+  if (gating != kGgufGatingSoftmax && gating != kGgufGatingSigmoid) {
     return absl::UnimplementedError(
-        absl::StrCat(where, ": key ", ArchKey("expert_gating_func"), " = ", gating,
+        absl::StrCat(where, ": key ", GgufArchKey("expert_gating_func"), " = ", gating,
                      " is not supported; expected 1 (softmax) or 2 (sigmoid)"));
   }
-  c.moe_primary_router_apply_softmax = gating == kGatingSoftmax;
+  c.moe_primary_router_apply_softmax = gating == kGgufGatingSoftmax;
   ST_ASSIGN_OR_RETURN(float eps,
-                      GetRequired<float>(md, where, ArchKey("attention.layer_norm_rms_epsilon"),
+                      GetRequired<float>(md, where, GgufArchKey("attention.layer_norm_rms_epsilon"),
                                          "it is the RMSNorm epsilon"));
   c.rms_norm_eps = eps;
   ST_ASSIGN_OR_RETURN(std::optional<float> base,
-                      GetOptional<float>(md, where, ArchKey("rope.freq_base")));
+                      GetOptional<float>(md, where, GgufArchKey("rope.freq_base")));
   c.rope_theta = base ? static_cast<double>(*base) : 10000.0;  // llama.cpp's default
   if (!base) notes_.push_back("rope.freq_base is absent: 10000 (llama.cpp's default)");
 
@@ -535,29 +522,30 @@ absl::Status GgufSource::ParseConfig() {
     c.sliding_window_layout.clear();
   } else {
     ST_ASSIGN_OR_RETURN(std::optional<uint32_t> window,
-                        GetOptional<uint32_t>(md, where, ArchKey("attention.sliding_window")));
+                        GetOptional<uint32_t>(md, where, GgufArchKey("attention.sliding_window")));
     ST_ASSIGN_OR_RETURN(
         std::optional<uint32_t> pattern,
-        GetOptional<uint32_t>(md, where, ArchKey("attention.sliding_window_pattern")));
+        GetOptional<uint32_t>(md, where, GgufArchKey("attention.sliding_window_pattern")));
     c.rope_layout.assign(L, 1);
     c.sliding_window_layout.assign(L, 0);
     c.sliding_window_size = 0;
     if (window && *window > 0) {
       const uint32_t period = pattern ? *pattern : 4;
       if (period == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": key ", ArchKey("attention.sliding_window_pattern"), " = 0; expected >= 1"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": key ", GgufArchKey("attention.sliding_window_pattern"),
+                         " = 0; expected >= 1"));
       }
       for (int l = 0; l < L; ++l) {
-        c.rope_layout[l] = l % kNoRopeLayerStep != 0 ? 1 : 0;
+        c.rope_layout[l] = l % kLlamaCppNoRopeLayerStep != 0 ? 1 : 0;
         c.sliding_window_layout[l] = l % period != 0 ? 1 : 0;
       }
-      c.sliding_window_size = kLlamaCppWindow;
+      c.sliding_window_size = kLlamaCppSlidingWindow;
       notes_.push_back(absl::StrCat(
           "layer layout as llama.cpp derives it: layers 0, 4, 8, ... NoPE, the others RoPE; "
           "every ",
           period, period == 1 ? "st" : "th",
-          " layer from 0 full attention, the others a sliding window of ", kLlamaCppWindow,
+          " layer from 0 full attention, the others a sliding window of ", kLlamaCppSlidingWindow,
           " (llama.cpp's fixed window; attention.sliding_window = ", *window,
           " is ignored, as llama.cpp does)"));
     } else {
@@ -567,7 +555,7 @@ absl::Status GgufSource::ParseConfig() {
     }
   }
   c.tie_word_embeddings = file_.FindTensor("output.weight") == nullptr;
-  c.model_type = kArch;
+  c.model_type = kGgufArch;
   absl::Status valid = ValidateModelConfig(c);
   if (!valid.ok()) {
     const std::string key = GgufKeyFor(valid.message());
@@ -578,7 +566,7 @@ absl::Status GgufSource::ParseConfig() {
   ST_RETURN_IF_ERROR(CheckUnsupportedKeys(md, where, c));
   std::vector<std::string> ignored;
   for (const auto& [key, value] : md.entries()) {
-    if (absl::StartsWith(key, ArchKey("")) && !KnownArchKey(key)) ignored.push_back(key);
+    if (absl::StartsWith(key, GgufArchKey("")) && !KnownArchKey(key)) ignored.push_back(key);
   }
   if (!ignored.empty()) {
     notes_.push_back(absl::StrCat("metadata keys ignored: ", absl::StrJoin(ignored, ", ")));
