@@ -8,7 +8,10 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libabsl-dev libgflags-dev libhdf5-dev hdf5-tools nlohmann-json3-dev
           libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev liburing-dev
-          libicu-dev clang libclang-rt-14-dev bible-kjv bible-kjv-text python3 python3-h5py)
+          libicu-dev clang libclang-rt-14-dev bible-kjv bible-kjv-text python3 python3-h5py
+          libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev)
+# st-server's chat page is tested in headless Chromium (tests/chat_page_test.sh).
+packages+=(chromium)
 # Node.js runs Hugging Face's reference tokenizer (npm) in the tests; keep a preinstalled one.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   packages+=(nodejs npm)

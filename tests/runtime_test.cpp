@@ -883,5 +883,212 @@ TEST(ExpertCacheTest, RoutingProfileRejectsMistypedAndHugeNumbers) {
   EXPECT_EQ(ok->counts[1], INT64_MAX);
 }
 
+// ---- Many conversations in one engine (Sequence, DecodeBatch, Truncate) ----
+
+// Three layers (global NoPE, two sliding RoPE rings of window 8 + chunk 4), 96 positions.
+ModelConfig BatchConfig() {
+  ModelConfig cfg = TinyConfig(false);
+  cfg.num_hidden_layers = 3;
+  cfg.rope_layout = {0, 1, 1};
+  cfg.sliding_window_layout = {0, 1, 1};
+  cfg.sliding_window_size = 8;
+  cfg.max_position_embeddings = 96;
+  EXPECT_TRUE(ValidateModelConfig(cfg).ok());
+  return cfg;
+}
+
+int32_t Argmax(const float* v, int n) {
+  return static_cast<int32_t>(std::max_element(v, v + n) - v);
+}
+
+// Four conversations of different prompt lengths, greedy, decoded together by DecodeBatch with
+// conversations joining late and leaving early (as a server's continuous batching does), give
+// token for token what each gives decoded alone through Forward, with logits equal within
+// float rounding; Q8_0 weights and the fp16 cache (the server's defaults), chunk 4 so the rings
+// wrap during both prefill and decode.
+TEST(BatchDecodeTest, BatchedEqualsOneAtATimeTokenForToken) {
+  const ModelConfig cfg = BatchConfig();
+  const Weights w = MakeWeights(cfg, 2024);
+  const std::string path = TmpPath("rt_batch");
+  WriteModel(w, path, DType::kQ8_0);
+  EngineOptions o;
+  o.threads = 2;
+  o.prefill_chunk = 4;
+  const int V = cfg.vocab_size;
+  struct Conv {
+    std::vector<int32_t> prompt;
+    int join, steps;  // the batch step it joins at, and how many tokens it decodes
+  };
+  std::mt19937 rng(5);
+  std::vector<Conv> convs = {{{}, 0, 40}, {{}, 0, 24}, {{}, 3, 30}, {{}, 9, 20}};
+  const int lengths[] = {3, 7, 13, 22};
+  for (size_t c = 0; c < convs.size(); ++c) {
+    for (int i = 0; i < lengths[c]; ++i) {
+      convs[c].prompt.push_back(static_cast<int32_t>(rng() % cfg.vocab_size));
+    }
+  }
+  // Alone: prefill, then Forward on each greedy token.
+  auto solo = Engine::Load(path, o);
+  ASSERT_TRUE(solo.ok()) << solo.status();
+  std::vector<std::vector<int32_t>> want_tokens(convs.size());
+  std::vector<std::vector<std::vector<float>>> want_logits(convs.size());
+  for (size_t c = 0; c < convs.size(); ++c) {
+    (*solo)->Reset();
+    auto l = (*solo)->Prefill(convs[c].prompt);
+    ASSERT_TRUE(l.ok()) << l.status();
+    for (int s = 0; s < convs[c].steps; ++s) {
+      const int32_t next = Argmax(l->data(), V);
+      want_tokens[c].push_back(next);
+      l = (*solo)->Forward(next);
+      ASSERT_TRUE(l.ok()) << l.status();
+      want_logits[c].push_back(*l);
+    }
+  }
+  // Together.
+  auto eng = Engine::Load(path, o);
+  ASSERT_TRUE(eng.ok()) << eng.status();
+  Engine& e = **eng;
+  std::vector<std::unique_ptr<Sequence>> seqs(convs.size());
+  std::vector<std::vector<float>> last(convs.size());
+  std::vector<std::vector<int32_t>> got_tokens(convs.size());
+  double scale = 0, max_diff = 0;
+  int max_batch_seen = 0;
+  for (int step = 0; step < 64; ++step) {
+    std::vector<Sequence*> batch;
+    std::vector<int32_t> tokens;
+    std::vector<size_t> which;
+    for (size_t c = 0; c < convs.size(); ++c) {
+      if (step == convs[c].join) {
+        seqs[c] = e.NewSequence();
+        auto l = e.Prefill(seqs[c].get(), convs[c].prompt);
+        ASSERT_TRUE(l.ok()) << l.status();
+        last[c] = *l;
+      }
+      if (seqs[c] == nullptr || static_cast<int>(got_tokens[c].size()) == convs[c].steps) continue;
+      const int32_t next = Argmax(last[c].data(), V);
+      got_tokens[c].push_back(next);
+      batch.push_back(seqs[c].get());
+      tokens.push_back(next);
+      which.push_back(c);
+    }
+    if (batch.empty()) break;
+    max_batch_seen = std::max(max_batch_seen, static_cast<int>(batch.size()));
+    std::vector<float> logits_BV;
+    ASSERT_TRUE(e.DecodeBatch(batch, tokens, &logits_BV).ok());
+    ASSERT_EQ(logits_BV.size(), batch.size() * static_cast<size_t>(V));
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const size_t c = which[b];
+      last[c].assign(logits_BV.begin() + b * V, logits_BV.begin() + (b + 1) * V);
+      const std::vector<float>& want = want_logits[c][got_tokens[c].size() - 1];
+      for (int i = 0; i < V; ++i) {
+        scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+        max_diff = std::max(max_diff, std::abs(static_cast<double>(last[c][i]) - want[i]));
+      }
+    }
+  }
+  EXPECT_EQ(max_batch_seen, 4);
+  for (size_t c = 0; c < convs.size(); ++c) {
+    EXPECT_EQ(got_tokens[c], want_tokens[c]) << "conversation " << c;
+    EXPECT_EQ(seqs[c]->position(), static_cast<int>(convs[c].prompt.size()) + convs[c].steps);
+  }
+  std::printf("batched vs alone: max |logit diff| = %.3g (max |logit| %.3g)\n", max_diff, scale);
+  // The batch takes the grouped MoE and the multi-token kernels: rounding only. A token that
+  // read another conversation's keys, or its own at the wrong position, moves logits by their
+  // own size.
+  EXPECT_LT(max_diff, 1e-3 * scale);
+  std::remove(path.c_str());
+}
+
+// The next turn of a conversation keeps the prefix it shares with the last one: prefill A + B,
+// truncate to A, prefill C gives the logits of A + C from scratch (the naive reference). On a
+// ring that has moved past what position n attends, Truncate starts over (returns 0).
+TEST(BatchDecodeTest, TruncateKeepsASharedPrefixOrStartsOver) {
+  const ModelConfig cfg = BatchConfig();
+  const Weights w = MakeWeights(cfg, 77);
+  const std::string path = TmpPath("rt_truncate");
+  WriteModel(w, path);
+  EngineOptions o;
+  o.threads = 2;
+  o.prefill_chunk = 4;  // ring = window 8 + 4 = 12 slots
+  o.kv_f16 = false;
+  auto eng = Engine::Load(path, o);
+  ASSERT_TRUE(eng.ok()) << eng.status();
+  Engine& e = **eng;
+  std::mt19937 rng(9);
+  auto random_ids = [&](int n) {
+    std::vector<int32_t> v(n);
+    for (int32_t& t : v) t = static_cast<int32_t>(rng() % cfg.vocab_size);
+    return v;
+  };
+  const std::vector<int32_t> a = random_ids(30), b = random_ids(3), c = random_ids(5);
+  std::vector<int32_t> ab = a, ac = a;
+  ab.insert(ab.end(), b.begin(), b.end());
+  ac.insert(ac.end(), c.begin(), c.end());
+  const Mat naive = NaiveLogitsFrom(w, ac, static_cast<int>(ac.size()) - 1);  // [1, V]
+  auto seq = e.NewSequence();
+  ASSERT_TRUE(e.Prefill(seq.get(), ab).ok());
+  ASSERT_EQ(e.Truncate(seq.get(), static_cast<int>(a.size())), static_cast<int>(a.size()));
+  auto l = e.Prefill(seq.get(), c);
+  ASSERT_TRUE(l.ok()) << l.status();
+  double scale = 0, diff = 0;
+  for (int i = 0; i < cfg.vocab_size; ++i) {
+    scale = std::max(scale, std::abs(static_cast<double>(naive[i])));
+    diff = std::max(diff, std::abs(static_cast<double>((*l)[i]) - naive[i]));
+  }
+  EXPECT_LT(diff, 2e-4) << "max |logit| " << scale;
+  EXPECT_EQ(seq->position(), static_cast<int>(ac.size()));
+  // 40 positions: the rings hold 28..39. Position 36 attends 29..36: kept. Position 20 attends
+  // 13..20, overwritten: start over.
+  auto seq2 = e.NewSequence();
+  ASSERT_TRUE(e.Prefill(seq2.get(), random_ids(40)).ok());
+  EXPECT_EQ(e.Truncate(seq2.get(), 36), 36);
+  EXPECT_EQ(e.Truncate(seq2.get(), 20), 0);
+  EXPECT_EQ(seq2->position(), 0);
+  EXPECT_EQ(seq2->kv_bytes() > 0, true);  // the rings stay allocated; global layers cleared
+  std::remove(path.c_str());
+}
+
+TEST(BatchDecodeTest, BadBatchesAreRefusedAndChangeNothing) {
+  const ModelConfig cfg = BatchConfig();
+  const Weights w = MakeWeights(cfg, 3);
+  const std::string path = TmpPath("rt_batch_errors");
+  WriteModel(w, path);
+  EngineOptions o;
+  o.threads = 1;
+  o.prefill_chunk = 4;
+  auto eng = Engine::Load(path, o);
+  auto other = Engine::Load(path, o);
+  ASSERT_TRUE(eng.ok() && other.ok());
+  Engine& e = **eng;
+  auto s1 = e.NewSequence(), s2 = e.NewSequence(), foreign = (*other)->NewSequence();
+  ASSERT_TRUE(e.Prefill(s1.get(), std::vector<int32_t>{1, 2, 3}).ok());
+  std::vector<float> logits;
+  using SC = absl::StatusCode;
+  std::vector<Sequence*> dup = {s1.get(), s1.get()};
+  EXPECT_EQ(e.DecodeBatch(dup, std::vector<int32_t>{1, 2}, &logits).code(), SC::kInvalidArgument);
+  std::vector<Sequence*> mixed = {s1.get(), foreign.get()};
+  EXPECT_EQ(e.DecodeBatch(mixed, std::vector<int32_t>{1, 2}, &logits).code(), SC::kInvalidArgument);
+  std::vector<Sequence*> pair = {s1.get(), s2.get()};
+  EXPECT_EQ(e.DecodeBatch(pair, std::vector<int32_t>{1}, &logits).code(), SC::kInvalidArgument);
+  EXPECT_EQ(e.DecodeBatch(pair, std::vector<int32_t>{1, cfg.vocab_size}, &logits).code(),
+            SC::kInvalidArgument);
+  std::vector<std::unique_ptr<Sequence>> many;
+  std::vector<Sequence*> five;
+  for (int i = 0; i < e.max_batch() + 1; ++i) {
+    many.push_back(e.NewSequence());
+    five.push_back(many.back().get());
+  }
+  EXPECT_EQ(e.DecodeBatch(five, std::vector<int32_t>(five.size(), 1), &logits).code(),
+            SC::kInvalidArgument);
+  EXPECT_EQ(e.Prefill(foreign.get(), std::vector<int32_t>{1}).status().code(),
+            SC::kInvalidArgument);
+  // s2 at the end of the context: the whole batch is refused, s1 untouched.
+  ASSERT_TRUE(e.Prefill(s2.get(), std::vector<int32_t>(e.max_context(), 4)).ok());
+  EXPECT_EQ(e.DecodeBatch(pair, std::vector<int32_t>{1, 2}, &logits).code(), SC::kOutOfRange);
+  EXPECT_EQ(s1->position(), 3);
+  EXPECT_EQ(s2->position(), e.max_context());
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace st

@@ -32,6 +32,13 @@ struct ChatRenderInput {
 // redefine messages, tools, documents or add_generation_prompt (Python would raise too).
 absl::StatusOr<nlohmann::ordered_json> ChatTemplateContext(const ChatRenderInput& in);
 
+// ChatML (<|im_start|>role\ncontent<|im_end|>), for model files without a chat template of their
+// own: what llama.cpp falls back to. st-run and st-server use it then.
+inline constexpr char kChatMlTemplate[] =
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + "
+    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' "
+    "}}{%- endif %}";
+
 // Parses and renders; the globals raise_exception(msg) (render fails with the message),
 // strftime_now(fmt), range() and namespace() are available. Errors carry
 // "chat template:LINE:COLUMN:".

@@ -27,8 +27,8 @@ absl::Status Engine::SetUpBudget(const std::string& path) {
                static_cast<int64_t>(c.num_hidden_layers) * (E + 2) * H * 4 + H * 4;
   const int64_t kv_elem = opt_.kv_f16 ? 2 : 4;
   for (const LayerW& L : m.layers) {
-    const int64_t held = L.window > 0 ? std::min<int64_t>(L.kv.slots, max_context_) : max_context_;
-    p.kv_cache += held * KV * 2 * kv_elem;
+    const int64_t held = L.window > 0 ? std::min<int64_t>(L.ring, max_context_) : max_context_;
+    p.kv_cache += held * KV * 2 * kv_elem * std::max(1, opt_.sequences);
   }
   // The forward state is allocated at load for the largest step: measure it. Beside it, the
   // [V] logits a Forward returns and the caller's copy of them.

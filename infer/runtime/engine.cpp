@@ -179,7 +179,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   Impl& m = *e->impl_;
   const ModelConfig& c = e->cfg_;
   const ModelFile& f = *e->file_;
-  const int64_t H = c.hidden_size, KV = c.kv_width(), E = c.moe_num_primary_experts;
+  const int64_t H = c.hidden_size, E = c.moe_num_primary_experts;
   if (c.max_position_embeddings <= 0) {
     return absl::InvalidArgumentError("model config: max_position_embeddings must be > 0");
   }
@@ -229,9 +229,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
     ST_ASSIGN_OR_RETURN(L.o, FindMat(f, TensorId::Layer(TK::kAttnOutput, l), c));
     L.rope = c.layer_uses_rope[l];
     L.window = c.layer_uses_sliding[l] ? c.sliding_window_size : 0;
-    const int64_t ring =
-        std::min<int64_t>(static_cast<int64_t>(L.window) + ring_extra, e->max_context_);
-    L.kv.Init(options.kv_f16, KV, L.window, ring);
+    L.ring = std::min<int64_t>(static_cast<int64_t>(L.window) + ring_extra, e->max_context_);
     for (int x = 0; x < E; ++x) {
       ST_ASSIGN_OR_RETURN(ExpertExtent ex, f.GetExpertExtent(l, x));
       L.experts.push_back({MatOf(f, *ex.gate), MatOf(f, *ex.up), MatOf(f, *ex.down_t)});
@@ -250,10 +248,65 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FromFile(std::unique_ptr<ModelFi
   m.inv_freq.resize(D / 2);
   for (int i = 0; i < D / 2; ++i) m.inv_freq[i] = std::pow(c.rope_theta, -2.0 * i / D);
   m.AllocateForwardState(c, options.prefill_chunk, e->max_context_);
+  e->main_ = e->NewSequence();
   return e;
 }
 
 Engine::~Engine() = default;
+
+Sequence::Sequence() = default;
+Sequence::~Sequence() = default;
+
+int64_t Sequence::kv_bytes() const {
+  int64_t b = 0;
+  for (const KvCache& kv : kv_L_) {
+    b += static_cast<int64_t>(kv.k16_SGD.capacity() + kv.v16_SGD.capacity()) * 2 +
+         static_cast<int64_t>(kv.k32_SGD.capacity() + kv.v32_SGD.capacity()) * 4;
+  }
+  return b;
+}
+
+std::unique_ptr<Sequence> Engine::NewSequence() const {
+  std::unique_ptr<Sequence> seq(new Sequence());
+  seq->owner_ = this;
+  seq->kv_L_.resize(impl_->layers.size());
+  for (size_t l = 0; l < impl_->layers.size(); ++l) {
+    const LayerW& L = impl_->layers[l];
+    seq->kv_L_[l].Init(opt_.kv_f16, cfg_.kv_width(), L.window, L.ring);
+  }
+  return seq;
+}
+
+int Engine::position() const { return main_->pos_; }
+int Engine::max_batch() const { return std::min(opt_.prefill_chunk, max_context_); }
+
+absl::Status Engine::CheckOwner(const Sequence* seq) const {
+  if (seq == nullptr || seq->owner_ != this) {
+    return absl::InvalidArgumentError("the sequence was not made by this engine (NewSequence)");
+  }
+  return absl::OkStatus();
+}
+
+int Engine::Truncate(Sequence* seq, int n) {
+  ST_CHECK(seq != nullptr && seq->owner_ == this) << "a sequence of another engine";
+  ST_CHECK(n >= 0 && n <= seq->pos_) << "n=" << n << " position=" << seq->pos_;
+  // A sliding-window ring holds the positions [pos - slots, pos); position n attends
+  // [n - window + 1, n], so those must not have been overwritten.
+  for (const LayerW& L : impl_->layers) {
+    if (L.window == 0 || n == 0) continue;
+    const int64_t oldest_held = std::max<int64_t>(0, seq->pos_ - L.ring);
+    const int64_t oldest_needed = std::max<int64_t>(0, int64_t{n} - L.window + 1);
+    if (oldest_needed < oldest_held) {
+      n = 0;
+      break;
+    }
+  }
+  seq->pos_ = n;
+  if (n == 0) {
+    for (KvCache& kv : seq->kv_L_) kv.Clear();
+  }
+  return n;
+}
 
 RoutingProfile Engine::routing() const {
   RoutingProfile p;
@@ -282,20 +335,18 @@ int64_t Engine::DenseDecodeWeightBytes() const {
   return b;
 }
 
-void Engine::Reset() {
-  pos_ = 0;
-  for (LayerW& L : impl_->layers) L.kv.Clear();
-}
+void Engine::Reset() { Truncate(main_.get(), 0); }
 
-absl::Status Engine::CheckTokens(absl::Span<const int32_t> tokens) const {
+absl::Status Engine::CheckTokens(const Sequence& seq, absl::Span<const int32_t> tokens) const {
+  const int pos = seq.pos_;
   if (tokens.empty()) return absl::InvalidArgumentError("prefill needs at least one token");
-  if (static_cast<int64_t>(pos_) + static_cast<int64_t>(tokens.size()) > max_context_) {
+  if (static_cast<int64_t>(pos) + static_cast<int64_t>(tokens.size()) > max_context_) {
     if (tokens.size() == 1) {
       return absl::OutOfRangeError(
-          absl::StrCat("position ", pos_, " is beyond the context of ", max_context_, " tokens"));
+          absl::StrCat("position ", pos, " is beyond the context of ", max_context_, " tokens"));
     }
     return absl::OutOfRangeError(
-        absl::StrCat("prompt of ", tokens.size(), " tokens does not fit: ", pos_,
+        absl::StrCat("prompt of ", tokens.size(), " tokens does not fit: ", pos,
                      " already in the context of ", max_context_, " tokens"));
   }
   for (int32_t t : tokens) {
@@ -308,36 +359,64 @@ absl::Status Engine::CheckTokens(absl::Span<const int32_t> tokens) const {
 }
 
 absl::StatusOr<std::vector<float>> Engine::Forward(int32_t token) {
-  ST_RETURN_IF_ERROR(CheckTokens(absl::MakeConstSpan(&token, 1)));
-  std::vector<float> out(cfg_.vocab_size);
-  ST_RETURN_IF_ERROR(Run(absl::MakeConstSpan(&token, 1), out.data(), false));
-  return out;
+  return Prefill(main_.get(), absl::MakeConstSpan(&token, 1));
 }
 
 absl::StatusOr<std::vector<float>> Engine::Prefill(absl::Span<const int32_t> tokens) {
-  ST_RETURN_IF_ERROR(CheckTokens(tokens));
+  return Prefill(main_.get(), tokens);
+}
+
+absl::StatusOr<std::vector<float>> Engine::Prefill(Sequence* seq,
+                                                   absl::Span<const int32_t> tokens) {
+  ST_RETURN_IF_ERROR(CheckOwner(seq));
+  ST_RETURN_IF_ERROR(CheckTokens(*seq, tokens));
   std::vector<float> out(cfg_.vocab_size);
-  ST_RETURN_IF_ERROR(Run(tokens, out.data(), false));
+  ST_RETURN_IF_ERROR(Run(seq, tokens, out.data(), false));
   return out;
 }
 
 absl::Status Engine::PrefillAll(absl::Span<const int32_t> tokens, std::vector<float>* logits_TV) {
-  ST_RETURN_IF_ERROR(CheckTokens(tokens));
+  ST_RETURN_IF_ERROR(CheckTokens(*main_, tokens));
   logits_TV->resize(tokens.size() * static_cast<size_t>(cfg_.vocab_size));
-  return Run(tokens, logits_TV->data(), true);
+  return Run(main_.get(), tokens, logits_TV->data(), true);
+}
+
+absl::Status Engine::DecodeBatch(absl::Span<Sequence* const> seqs, absl::Span<const int32_t> tokens,
+                                 std::vector<float>* logits_BV) {
+  if (seqs.empty() || seqs.size() != tokens.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a batched decode takes one token per sequence (", seqs.size(), " sequences, ",
+                     tokens.size(), " tokens; at least one)"));
+  }
+  if (seqs.size() > static_cast<size_t>(max_batch())) {
+    return absl::InvalidArgumentError(absl::StrCat("a batched decode takes at most ", max_batch(),
+                                                   " sequences, got ", seqs.size()));
+  }
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    ST_RETURN_IF_ERROR(CheckOwner(seqs[b]));
+    for (size_t a = 0; a < b; ++a) {
+      if (seqs[a] == seqs[b]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", b, " of the batch is also sequence ", a));
+      }
+    }
+    ST_RETURN_IF_ERROR(CheckTokens(*seqs[b], tokens.subspan(b, 1)));
+  }
+  logits_BV->resize(tokens.size() * static_cast<size_t>(cfg_.vocab_size));
+  return Step(seqs, tokens, logits_BV->data(), true);
 }
 
 // ---- The steps of the stages ----------------------------------------------------------------
 namespace {
 
-// cos_TI / sin_TI of (p0 + t) * inv_freq[i] for the T positions from p0 (angles in double, as
-// the reference model).
-void RopeAngles(const std::vector<double>& inv_freq, int64_t p0, int T, float* cos_TI,
-                float* sin_TI) {
+// cos_TI / sin_TI of pos_T[t] * inv_freq[i] for the T positions (angles in double, as the
+// reference model).
+void RopeAngles(const std::vector<double>& inv_freq, const std::vector<int64_t>& pos_T, int T,
+                float* cos_TI, float* sin_TI) {
   const size_t I = inv_freq.size();
   for (int t = 0; t < T; ++t) {
     for (size_t i = 0; i < I; ++i) {
-      const double ang = static_cast<double>(p0 + t) * inv_freq[i];
+      const double ang = static_cast<double>(pos_T[t]) * inv_freq[i];
       cos_TI[t * I + i] = static_cast<float>(std::cos(ang));
       sin_TI[t * I + i] = static_cast<float>(std::sin(ang));
     }
@@ -409,13 +488,14 @@ void ApplyRope(ForwardState* s, int N, int G, int D) {
   }
 }
 
-// The step's keys and values into the cache: slot = position on global layers (grown to fit),
-// position mod S on sliding-window layers (the ring wraps).
-void WriteKvCache(const Kernels& k, const ForwardState& s, KvCache* kv) {
-  const int64_t KV = kv->width;
-  if (kv->window == 0) kv->Grow(s.p0 + s.T);
+// The step's keys and values into layer l's cache of each token's sequence: slot = position on
+// global layers (grown to fit), position mod S on sliding-window layers (the ring wraps).
+void WriteKvCache(const Kernels& k, const ForwardState& s, int l) {
   for (int t = 0; t < s.T; ++t) {
-    const size_t off = static_cast<size_t>(kv->Slot(s.p0 + t) * KV);
+    KvCache* kv = &(*s.kv_T[t])[l];
+    const int64_t KV = kv->width;
+    if (kv->window == 0) kv->Grow(s.pos_T[t] + 1);
+    const size_t off = static_cast<size_t>(kv->Slot(s.pos_T[t]) * KV);
     const float* kt = s.k_TGD.data() + static_cast<size_t>(t) * KV;
     const float* vt = s.v_TGD.data() + static_cast<size_t>(t) * KV;
     if (kv->f16) {
@@ -465,21 +545,23 @@ void WeightedValues(const Kernels& k, const KvCache& kv, const float* scores_P, 
   }
 }
 
-// att_TND = softmax(q k^T / sqrt(D) + mask) v over the cached keys, one task per (token, q
-// head); q head n reads kv head n / (N / G). The mask: position p sees keys [first, p], first =
-// p - window + 1 on sliding-window layers (the ring still holds them), 0 on global ones.
-void Attend(Engine::Impl& m, const KvCache& kv, const ModelConfig& c) {
+// att_TND = softmax(q k^T / sqrt(D) + mask) v over the cached keys of each token's sequence
+// (layer l), one task per (token, q head); q head n reads kv head n / (N / G). The mask:
+// position p sees keys [first, p], first = p - window + 1 on sliding-window layers (the ring
+// still holds them), 0 on global ones.
+void Attend(Engine::Impl& m, int l, const ModelConfig& c) {
   ForwardState& s = m.fs;
   const Kernels& k = *m.kern;
   const int D = c.head_dim, N = c.num_attention_heads, rep = N / c.num_key_value_heads;
   const int64_t Q = c.q_width();
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t max_keys = s.p0 + s.T;
+  const int64_t max_keys = s.max_keys;
   s.att_TND.Resize(s.T);
   float* att = s.att_TND.Write();
   m.pool->Run(static_cast<int64_t>(s.T) * N, [&](int64_t task, int thread) {
     const int t = static_cast<int>(task / N), n = static_cast<int>(task % N), g = n / rep;
-    const int64_t p = s.p0 + t;
+    const KvCache& kv = (*s.kv_T[t])[l];
+    const int64_t p = s.pos_T[t];
     const int64_t first = kv.window > 0 ? std::max<int64_t>(0, p - kv.window + 1) : 0;
     std::vector<float>& sc = s.scratch_Th[thread].scores_P;
     if (sc.size() < static_cast<size_t>(max_keys)) sc.resize(static_cast<size_t>(max_keys));
@@ -503,43 +585,64 @@ void ProjectOutput(Engine::Impl& m, const LayerW& L) {
 
 // ---- The forward pass (smallthinker.md section 3) -----------------------------------------
 
-absl::Status Engine::Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits) {
-  const ForwardState& s = impl_->fs;
+absl::Status Engine::Run(Sequence* seq, absl::Span<const int32_t> tokens, float* logits,
+                         bool all_logits) {
+  std::vector<Sequence*> seq_T(std::min<size_t>(opt_.prefill_chunk, tokens.size()), seq);
   for (size_t c0 = 0; c0 < tokens.size(); c0 += opt_.prefill_chunk) {
     const size_t T = std::min<size_t>(opt_.prefill_chunk, tokens.size() - c0);
-    if (cache_) cache_->NewPass();
-    Embed(tokens.subspan(c0, T));
-    for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
-      PhaseClock clock(&stats_);
-      Route(l);
-      StartExpertReads(l);
-      clock.Lap(&EngineStats::seconds_route);
-      Attention(l);
-      clock.Lap(&EngineStats::seconds_attention);
-      ST_RETURN_IF_ERROR(Moe(l));
-      clock.Lap(&EngineStats::seconds_moe);
-    }
-    PhaseClock clock(&stats_);
-    Head(all_logits ? logits + c0 * cfg_.vocab_size : logits, all_logits);
-    clock.Lap(&EngineStats::seconds_head);
-    pos_ += s.T;
-    stats_.tokens += s.T;
-    stats_.forwards += 1;
+    ST_RETURN_IF_ERROR(Step(absl::MakeConstSpan(seq_T).first(T), tokens.subspan(c0, T),
+                            all_logits ? logits + c0 * cfg_.vocab_size : logits, all_logits));
   }
   return absl::OkStatus();
 }
 
-// The step's embedding rows (no scaling) into x_TH, and the RoPE angles of its positions.
-void Engine::Embed(absl::Span<const int32_t> tokens) {
+absl::Status Engine::Step(absl::Span<Sequence* const> seq_T, absl::Span<const int32_t> tokens,
+                          float* logits, bool all_rows) {
+  const ForwardState& s = impl_->fs;
+  if (cache_) cache_->NewPass();
+  Embed(seq_T, tokens);
+  for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
+    PhaseClock clock(&stats_);
+    Route(l);
+    StartExpertReads(l);
+    clock.Lap(&EngineStats::seconds_route);
+    Attention(l);
+    clock.Lap(&EngineStats::seconds_attention);
+    ST_RETURN_IF_ERROR(Moe(l));
+    clock.Lap(&EngineStats::seconds_moe);
+  }
+  PhaseClock clock(&stats_);
+  Head(logits, all_rows);
+  clock.Lap(&EngineStats::seconds_head);
+  for (Sequence* q : seq_T) ++q->pos_;
+  stats_.tokens += s.T;
+  stats_.forwards += 1;
+  return absl::OkStatus();
+}
+
+// The step's embedding rows (no scaling) into x_TH; each token's position (the next free one of
+// its sequence, counting the step's earlier tokens of the same sequence), its sequence's KV
+// caches, and the RoPE angles of the positions.
+void Engine::Embed(absl::Span<Sequence* const> seq_T, absl::Span<const int32_t> tokens) {
   Impl& m = *impl_;
   ForwardState& s = m.fs;
   const int64_t H = cfg_.hidden_size;
-  s.BeginStep(static_cast<int>(tokens.size()), pos_);
+  s.BeginStep(static_cast<int>(tokens.size()));
+  s.max_keys = 0;
   for (int t = 0; t < s.T; ++t) {
+    int64_t p = seq_T[t]->pos_;
+    if (t > 0 && seq_T[t - 1] == seq_T[t]) {
+      p = s.pos_T[t - 1] + 1;  // a chunk of one sequence
+    } else {
+      for (int u = 0; u < t; ++u) p += seq_T[u] == seq_T[t] ? 1 : 0;
+    }
+    s.pos_T[t] = p;
+    s.kv_T[t] = &seq_T[t]->kv_L_;
+    s.max_keys = std::max(s.max_keys, p + 1);
     m.kern->dequant_row(m.token_embd.t, m.token_embd.row(tokens[t]), H, s.x_TH.WriteRow(t));
   }
   stats_.weight_bytes += s.T * static_cast<int64_t>(m.token_embd.row_bytes);
-  RopeAngles(m.inv_freq, s.p0, s.T, s.cos_TI.data(), s.sin_TI.data());
+  RopeAngles(m.inv_freq, s.pos_T, s.T, s.cos_TI.data(), s.sin_TI.data());
 }
 
 // The pre-attention router: logits from the raw residual x (before any norm); per token the
@@ -555,7 +658,7 @@ void Engine::Route(int l) {
     const float* lg = s.router_TE.data() + static_cast<size_t>(t) * E;
     std::iota(order, order + E, 0);
     if (opt_.uniform_routing) {
-      UniformExperts(s.p0 + t, l, opt_.routing_seed, E, K, order);
+      UniformExperts(s.pos_T[t], l, opt_.routing_seed, E, K, order);
     } else {
       TopK(lg, E, K, order);
     }
@@ -591,8 +694,8 @@ void Engine::Attention(int l) {
   RmsNormRows(s.x_TH, 0, s.T, L.attn_norm, static_cast<float>(c.rms_norm_eps), &s.h_TH);
   ProjectQkv(m, L);
   if (L.rope) ApplyRope(&s, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-  WriteKvCache(*m.kern, s, &L.kv);
-  Attend(m, L.kv, c);
+  WriteKvCache(*m.kern, s, l);
+  Attend(m, l, c);
   ProjectOutput(m, L);
   stats_.weight_bytes += L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes();
 }

@@ -8,8 +8,13 @@
 // mapping; activations are quantized to Q8_0 for the integer dot products. Prefill groups the
 // prompt's tokens by expert and runs each expert once on its group.
 //
+// Conversations: the engine holds one context of its own (Forward, Prefill, Reset, position()),
+// and any number more as Sequence objects (a server's slots), each with its own KV cache.
+// DecodeBatch appends one token to each of several sequences in one step: every weight row is
+// read once for all of them, and tokens routed to the same expert share its read.
+//
 // Threads: an Engine owns a persistent pool of `threads` workers (the calling thread is one of
-// them). An Engine is not thread-safe: one caller at a time.
+// them). An Engine is not thread-safe: one caller at a time (its Sequences included).
 #pragma once
 
 #include <cstdint>
@@ -66,6 +71,30 @@ struct EngineOptions {
   // pin_fraction of the cache's slots.
   std::string pin_profile;
   double pin_fraction = 0.5;
+  // Conversations held at once (the engine's own plus Sequences, e.g. st-server --parallel):
+  // the memory plan reserves a KV cache of max_context tokens for each.
+  int sequences = 1;
+};
+
+struct KvCache;  // forward_state.h
+
+// One conversation's context inside an Engine: the KV cache of every layer and how many
+// positions it holds. Made by Engine::NewSequence, used only with that engine (which must
+// outlive it); like the engine, one caller at a time.
+class Sequence {
+ public:
+  ~Sequence();
+  Sequence(const Sequence&) = delete;
+  Sequence& operator=(const Sequence&) = delete;
+  int position() const { return pos_; }
+  int64_t kv_bytes() const;  // bytes its KV caches hold now
+
+ private:
+  friend class Engine;
+  Sequence();
+  const void* owner_ = nullptr;  // the engine that made it
+  std::vector<KvCache> kv_L_;    // per layer
+  int pos_ = 0;
 };
 
 // How a memory budget was spent (all bytes). Filled only in the memory-budget mode.
@@ -128,8 +157,26 @@ class Engine {
   absl::Status PrefillAll(absl::Span<const int32_t> tokens, std::vector<float>* logits_TV);
   // Forgets the context (position back to 0). Stats are kept; see ResetStats.
   void Reset();
+  int position() const;
 
-  int position() const { return pos_; }
+  // ---- Many conversations at once (st-server). Every call checks that `seq` came from this
+  // engine (InvalidArgument otherwise) and, as above, leaves a sequence unchanged on error.
+  // An empty conversation with its own KV cache.
+  std::unique_ptr<Sequence> NewSequence() const;
+  // Prefill into `seq`: appends `tokens` (checked against the vocabulary and the context) and
+  // returns the logits after the last one.
+  absl::StatusOr<std::vector<float>> Prefill(Sequence* seq, absl::Span<const int32_t> tokens);
+  // One decode step for B distinct sequences: tokens[b] is appended to seqs[b] and row b of
+  // logits_BV (resized to [B, V]) predicts what follows it. 1 <= B <= max_batch(). The logits
+  // equal B separate Forward steps' within float rounding (the batch takes the grouped MoE).
+  absl::Status DecodeBatch(absl::Span<Sequence* const> seqs, absl::Span<const int32_t> tokens,
+                           std::vector<float>* logits_BV);
+  // Keeps the first n positions of `seq` (0 <= n <= position()) to continue from there, e.g.
+  // a conversation's next turn sharing a prefix with the last. Returns the positions kept: n,
+  // or 0 when a sliding-window layer's ring no longer holds the keys position n would attend.
+  int Truncate(Sequence* seq, int n);
+  // The most tokens one step takes (DecodeBatch's B, a prefill chunk).
+  int max_batch() const;
   int max_context() const { return max_context_; }
   int threads() const;
   const ModelConfig& config() const { return cfg_; }
@@ -155,15 +202,21 @@ class Engine {
 
  private:
   Engine() = default;
-  absl::Status CheckTokens(absl::Span<const int32_t> tokens) const;
+  absl::Status CheckTokens(const Sequence& seq, absl::Span<const int32_t> tokens) const;
+  absl::Status CheckOwner(const Sequence* seq) const;
 
   // ---- The forward pass (engine.cpp), one function per stage of smallthinker.md section 3.
-  // Each works on the step held in impl_->fs (forward_state.h: T tokens from position pos_).
-  // `tokens` (already checked) in chunks of prefill_chunk: Embed, then per layer Route ->
-  // StartExpertReads -> Attention -> Moe, then Head. Writes the last token's logits [V], or
-  // every token's [T, V] when all_logits.
-  absl::Status Run(absl::Span<const int32_t> tokens, float* logits, bool all_logits);
-  void Embed(absl::Span<const int32_t> tokens);  // x_TH = embedding rows; RoPE angles
+  // Each works on the step held in impl_->fs (forward_state.h: T tokens, token t of sequence
+  // seq_T[t] at that sequence's next free position).
+  // Run: `tokens` (already checked) of one sequence in steps of prefill_chunk. Writes the last
+  // token's logits [V], or every token's [T, V] when all_logits.
+  absl::Status Run(Sequence* seq, absl::Span<const int32_t> tokens, float* logits, bool all_logits);
+  // One step: Embed, then per layer Route -> StartExpertReads -> Attention -> Moe, then Head
+  // (logits of every token when all_rows, else of the last); advances the sequences.
+  absl::Status Step(absl::Span<Sequence* const> seq_T, absl::Span<const int32_t> tokens,
+                    float* logits, bool all_rows);
+  // x_TH = embedding rows; positions, KV caches and RoPE angles of the step's tokens.
+  void Embed(absl::Span<Sequence* const> seq_T, absl::Span<const int32_t> tokens);
   void Route(int layer);             // router on the raw x: top-k experts and their weights
   void StartExpertReads(int layer);  // the prefetch hook and the cache's reads, before attention
   void Attention(int layer);         // x += Wo softmax(q k^T / sqrt(D) + mask) v
@@ -193,7 +246,7 @@ class Engine {
   std::vector<int64_t> routing_;  // [layers * experts] choices counted
   EngineOptions opt_;
   ModelConfig cfg_;
-  int pos_ = 0;
+  std::unique_ptr<Sequence> main_;  // the context of Forward / Prefill / Reset
   EngineStats stats_;
   PrefetchHook prefetch_;
   std::unique_ptr<Impl> impl_;

@@ -14,15 +14,16 @@
 
 namespace st {
 
-// One decoder layer's weights (smallthinker.md section 3) and its KV cache.
+// One decoder layer's weights (smallthinker.md section 3) and the shape of its KV cache (each
+// Sequence holds its own).
 struct LayerW {
   std::vector<float> attn_norm, ffn_norm;  // [H]
   std::vector<float> router_f32;           // [E, H]
   Mat router;                              // view of router_f32
   Mat q, k, v, o;                          // [N*D, H], [G*D, H], [G*D, H], [H, N*D]
   bool rope = false;
-  int window = 0;  // 0 = global attention
-  KvCache kv;
+  int window = 0;    // 0 = global attention
+  int64_t ring = 0;  // KV slots of a sliding-window layer: window + prefill_chunk (<= context)
   std::vector<ExpertMats> experts;          // [E] (budget mode: not readable, see ExpertMats::At)
   std::vector<const uint8_t*> expert_base;  // [E] where each extent starts in the file image
 };

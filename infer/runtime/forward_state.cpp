@@ -84,6 +84,8 @@ void ForwardState::Allocate(const ModelConfig& c, const ForwardDims& d) {
 
   router_TE.assign(T * E, 0.f);
   sel_TK.assign(T * K, 0);
+  pos_T.assign(T, 0);
+  kv_T.assign(T, nullptr);
   wts_TK.assign(T * K, 0.f);
   order_E.assign(E, 0);
   chosen_X.assign(std::max(A, E), 0);
@@ -123,11 +125,12 @@ void ForwardState::Allocate(const ModelConfig& c, const ForwardDims& d) {
   }
 }
 
-void ForwardState::BeginStep(int t, int64_t p) {
+void ForwardState::BeginStep(int t) {
   ST_CHECK(t >= 1 && t <= max_T_) << "T=" << t << " max_T=" << max_T_;
   T = t;
-  p0 = p;
   const size_t n = static_cast<size_t>(t);
+  pos_T.resize(n);
+  kv_T.resize(n);
   x_TH.Resize(t);
   cos_TI.resize(n * I_);
   sin_TI.resize(n * I_);
@@ -158,7 +161,7 @@ int64_t ForwardState::bytes() const {
         Bytes(live_row_Z),   Bytes(live_ptr_2Z),    Bytes(live_a_Z),      Bytes(y_part_CH),
         Bytes(experts_E),    Bytes(group_begin_E1), Bytes(group_token_A), Bytes(group_weight_A),
         Bytes(assign_of_TK), Bytes(out_AH),         Bytes(group_live_E),  Bytes(group_skipped_E),
-        Bytes(scratch_Th)}) {
+        Bytes(scratch_Th),   Bytes(pos_T),          Bytes(kv_T)}) {
     b += n;
   }
   for (const Scratch& s : scratch_Th) {

@@ -4,7 +4,8 @@
 // once at load and measured for the memory budget. Internal to infer/runtime/.
 //
 // Shapes in names (as model/transformer.h; one letter, one meaning):
-//   T  tokens in the step (1 for decode, up to prefill_chunk for a prefill chunk)
+//   T  tokens in the step (1 for decode, up to prefill_chunk for a prefill chunk or a batched
+//      decode of T sequences)
 //   H  hidden size                      V  vocabulary
 //   N  q heads    G  kv heads    D  head_dim    I = D / 2 RoPE frequencies
 //      (q width N*D, kv width G*D: the names spell the heads out, q_TND, k_TGD)
@@ -144,8 +145,12 @@ struct ForwardDims {
 struct ForwardState {
   static constexpr int64_t kDownChunk = 128;  // live pairs per decode down-projection task
 
-  int T = 0;       // tokens in this step
-  int64_t p0 = 0;  // position of its first token
+  int T = 0;  // tokens in this step
+  // Token t's position and its sequence's KV caches (one per layer): one sequence's chunk
+  // (positions p, p + 1, ...) or one token of each of several sequences (a batched decode).
+  std::vector<int64_t> pos_T;
+  std::vector<std::vector<KvCache>*> kv_T;
+  int64_t max_keys = 0;  // 1 + the largest position of the step (keys one query may attend)
 
   // ---- The residual stream and what attention makes of it.
   Acts x_TH;     // residual stream entering / leaving each layer
@@ -186,9 +191,9 @@ struct ForwardState {
   std::vector<Scratch> scratch_Th;
 
   void Allocate(const ModelConfig& c, const ForwardDims& d);
-  // Starts a step of T tokens from position p0 (1 <= T <= max_T): sizes the [T, ...] buffers
-  // (within their room) and x_TH.
-  void BeginStep(int T, int64_t p0);
+  // Starts a step of T tokens (1 <= T <= max_T): sizes the [T, ...] buffers (within their room)
+  // and x_TH; the caller fills pos_T, kv_T and max_keys.
+  void BeginStep(int T);
   // Bytes of every buffer above (capacity, as allocated).
   int64_t bytes() const;
 

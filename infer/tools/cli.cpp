@@ -216,6 +216,7 @@ const std::vector<Alias>& AliasTable() {
       {"--ctx-size", {"ctx", "max_context"}},
       {"-s", {"seed"}},
       {"--temp", {"temperature"}},
+      {"-np", {"parallel"}},
   };
   return *table;
 }

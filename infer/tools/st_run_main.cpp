@@ -391,12 +391,6 @@ int RunPrompt(const LoadedModel& m, Runner& run, const std::string& prompt) {
   return 0;
 }
 
-// ChatML, for model files without a chat template of their own (what llama.cpp falls back to).
-constexpr char kDefaultChatTemplate[] =
-    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + "
-    "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' "
-    "}}{%- endif %}";
-
 // The chat template this run renders: --chat_template_file, else the model file's, else ChatML.
 absl::StatusOr<std::string> ChatTemplateSource(const Engine& e) {
   if (!FLAGS_chat_template_file.empty()) {
@@ -406,7 +400,7 @@ absl::StatusOr<std::string> ChatTemplateSource(const Engine& e) {
   Note(
       "chat: the model file has no chat template; turns use ChatML (<|im_start|>role ... "
       "<|im_end|>)");
-  return std::string(kDefaultChatTemplate);
+  return std::string(kChatMlTemplate);
 }
 
 int RunChat(const LoadedModel& m, Runner& run) {
