@@ -265,10 +265,12 @@ bool Scheduler::SampleNext(Slot& slot, int32_t* token) {
 void Scheduler::Release(Slot& slot, const std::string& reason, absl::Status error) {
   std::shared_ptr<Job> job = std::move(slot.job);
   slot.job = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // counted before the reader hears of the end
+    --busy_;
+    ++jobs_done_;
+  }
   job->Finish(reason, std::move(error));
-  std::lock_guard<std::mutex> lock(mu_);
-  --busy_;
-  ++jobs_done_;
 }
 
 void Scheduler::Loop() {
