@@ -232,11 +232,16 @@ void GemvRowsQ4Grouped(const uint8_t* const* rows, int64_t m, const uint8_t* x, 
   }
 }
 
-// Prefill: one row against T activation rows, each group unpacked once for four tokens.
+// Prefill and batched decode: one row against T activation rows, each group unpacked once for
+// four tokens (then two, then one). The lines kRowAhead bytes on (the rows after this one when
+// rows are contiguous) are prefetched as the groups go by, as the GEMV does. Each token's sum
+// runs over the groups in the GEMV's order: the same result as GemvQ4Grouped for that token.
+constexpr int64_t kRowAhead = 2048;
 void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t nb, float* y,
                       int64_t ys) {
   const int64_t ng = nb / 4;
   const size_t go = Q8ActBaseBytes(nb);
+  const char* pf = reinterpret_cast<const char*>(w) + kRowAhead;
   int t = 0;
   for (; t + 4 <= T; t += 4) {
     const uint8_t* x0 = X + (t + 0) * xs + go;
@@ -245,6 +250,7 @@ void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int6
     const uint8_t* x3 = X + (t + 3) * xs + go;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) _mm_prefetch(pf + g * kGroupBytes, _MM_HINT_T0);
       const GroupQ4 wg = LoadGroupQ4(w + g * kGroupBytes);
       const int64_t o = g * static_cast<int64_t>(kQ8GroupBytes);
       a0 = GroupDot(wg, x0 + o, a0);
@@ -260,10 +266,25 @@ void RowDotsQ4Grouped(const uint8_t* w, const uint8_t* X, size_t xs, int T, int6
       for (int k = 0; k < 4; ++k) y[(t + k) * ys] += Q4DotGroupTail(w, X + (t + k) * xs, nb);
     }
   }
+  for (; t + 2 <= T; t += 2) {
+    const uint8_t* x0 = X + (t + 0) * xs + go;
+    const uint8_t* x1 = X + (t + 1) * xs + go;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) _mm_prefetch(pf + g * kGroupBytes, _MM_HINT_T0);
+      const GroupQ4 wg = LoadGroupQ4(w + g * kGroupBytes);
+      const int64_t o = g * static_cast<int64_t>(kQ8GroupBytes);
+      a0 = GroupDot(wg, x0 + o, a0);
+      a1 = GroupDot(wg, x1 + o, a1);
+    }
+    y[(t + 0) * ys] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + (t + 0) * xs, nb) : 0.f);
+    y[(t + 1) * ys] = Hsum(a1) + ((nb & 3) ? Q4DotGroupTail(w, X + (t + 1) * xs, nb) : 0.f);
+  }
   for (; t < T; ++t) {
     const uint8_t* x0 = X + t * xs + go;
     __m256 a0 = _mm256_setzero_ps();
     for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) _mm_prefetch(pf + g * kGroupBytes, _MM_HINT_T0);
       a0 = GroupDot(LoadGroupQ4(w + g * kGroupBytes), x0 + g * kQ8GroupBytes, a0);
     }
     y[t * ys] = Hsum(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + t * xs, nb) : 0.f);

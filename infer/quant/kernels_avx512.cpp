@@ -150,8 +150,9 @@ void GemvRows(DType wt, const uint8_t* const* rows, int64_t m, const uint8_t* x,
   }
 }
 
-// Prefill: one weight row against T prepared activation rows, each group unpacked once for
-// four tokens.
+// Prefill and batched decode: one weight row against T prepared activation rows, each group
+// unpacked once for four tokens (then two, then one); the lines kAhead bytes on are prefetched
+// as the GEMV does.
 void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int64_t n, float* y,
              int64_t ys) {
   if (wt != DType::kQ4_0) return g_base->row_dots(wt, w, X, xs, T, n, y, ys);
@@ -165,6 +166,10 @@ void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int
     const uint8_t* x3 = X + (t + 3) * xs + go;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) {
+        Prefetch(w + kAhead + g * kGroupBytes);
+        Prefetch(w + kAhead + g * kGroupBytes + 64);
+      }
       const GroupQ4 wg = LoadGroupQ4(w + g * kGroupBytes);
       const int64_t o = g * static_cast<int64_t>(kQ8GroupBytes);
       a0 = GroupDot(wg, x0 + o, a0);
@@ -180,10 +185,33 @@ void RowDots(DType wt, const uint8_t* w, const uint8_t* X, size_t xs, int T, int
       for (int k = 0; k < 4; ++k) y[(t + k) * ys] += Q4DotGroupTail(w, X + (t + k) * xs, nb);
     }
   }
+  for (; t + 2 <= T; t += 2) {
+    const uint8_t* x0 = X + (t + 0) * xs + go;
+    const uint8_t* x1 = X + (t + 1) * xs + go;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) {
+        Prefetch(w + kAhead + g * kGroupBytes);
+        Prefetch(w + kAhead + g * kGroupBytes + 64);
+      }
+      const GroupQ4 wg = LoadGroupQ4(w + g * kGroupBytes);
+      const int64_t o = g * static_cast<int64_t>(kQ8GroupBytes);
+      a0 = GroupDot(wg, x0 + o, a0);
+      a1 = GroupDot(wg, x1 + o, a1);
+    }
+    y[(t + 0) * ys] =
+        _mm512_reduce_add_ps(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + (t + 0) * xs, nb) : 0.f);
+    y[(t + 1) * ys] =
+        _mm512_reduce_add_ps(a1) + ((nb & 3) ? Q4DotGroupTail(w, X + (t + 1) * xs, nb) : 0.f);
+  }
   for (; t < T; ++t) {
     const uint8_t* x0 = X + t * xs + go;
     __m512 a0 = _mm512_setzero_ps();
     for (int64_t g = 0; g < ng; ++g) {
+      if (t == 0) {
+        Prefetch(w + kAhead + g * kGroupBytes);
+        Prefetch(w + kAhead + g * kGroupBytes + 64);
+      }
       a0 = GroupDot(LoadGroupQ4(w + g * kGroupBytes), x0 + g * kQ8GroupBytes, a0);
     }
     y[t * ys] = _mm512_reduce_add_ps(a0) + ((nb & 3) ? Q4DotGroupTail(w, X + t * xs, nb) : 0.f);

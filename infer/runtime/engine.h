@@ -76,7 +76,9 @@ struct EngineOptions {
   int sequences = 1;
 };
 
-struct KvCache;  // forward_state.h
+struct KvCache;     // forward_state.h
+struct ExpertMats;  // forward_state.h
+struct Scratch;     // forward_state.h
 
 // One conversation's context inside an Engine: the KV cache of every layer and how many
 // positions it holds. Made by Engine::NewSequence, used only with that engine (which must
@@ -234,6 +236,9 @@ class Engine {
   // A chunk: tokens grouped by expert; every expert in memory, or in waves that fit the cache.
   absl::Status MoeGrouped(int layer);
   void RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t xs);
+  // A group of at most kSmallGroup tokens, each run as the decode path runs one.
+  static constexpr int kSmallGroup = 2;
+  void SmallGroup(int e, int M, size_t xs, int a0, Scratch* s);  // e: experts_E index
 
   // ---- The memory-budget plan (budget_plan.cpp).
   absl::Status SetUpBudget(const std::string& path);

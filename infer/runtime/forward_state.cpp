@@ -122,6 +122,8 @@ void ForwardState::Allocate(const ModelConfig& c, const ForwardDims& d) {
     s.scores_P.assign(static_cast<size_t>(d.max_context), 0.f);
     s.live_U.assign(F, 0);
     s.live_U.clear();
+    s.rows_2F.assign(2 * F, nullptr);
+    s.a_F.assign(F, 0.f);
   }
 }
 
@@ -166,7 +168,7 @@ int64_t ForwardState::bytes() const {
   }
   for (const Scratch& s : scratch_Th) {
     b += Bytes(s.xq_MB) + Bytes(s.g_MF) + Bytes(s.u_MU) + Bytes(s.row_H) + Bytes(s.scores_P) +
-         Bytes(s.live_U);
+         Bytes(s.live_U) + Bytes(s.rows_2F) + Bytes(s.a_F);
   }
   return b;
 }

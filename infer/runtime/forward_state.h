@@ -128,6 +128,9 @@ struct Scratch {
   std::vector<float> row_H;     // one dequantized down_t row
   std::vector<float> scores_P;  // one query's attention scores, then weights
   std::vector<int32_t> live_U;  // the group's live rows
+  // A small group's token: its live up rows, then their down_t rows, and the up dots.
+  std::vector<const uint8_t*> rows_2F;
+  std::vector<float> a_F;
 };
 
 // Sizes ForwardState::Allocate needs.

@@ -266,6 +266,52 @@ absl::Status Engine::MoeGrouped(int l) {
   return absl::OkStatus();
 }
 
+// A group of M <= kSmallGroup tokens (batched decode: B conversations rarely share an expert):
+// each token as MoeUpDown runs one, the GEMV over the gate rows, then the up and down_t rows of
+// its live neurons only, fused (gemv_rows, axpy_rows). The group's other tokens find the
+// expert's rows in cache, so memory still reads them once. Sets the group's live rows (their
+// union) and skipped pairs.
+void Engine::SmallGroup(int e, int M, size_t xs, int a0, Scratch* s) {
+  ForwardState& fs = impl_->fs;
+  const Kernels& k = *impl_->kern;
+  const int64_t H = cfg_.hidden_size;
+  const int F = cfg_.moe_ffn_hidden_size;
+  const ExpertMats& X = fs.experts_E[e];
+  s->g_MF.resize(static_cast<size_t>(M) * F);
+  int64_t skipped = 0;
+  for (int j = 0; j < M; ++j) {
+    const uint8_t* xj = s->xq_MB.data() + static_cast<size_t>(j) * xs;
+    float* g = s->g_MF.data() + static_cast<size_t>(j) * F;
+    k.gemv(X.gate.t, X.gate.row(0), X.gate.row_bytes, F, xj, H, g);
+    s->live_U.clear();
+    for (int r = 0; r < F; ++r) {
+      if (g[r] > 0.f) s->live_U.push_back(r);
+    }
+    const int64_t U = static_cast<int64_t>(s->live_U.size());
+    skipped += F - U;
+    s->rows_2F.resize(static_cast<size_t>(2 * U));
+    s->a_F.resize(static_cast<size_t>(U));
+    for (int64_t u = 0; u < U; ++u) {
+      s->rows_2F[u] = X.up.row(s->live_U[u]);
+      s->rows_2F[U + u] = X.down_t.row(s->live_U[u]);
+    }
+    k.gemv_rows(X.up.t, s->rows_2F.data(), U, xj, H, s->a_F.data());
+    const float w = fs.group_weight_A[a0 + j];
+    for (int64_t u = 0; u < U; ++u) s->a_F[u] *= g[s->live_U[u]] * w;
+    float* out = fs.out_AH.data() + static_cast<size_t>(a0 + j) * H;
+    std::fill(out, out + H, 0.f);
+    k.axpy_rows(X.down_t.t, s->rows_2F.data() + U, s->a_F.data(), U, H, out);
+  }
+  int64_t live_union = 0;
+  for (int r = 0; r < F; ++r) {
+    bool live = false;
+    for (int j = 0; j < M && !live; ++j) live = s->g_MF[static_cast<size_t>(j) * F + r] > 0.f;
+    live_union += live;
+  }
+  fs.group_live_E[e] = live_union;
+  fs.group_skipped_E[e] = skipped;
+}
+
 // The expert groups of MoeGrouped for the listed experts (matrices in experts_E), in parallel;
 // hx: the chunk's activation rows (xs bytes apart) as the expert matrices take them.
 void Engine::RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t xs) {
@@ -286,6 +332,10 @@ void Engine::RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t 
     for (int j = 0; j < M; ++j) {
       std::copy_n(hx + static_cast<size_t>(fs.group_token_A[a0 + j]) * xs, xs,
                   s.xq_MB.data() + static_cast<size_t>(j) * xs);
+    }
+    if (M <= kSmallGroup) {  // batched decode: each token as the decode path runs it
+      SmallGroup(e, M, xs, a0, &s);
+      return;
     }
     // Gate: g[j, r] for every row.
     s.g_MF.resize(static_cast<size_t>(M) * F);

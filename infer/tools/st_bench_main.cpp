@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "gflags/gflags.h"
 #include "infer/format/model_file.h"
 #include "infer/quant/types.h"
@@ -50,6 +52,10 @@ DEFINE_string(record_routing, "",
 DEFINE_bool(uniform_routing, false,
             "draw each token's k experts uniformly instead of by the router (a cache's worst "
             "case; random-weight models route deep layers to a few experts)");
+DEFINE_string(batch, "",
+              "also measure batched decoding (st-server's continuous batching): for each count "
+              "B in this comma list, B conversations prefilled with their own prompt, then "
+              "--gen_tokens steps of Engine::DecodeBatch; aggregate tok/s against B = 1");
 DEFINE_bool(greedy, false,
             "decode by feeding back each step's argmax (false: feed synthetic token ids, as "
             "llama-bench does; a random-weight model's greedy loop repeats one token, and so "
@@ -179,6 +185,33 @@ absl::StatusOr<Rep> RunRep(st::Engine& eng, const std::vector<int32_t>& prompt,
   r.decode = Delta(s1, eng.stats());
   if (const st::ExpertCache* c = eng.expert_cache()) r.cache = c->stats();
   return r;
+}
+
+// Batched decoding: B sequences, each prefilled with its own prompt, then gen_tokens steps of
+// DecodeBatch feeding each its own synthetic ids. Returns the decode seconds.
+absl::StatusOr<double> RunBatchRep(st::Engine& eng, int B, const std::vector<int32_t>& ids,
+                                   int prompt, int gen, st::EngineStats* decode) {
+  std::vector<std::unique_ptr<st::Sequence>> seqs;
+  std::vector<st::Sequence*> batch;
+  for (int b = 0; b < B; ++b) {
+    seqs.push_back(eng.NewSequence());
+    batch.push_back(seqs.back().get());
+    auto l = eng.Prefill(batch.back(), absl::MakeConstSpan(ids).subspan(
+                                           static_cast<size_t>(b) * (prompt + gen), prompt));
+    if (!l.ok()) return l.status();
+  }
+  std::vector<int32_t> tokens(B);
+  std::vector<float> logits_BV;
+  const st::EngineStats s0 = eng.stats();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < gen; ++i) {
+    for (int b = 0; b < B; ++b)
+      tokens[b] = ids[static_cast<size_t>(b) * (prompt + gen) + prompt + i];
+    if (absl::Status st = eng.DecodeBatch(batch, tokens, &logits_BV); !st.ok()) return st;
+  }
+  const double s = Seconds(t0, Clock::now());
+  *decode = Delta(s0, eng.stats());
+  return s;
 }
 
 // /proc/self/status fields in KiB (-1 when absent).
@@ -411,6 +444,15 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::vector<int> batches;
+  for (absl::string_view b : absl::StrSplit(FLAGS_batch, ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v < 1 || v > 256) {
+      return UsageError("--batch takes a comma list of counts in [1, 256], got '" + FLAGS_batch +
+                        "'");
+    }
+    batches.push_back(v);
+  }
   std::vector<int32_t> text_ids;
   if (!FLAGS_text.empty()) {
     auto text = st::cli::ReadFile(FLAGS_text, "--text");
@@ -553,6 +595,48 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     rows.push_back(row);
+    if (!batches.empty()) {
+      std::fprintf(Out(),
+                   "\nbatched decode (%d threads): B conversations, %d tokens each after a "
+                   "%d-token prompt, median of %d reps\n",
+                   eng.threads(), FLAGS_gen_tokens, FLAGS_prompt_tokens, FLAGS_reps);
+      std::fprintf(Out(), "      B  aggregate tok/s  per stream  vs B=1  MB/token  experts/step\n");
+      double base = 0;
+      for (int B : batches) {
+        std::vector<double> tps;
+        st::EngineStats acc;
+        for (int i = -FLAGS_warmup; i < FLAGS_reps; ++i) {
+          const std::vector<int32_t> ids =
+              SyntheticTokens(B * (FLAGS_prompt_tokens + FLAGS_gen_tokens), cfg.vocab_size,
+                              FLAGS_seed * 7919 + B * 131 + (i + FLAGS_warmup));
+          st::EngineStats d;
+          auto secs = RunBatchRep(eng, B, ids, FLAGS_prompt_tokens, FLAGS_gen_tokens, &d);
+          if (!secs.ok()) return Fail(std::string(secs.status().message()));
+          if (i < 0) continue;
+          tps.push_back(B * FLAGS_gen_tokens / std::max(*secs, 1e-12));
+          Accumulate(&acc, d);
+        }
+        const Summary sm = Summarize(tps);
+        if (B == batches.front()) base = sm.median / B;  // per stream at the first count
+        const double vs1 = base > 0 ? sm.median / base : 0;
+        const double mb = acc.tokens > 0 ? acc.weight_bytes / 1e6 / acc.tokens : 0;
+        const double experts =
+            acc.forwards > 0 ? static_cast<double>(acc.expert_calls) / acc.forwards : 0;
+        std::fprintf(Out(), "%7d  %15.1f  %10.1f  %5.2fx  %8.1f  %12.1f  %s\n", B, sm.median,
+                     sm.median / B, vs1, mb, experts, PhaseSplit(acc).c_str());
+        if (FLAGS_json) {
+          nlohmann::json j = {{"threads", eng.threads()},
+                              {"batch", B},
+                              {"aggregate_decode_tok_s", sm.median},
+                              {"aggregate_decode_tok_s_min", sm.min},
+                              {"aggregate_decode_tok_s_max", sm.max},
+                              {"vs_batch_1", vs1},
+                              {"mb_per_token", mb}};
+          std::printf("%s\n", j.dump().c_str());
+          std::fflush(stdout);
+        }
+      }
+    }
   }
 
   FILE* o = Out();
