@@ -238,6 +238,9 @@ class Engine {
   void RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t xs);
   // A group of at most kSmallGroup tokens, each run as the decode path runs one.
   static constexpr int kSmallGroup = 2;
+  // Groups up to this size project down with one fused AXPY per token (else: each live row
+  // dequantized once for the whole group).
+  static constexpr int kFusedDownGroup = 8;
   void SmallGroup(int e, int M, size_t xs, int a0, Scratch* s);  // e: experts_E index
 
   // ---- The memory-budget plan (budget_plan.cpp).

@@ -368,15 +368,33 @@ void Engine::RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t 
     // Down: out[j] = sum over live rows of act[j, r] * down_t[r], zero activations skipped.
     float* out = fs.out_AH.data() + static_cast<size_t>(a0) * H;
     std::fill(out, out + static_cast<size_t>(M) * H, 0.f);
-    s.row_H.resize(static_cast<size_t>(H));
-    for (int ui = 0; ui < U; ++ui) {
-      const int r = s.live_U[ui];
-      k.dequant_row(X.down_t.t, X.down_t.row(r), H, s.row_H.data());
+    if (M <= kFusedDownGroup) {
+      // Few tokens: each its own fused AXPY over its live rows (the rows stay in cache
+      // between the tokens).
       for (int j = 0; j < M; ++j) {
-        const float g = s.g_MF[static_cast<size_t>(j) * F + r];
-        if (!(g > 0.f)) continue;
-        const float a = g * s.u_MU[static_cast<size_t>(j) * U + ui] * fs.group_weight_A[a0 + j];
-        k.axpy_f32(a, s.row_H.data(), out + static_cast<size_t>(j) * H, H);
+        int64_t n = 0;
+        for (int ui = 0; ui < U; ++ui) {
+          const int r = s.live_U[ui];
+          const float g = s.g_MF[static_cast<size_t>(j) * F + r];
+          if (!(g > 0.f)) continue;
+          s.rows_2F[n] = X.down_t.row(r);
+          s.a_F[n++] = g * s.u_MU[static_cast<size_t>(j) * U + ui] * fs.group_weight_A[a0 + j];
+        }
+        k.axpy_rows(X.down_t.t, s.rows_2F.data(), s.a_F.data(), n, H,
+                    out + static_cast<size_t>(j) * H);
+      }
+    } else {
+      // Many tokens: each live row dequantized once, then one AXPY per live token.
+      s.row_H.resize(static_cast<size_t>(H));
+      for (int ui = 0; ui < U; ++ui) {
+        const int r = s.live_U[ui];
+        k.dequant_row(X.down_t.t, X.down_t.row(r), H, s.row_H.data());
+        for (int j = 0; j < M; ++j) {
+          const float g = s.g_MF[static_cast<size_t>(j) * F + r];
+          if (!(g > 0.f)) continue;
+          const float a = g * s.u_MU[static_cast<size_t>(j) * U + ui] * fs.group_weight_A[a0 + j];
+          k.axpy_f32(a, s.row_H.data(), out + static_cast<size_t>(j) * H, H);
+        }
       }
     }
     fs.group_live_E[e] = U;
