@@ -944,58 +944,70 @@ TEST(BatchDecodeTest, BatchedEqualsOneAtATimeTokenForToken) {
       want_logits[c].push_back(*l);
     }
   }
-  // Together.
-  auto eng = Engine::Load(path, o);
-  ASSERT_TRUE(eng.ok()) << eng.status();
-  Engine& e = **eng;
-  std::vector<std::unique_ptr<Sequence>> seqs(convs.size());
-  std::vector<std::vector<float>> last(convs.size());
-  std::vector<std::vector<int32_t>> got_tokens(convs.size());
-  double scale = 0, max_diff = 0;
-  int max_batch_seen = 0;
-  for (int step = 0; step < 64; ++step) {
-    std::vector<Sequence*> batch;
-    std::vector<int32_t> tokens;
-    std::vector<size_t> which;
+  // Together: with every expert in memory, and under the smallest memory budget (experts
+  // streamed through a cache of k slots, KV reserved for 4 conversations).
+  EngineOptions budget = o;
+  budget.sequences = 4;
+  budget.memory_budget = MinimumBudget(path, budget);
+  for (const EngineOptions& eo : {o, budget}) {
+    SCOPED_TRACE(eo.memory_budget > 0 ? "memory budget" : "in memory");
+    auto eng = Engine::Load(path, eo);
+    ASSERT_TRUE(eng.ok()) << eng.status();
+    Engine& e = **eng;
+    ASSERT_EQ(e.expert_cache() != nullptr, eo.memory_budget > 0);
+    std::vector<std::unique_ptr<Sequence>> seqs(convs.size());
+    std::vector<std::vector<float>> last(convs.size());
+    std::vector<std::vector<int32_t>> got_tokens(convs.size());
+    double scale = 0, max_diff = 0;
+    int max_batch_seen = 0;
+    for (int step = 0; step < 64; ++step) {
+      std::vector<Sequence*> batch;
+      std::vector<int32_t> tokens;
+      std::vector<size_t> which;
+      for (size_t c = 0; c < convs.size(); ++c) {
+        if (step == convs[c].join) {
+          seqs[c] = e.NewSequence();
+          auto l = e.Prefill(seqs[c].get(), convs[c].prompt);
+          ASSERT_TRUE(l.ok()) << l.status();
+          last[c] = *l;
+        }
+        if (seqs[c] == nullptr || static_cast<int>(got_tokens[c].size()) == convs[c].steps) {
+          continue;
+        }
+        const int32_t next = Argmax(last[c].data(), V);
+        got_tokens[c].push_back(next);
+        batch.push_back(seqs[c].get());
+        tokens.push_back(next);
+        which.push_back(c);
+      }
+      if (batch.empty()) break;
+      max_batch_seen = std::max(max_batch_seen, static_cast<int>(batch.size()));
+      std::vector<float> logits_BV;
+      ASSERT_TRUE(e.DecodeBatch(batch, tokens, &logits_BV).ok());
+      ASSERT_EQ(logits_BV.size(), batch.size() * static_cast<size_t>(V));
+      for (size_t b = 0; b < batch.size(); ++b) {
+        const size_t c = which[b];
+        last[c].assign(logits_BV.begin() + b * V, logits_BV.begin() + (b + 1) * V);
+        const std::vector<float>& want = want_logits[c][got_tokens[c].size() - 1];
+        for (int i = 0; i < V; ++i) {
+          scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+          max_diff = std::max(max_diff, std::abs(static_cast<double>(last[c][i]) - want[i]));
+        }
+      }
+    }
+    EXPECT_EQ(max_batch_seen, 4);
     for (size_t c = 0; c < convs.size(); ++c) {
-      if (step == convs[c].join) {
-        seqs[c] = e.NewSequence();
-        auto l = e.Prefill(seqs[c].get(), convs[c].prompt);
-        ASSERT_TRUE(l.ok()) << l.status();
-        last[c] = *l;
-      }
-      if (seqs[c] == nullptr || static_cast<int>(got_tokens[c].size()) == convs[c].steps) continue;
-      const int32_t next = Argmax(last[c].data(), V);
-      got_tokens[c].push_back(next);
-      batch.push_back(seqs[c].get());
-      tokens.push_back(next);
-      which.push_back(c);
+      EXPECT_EQ(got_tokens[c], want_tokens[c]) << "conversation " << c;
+      EXPECT_EQ(seqs[c]->position(), static_cast<int>(convs[c].prompt.size()) + convs[c].steps);
     }
-    if (batch.empty()) break;
-    max_batch_seen = std::max(max_batch_seen, static_cast<int>(batch.size()));
-    std::vector<float> logits_BV;
-    ASSERT_TRUE(e.DecodeBatch(batch, tokens, &logits_BV).ok());
-    ASSERT_EQ(logits_BV.size(), batch.size() * static_cast<size_t>(V));
-    for (size_t b = 0; b < batch.size(); ++b) {
-      const size_t c = which[b];
-      last[c].assign(logits_BV.begin() + b * V, logits_BV.begin() + (b + 1) * V);
-      const std::vector<float>& want = want_logits[c][got_tokens[c].size() - 1];
-      for (int i = 0; i < V; ++i) {
-        scale = std::max(scale, std::abs(static_cast<double>(want[i])));
-        max_diff = std::max(max_diff, std::abs(static_cast<double>(last[c][i]) - want[i]));
-      }
-    }
+    std::printf("batched vs alone (%s): max |logit diff| = %.3g (max |logit| %.3g)\n",
+                eo.memory_budget > 0 ? "memory budget" : "in memory", max_diff, scale);
+    // The batch takes the grouped MoE and the multi-token kernels: rounding only. A token that
+    // read another conversation's keys, or its own at the wrong position, moves logits by
+    // their own size.
+    EXPECT_LT(max_diff, 1e-3 * scale);
+    if (e.expert_cache() != nullptr) EXPECT_GT(e.expert_cache()->stats().evictions, 0);
   }
-  EXPECT_EQ(max_batch_seen, 4);
-  for (size_t c = 0; c < convs.size(); ++c) {
-    EXPECT_EQ(got_tokens[c], want_tokens[c]) << "conversation " << c;
-    EXPECT_EQ(seqs[c]->position(), static_cast<int>(convs[c].prompt.size()) + convs[c].steps);
-  }
-  std::printf("batched vs alone: max |logit diff| = %.3g (max |logit| %.3g)\n", max_diff, scale);
-  // The batch takes the grouped MoE and the multi-token kernels: rounding only. A token that
-  // read another conversation's keys, or its own at the wrong position, moves logits by their
-  // own size.
-  EXPECT_LT(max_diff, 1e-3 * scale);
   std::remove(path.c_str());
 }
 
