@@ -232,7 +232,7 @@ TEST(SchedulerTest, SeedsRepeatAndStopStringsCut) {
 
 openai::ApiError ParseError(const std::string& body, bool chat = true) {
   openai::ApiError err;
-  auto r = openai::ParseRequest(body, chat, {"tiny.stmf"}, 257, 1, &err);
+  auto r = openai::ParseRequest(body, chat, {"tiny.stmf"}, 257, openai::DefaultParams({}), &err);
   EXPECT_FALSE(r.has_value()) << body;
   return err;
 }
@@ -279,7 +279,7 @@ TEST(OpenAiRequest, ParsesWhatClientsSend) {
           "temperature": 0.5, "top_p": 0.9, "max_completion_tokens": 7, "stop": ["\n\n", "END"],
           "seed": 12, "logprobs": true, "top_logprobs": 3, "stream": true,
           "stream_options": {"include_usage": true}, "frequency_penalty": 0.5, "user": "x"})",
-      true, {"tiny.stmf"}, 257, 99, &err);
+      true, {"tiny.stmf"}, 257, openai::DefaultParams({}), &err);
   ASSERT_TRUE(r.has_value()) << err.message;
   EXPECT_EQ(r->messages[0]["role"], "system");
   EXPECT_EQ(r->messages[1]["content"], "Hello there");
@@ -290,12 +290,22 @@ TEST(OpenAiRequest, ParsesWhatClientsSend) {
   EXPECT_EQ(r->params.top_logprobs, 3);
   EXPECT_TRUE(r->stream && r->include_usage);
   EXPECT_EQ(r->params.frequency_penalty, 0.5);
-  auto p =
-      openai::ParseRequest(R"({"prompt": [72, 105], "logprobs": 2})", false, {"m"}, 257, 5, &err);
+  GenerationParams defaults = openai::DefaultParams({});
+  defaults.sampler.seed = 5;
+  auto p = openai::ParseRequest(R"({"prompt": [72, 105], "logprobs": 2})", false, {"m"}, 257,
+                                defaults, &err);
   ASSERT_TRUE(p.has_value()) << err.message;
   EXPECT_EQ(p->prompt_ids, (std::vector<int32_t>{72, 105}));
   EXPECT_EQ(p->params.top_logprobs, 2);
-  EXPECT_EQ(p->params.sampler.seed, 5u);  // the server's seed when the request has none
+  EXPECT_EQ(p->params.sampler.seed, 5u);     // the server's seed when the request has none
+  EXPECT_EQ(p->params.sampler.top_p, 0.95);  // and its defaults
+  EXPECT_EQ(p->params.sampler.temperature, 0.8);
+  // The model's generation_config replaces them; do_sample false means greedy.
+  GenerationDefaults g;
+  g.do_sample = false;
+  g.top_k = 20;
+  EXPECT_EQ(openai::DefaultParams(g).sampler.temperature, 0);
+  EXPECT_EQ(openai::DefaultParams(g).sampler.top_k, 20);
 }
 
 }  // namespace

@@ -203,9 +203,33 @@ bool ParsePrompt(const Json& body, int vocab_size, Request* r, ApiError* err) {
 
 }  // namespace
 
+GenerationParams DefaultParams(const GenerationDefaults& g) {
+  GenerationParams p;
+  SamplerOptions& o = p.sampler;
+  o.temperature = 0.8;
+  o.top_k = 40;
+  o.top_p = 0.95;
+  o.min_p = 0.05;
+  o.repeat_penalty = 1.0;
+  if (g.empty()) return p;
+  if (g.top_k) o.top_k = *g.top_k;
+  if (g.top_p) o.top_p = *g.top_p;
+  if (g.min_p) o.min_p = *g.min_p;
+  if (g.repetition_penalty) {
+    o.repeat_penalty = *g.repetition_penalty;
+    o.repeat_last_n = -1;
+  }
+  if (!g.do_sample.value_or(false)) {
+    o.temperature = 0;
+  } else if (g.temperature) {
+    o.temperature = *g.temperature;
+  }
+  return p;
+}
+
 std::optional<Request> ParseRequest(const std::string& body_text, bool chat,
                                     const std::vector<std::string>& model_ids, int vocab_size,
-                                    uint64_t seed, ApiError* err) {
+                                    const GenerationParams& defaults, ApiError* err) {
   Json body = Json::parse(body_text, nullptr, false);
   if (body.is_discarded()) {
     *err = BadRequest("the request body is not valid JSON", "", "invalid_json");
@@ -243,8 +267,7 @@ std::optional<Request> ParseRequest(const std::string& body_text, bool chat,
   }
   Fields f(body, err);
   GenerationParams& p = r.params;
-  p.sampler.repeat_penalty = 1.0;
-  p.sampler.seed = seed;
+  p = defaults;
   int64_t i64 = 0;
   if (!f.Number("temperature", 0, 2, false, &p.sampler.temperature) ||
       !f.Number("top_p", 0, 1, true, &p.sampler.top_p) ||

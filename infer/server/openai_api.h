@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "infer/server/scheduler.h"
+#include "infer/tokenizer/hf_configs.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -43,11 +44,17 @@ struct Request {
 };
 
 // Parses a request body. `model_ids` are the names the served model answers to (a different
-// "model" is 404 model_not_found); `vocab_size` bounds token-id prompts; `seed` is used when the
-// request gives none. On error returns nullopt and fills *error (400 naming the parameter).
+// "model" is 404 model_not_found); `vocab_size` bounds token-id prompts; `defaults` give what
+// the request leaves out (the server's sampling defaults, its seed for this request). On error
+// returns nullopt and fills *error (400 naming the parameter).
 std::optional<Request> ParseRequest(const std::string& body, bool chat,
                                     const std::vector<std::string>& model_ids, int vocab_size,
-                                    uint64_t seed, ApiError* error);
+                                    const GenerationParams& defaults, ApiError* error);
+
+// The sampling a request gets for what it leaves out: llama-server's defaults (temperature 0.8,
+// top_k 40, top_p 0.95, min_p 0.05), replaced by the model's generation_config where it has one
+// (do_sample false: greedy; its repetition_penalty over the whole context).
+GenerationParams DefaultParams(const GenerationDefaults& model_defaults);
 
 // {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details":
 // {"cached_tokens"}}

@@ -97,6 +97,7 @@ class Server {
       : m_(std::move(model)), template_(std::move(chat_template)), model_id_(std::move(model_id)) {
     model_ids_ = {model_id_};
     created_ = static_cast<int64_t>(std::time(nullptr));
+    defaults_ = openai::DefaultParams(m_.engine->file().generation_defaults());
   }
 
   absl::Status Start(const SchedulerOptions& so) {
@@ -226,7 +227,9 @@ class Server {
   void Complete(const httplib::Request& req, httplib::Response& res, bool chat) {
     ApiError err;
     const int V = m_.engine->config().vocab_size;
-    auto r = openai::ParseRequest(req.body, chat, model_ids_, V, NewSeed(), &err);
+    GenerationParams defaults = defaults_;
+    defaults.sampler.seed = NewSeed();
+    auto r = openai::ParseRequest(req.body, chat, model_ids_, V, defaults, &err);
     if (!r) return SendError(res, err);
     auto job = std::make_shared<Job>();
     if (!PromptTokens(*r, &job->prompt, &err)) return SendError(res, err);
@@ -403,6 +406,7 @@ class Server {
   std::string model_id_;
   std::vector<std::string> model_ids_;
   int64_t created_ = 0;
+  GenerationParams defaults_;  // sampling for what a request leaves out
   std::unique_ptr<Scheduler> sched_;
   std::mutex rng_mu_;
   std::mt19937_64 rng_{std::random_device{}()};
