@@ -697,6 +697,10 @@ TEST(HfExportTest, ByteTokenizerCheckpointExportsALoadableTokenizer) {
   EXPECT_EQ(FileContents(dir + "/hf/tokenizer.json"), ByteLevelTokenizerJson());
   const json tc = json::parse(FileContents(dir + "/hf/tokenizer_config.json"));
   EXPECT_EQ(tc["added_tokens_decoder"]["256"]["content"], "<|endoftext|>");
+  // The checkpoint's tokenizer files name no eos_token; the end id's token is written, since
+  // readers that ignore config.json's ids (llama.cpp's converter) otherwise fall back to their
+  // own default (llama.cpp's GPT-2 vocabulary: ',' ends generation).
+  EXPECT_EQ(tc["eos_token"], "<|endoftext|>");
   EXPECT_EQ(json::parse(FileContents(dir + "/hf/generation_config.json"))["eos_token_id"], 256);
   auto hf = OpenHfCheckpoint(dir + "/hf");
   ASSERT_TRUE(hf.ok()) << hf.status();

@@ -433,8 +433,16 @@ absl::StatusOr<HfExportReport> ExportHfDirectory(const TensorSource& src, const 
     ST_RETURN_IF_ERROR(tx.WriteSmall("model.safetensors.index.json", index.dump(2) + "\n"));
   }
   ST_RETURN_IF_ERROR(tx.WriteSmall("tokenizer.json", tok_json));
+  // A tokenizer_config.json without eos_token leaves readers that do not take config.json's id
+  // list to their own default: llama.cpp's converter then writes no EOS id, and llama.cpp's
+  // GPT-2 vocabulary default makes ',' (id 11) end generation. Name the first end id's token.
+  TokenizerPolicy written_policy = policy;
+  if (written_policy.eos_token.empty() && !out_cfg.eos_token_id.empty()) {
+    const int32_t eos = out_cfg.eos_token_id[0];
+    written_policy.eos_token = (*tok)->Decode(absl::MakeConstSpan(&eos, 1));
+  }
   ST_RETURN_IF_ERROR(tx.WriteSmall("tokenizer_config.json",
-                                   TokenizerConfigJson(policy, **tok, src.chat_template())));
+                                   TokenizerConfigJson(written_policy, **tok, src.chat_template())));
   ST_RETURN_IF_ERROR(tx.WriteSmall("generation_config.json", GenerationConfigJson(gen)));
   ST_RETURN_IF_ERROR(tx.WriteSmall("config.json", config_json));
   ST_RETURN_IF_ERROR(tx.Commit());
