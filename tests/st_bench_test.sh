@@ -36,4 +36,18 @@ for k in threads membw_gb_s prefill_tok_s_median decode_tok_s_median ttft_ms_med
   expect "$dir/out.jsonl" "\"$k\":"
 done
 expect "$dir/out.jsonl" '"threads":2[,}]'
+
+# Batched decoding (--batch): one row per count, against B = 1, and a JSON line each.
+"$st_bench" --model "$dir/tiny.stmf" --threads 2 --prompt_tokens 8 --gen_tokens 4 --reps 1 \
+  --warmup 0 --membw_mib 256 --membw_passes 1 --batch 1,3 --json > "$dir/batch.jsonl" 2> "$dir/batch.txt"
+expect "$dir/batch.txt" '^batched decode \(2 threads\)'
+expect "$dir/batch.txt" '^ +1 +[0-9.]+ +[0-9.]+ +1\.00x'
+expect "$dir/batch.txt" '^ +3 +[0-9.]+ +[0-9.]+ +[0-9.]+x'
+expect "$dir/batch.jsonl" '"batch":3,'
+# Under a memory budget the bandwidth probe fits in it: half of a 300 MiB budget is below the
+# probe's 256 MiB minimum, so it is skipped and said so (a 1 GiB buffer would not fit).
+"$st_bench" --model "$dir/tiny.stmf" --threads 1 --prompt_tokens 8 --gen_tokens 4 --reps 1 \
+  --warmup 0 --memory_budget 300M > "$dir/budget.txt" 2>&1
+expect "$dir/budget.txt" '^note +memory bandwidth probe skipped: half the --memory_budget'
+expect "$dir/budget.txt" '^memory read bandwidth +not measured'
 exit $fail

@@ -317,8 +317,13 @@ struct Row {
 void PrintRow(const Row& r) {
   FILE* o = Out();
   std::fprintf(o, "\n== threads %d ==\n", r.threads);
-  std::fprintf(o, "memory read bandwidth    %.1f GB/s (%s buffer, best of %d passes, %s loads)\n",
-               r.membw.gb_per_s, Mib(r.membw.bytes).c_str(), FLAGS_membw_passes, r.membw.kernel);
+  if (r.membw.bytes == 0) {
+    std::fprintf(o, "memory read bandwidth    not measured (the probe does not fit the budget)\n");
+  } else {
+    std::fprintf(o, "memory read bandwidth    %.1f GB/s (%s buffer, best of %d passes, %s loads)\n",
+                 r.membw.gb_per_s, Mib(r.membw.bytes).c_str(), FLAGS_membw_passes,
+                 r.membw.kernel);
+  }
   std::fprintf(o, "prefill                  %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
                r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max, r.prefill_tps.stddev);
   std::fprintf(o,
@@ -475,7 +480,12 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<Row> rows;
-  bool printed_model = false;
+  bool printed_model = false, printed_probe_note = false;
+  int64_t budget_bytes = 0;
+  {
+    st::EngineOptions probe;
+    if (absl::Status fs = st::ApplyEngineFlags(&probe); fs.ok()) budget_bytes = probe.memory_budget;
+  }
   for (const int threads : thread_counts) {
     // No engine is alive here: the process is single-threaded, so the probe can fork. Its
     // buffer lives in the child and counts in neither RSS figure below.
@@ -484,8 +494,22 @@ int main(int argc, char** argv) {
     mopt.threads = threads;
     mopt.bytes = static_cast<size_t>(FLAGS_membw_mib) << 20;
     mopt.passes = FLAGS_membw_passes;
-    auto membw = st::MeasureReadBandwidthInChild(mopt);
-    if (!membw.ok()) return Fail(std::string(membw.status().message()));
+    // Under --memory_budget the probe's buffer must fit too (inside a 1 GiB container a 1 GiB
+    // buffer stalls or is killed): at most half the budget, and none when that is below the
+    // 256 MiB that measures memory rather than the caches.
+    absl::StatusOr<st::MemBwResult> membw = st::MemBwResult();
+    if (budget_bytes > 0 && mopt.bytes > static_cast<size_t>(budget_bytes / 2)) {
+      mopt.bytes = static_cast<size_t>(budget_bytes / 2) & ~((size_t{1} << 20) - 1);
+    }
+    if (mopt.bytes >= (size_t{256} << 20)) {
+      membw = st::MeasureReadBandwidthInChild(mopt);
+      if (!membw.ok()) return Fail(std::string(membw.status().message()));
+    } else if (!printed_probe_note) {
+      std::fprintf(Out(),
+                   "note        memory bandwidth probe skipped: half the --memory_budget is below "
+                   "the 256 MiB it needs; bandwidth fractions read 0\n");
+      printed_probe_note = true;
+    }
 
     st::EngineOptions eopt;
     eopt.threads = threads;
