@@ -19,11 +19,7 @@ if [[ $# -ne 4 ]]; then
   exit 2
 fi
 st_export=$1 st_server=$2 src=$3 bin=$4
-source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"
-die() {
-  echo "$prog: $*" >&2
-  exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/test_util.sh"  # fresh_dir, check, die
 ref="$src/scripts/reference"
 qwen_tokenizer="$bin/tokenizers/qwen3/tokenizer.json"
 command -v node > /dev/null 2>&1 || die "node is missing; install nodejs npm"
@@ -50,41 +46,16 @@ node -e 'const fs = require("fs"); const c = JSON.parse(fs.readFileSync(process.
   --output "$dir/tiny-qwen.stmf" --force > "$dir/export_qwen.log" 2>&1 || { cat "$dir/export_qwen.log"; exit 1; }
 
 # Servers run in the background; whatever happens, none outlives the test.
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2> /dev/null
-  done
-}
-trap cleanup EXIT
+source "$src/scripts/st_server_util.sh"
+trap stop_st_servers EXIT
 
-# start_server NAME MODEL FLAGS...: starts st-server on a free port (--port 0) and waits up to
-# 60 s for 'st-server: listening on http://127.0.0.1:PORT' on stderr; sets server_pid and
-# server_port. Logs: $dir/NAME.err.
+# start_server NAME MODEL FLAGS...: st-server on a free port (scripts/st_server_util.sh); sets
+# server_pid and server_port. Logs: $dir/NAME.err.
 start_server() {
   local name=$1 model=$2
   shift 2
-  "$st_server" --model "$model" --port 0 --threads 2 "$@" > "$dir/$name.out" 2> "$dir/$name.err" &
-  server_pid=$!
-  pids+=("$server_pid")
-  server_port=
-  local i
-  for i in $(seq 1 600); do
-    server_port=$(sed -n 's|^st-server: listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$dir/$name.err" 2> /dev/null | head -n 1)
-    [[ -n $server_port ]] && break
-    if ! kill -0 "$server_pid" 2> /dev/null; then
-      echo "FAIL: st-server ($name: $*) exited before listening; stderr:"
-      cat "$dir/$name.err"
-      exit 1
-    fi
-    sleep 0.1
-  done
-  if [[ -z $server_port ]]; then
-    echo "FAIL: st-server ($name) printed no 'st-server: listening on http://127.0.0.1:PORT' line in 60 s; stderr:"
-    cat "$dir/$name.err"
+  if ! start_st_server "$dir/$name" 60 "$st_server" --model "$model" --threads 2 "$@"; then
+    echo "FAIL: st-server $name ($*) did not start"
     exit 1
   fi
   echo "ok: st-server $name ($*) listening on port $server_port, pid $server_pid"

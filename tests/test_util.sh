@@ -15,3 +15,9 @@ check() {
 
 # matches FILE REGEX: some line of FILE matches the extended regular expression REGEX.
 matches() { grep -Eq -- "$2" "$1"; }
+
+# die MESSAGE: "PROG: MESSAGE" on stderr and exit 1 (PROG: $prog when set, else the script name).
+die() {
+  echo "${prog:-$(basename "$0" .sh)}: $*" >&2
+  exit 1
+}

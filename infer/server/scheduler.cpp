@@ -55,6 +55,8 @@ struct Scheduler::Slot {
   std::vector<int32_t> touched;  // ids with counts > 0
   std::chrono::steady_clock::time_point start;
   bool first = true;
+  bool sampled = false;  // `next` was sampled at admission and still goes into the batch
+  int32_t next = 0;
 };
 
 Scheduler::Scheduler(Engine* engine, const Tokenizer* tok, std::vector<int32_t> end_ids,
@@ -300,8 +302,13 @@ void Scheduler::Loop() {
         admitted.emplace_back(slot, std::move(job));
       }
     }
-    for (auto& [slot, job] : admitted) Admit(*slot, std::move(job));
-    // Sample every active slot's next token; those still generating form the batch.
+    // Each admitted prompt's first token goes out as soon as its prefill is done, not after
+    // every prompt admitted with it.
+    for (auto& [slot, job] : admitted) {
+      Admit(*slot, std::move(job));
+      slot->sampled = slot->job != nullptr && SampleNext(*slot, &slot->next);
+    }
+    // Sample every other active slot's next token; those still generating form the batch.
     batch.clear();
     tokens.clear();
     active.clear();
@@ -312,11 +319,11 @@ void Scheduler::Loop() {
         Release(slot, "", absl::CancelledError("the client went away"));
         continue;
       }
-      int32_t next = 0;
-      if (!SampleNext(slot, &next)) continue;
+      if (!slot.sampled && !SampleNext(slot, &slot.next)) continue;
+      slot.sampled = false;
       active.push_back(&slot);
       batch.push_back(slot.seq.get());
-      tokens.push_back(next);
+      tokens.push_back(slot.next);
     }
     if (batch.empty()) continue;
     const absl::Status st = engine_->DecodeBatch(batch, tokens, &logits_BV);

@@ -16,26 +16,11 @@
 // Prints one line per check, `ok - NAME`, `skip - NAME: WHY` or `FAIL - NAME: DETAILS`; exit
 // status 1 if any failed.
 import OpenAI from 'openai';
-
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument '${a}'`);
-    const eq = a.indexOf('=');
-    if (eq >= 0) out[a.slice(2, eq)] = a.slice(eq + 1);
-    else {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      out[a.slice(2)] = argv[++i];
-    }
-  }
-  return out;
-}
+import { parseArgs } from './cli_args.mjs';
 
 let args;
 try {
-  args = parseArgs(process.argv.slice(2));
-  for (const k of ['base', 'model', 'ctx']) if (!args[k]) throw new Error(`--${k} is required`);
+  args = parseArgs(process.argv.slice(2), ['base', 'model', 'ctx']);
 } catch (e) {
   console.error(`server_client_test: ${e.message}`);
   console.error('usage: node server_client_test.mjs --base URL --model ID --ctx N [--api_key KEY]' +

@@ -15,25 +15,11 @@
 // latency (whole request) and time to first token, and the counts; exit status 1 on any failure.
 import fs from 'node:fs';
 import OpenAI from 'openai';
+import { parseArgs } from './cli_args.mjs';
 
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new Error(`unexpected argument '${a}'`);
-    const eq = a.indexOf('=');
-    if (eq >= 0) out[a.slice(2, eq)] = a.slice(eq + 1);
-    else {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      out[a.slice(2)] = argv[++i];
-    }
-  }
-  return out;
-}
 let args;
 try {
-  args = parseArgs(process.argv.slice(2));
-  for (const k of ['base', 'model', 'pid']) if (!args[k]) throw new Error(`--${k} is required`);
+  args = parseArgs(process.argv.slice(2), ['base', 'model', 'pid']);
 } catch (e) {
   console.error(`server_load_test: ${e.message}`);
   console.error('usage: node server_load_test.mjs --base URL --model ID --pid PID [--api_key KEY] [--parallel N]' +
