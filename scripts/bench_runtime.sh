@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runtime throughput on a synthetic SmallThinker-4B-A0.6B (random weights, every matrix Q4_0,
-# about 2.3 GB): st-bench with 1 and 2 threads, 128-token prompt, 64 decoded tokens, then our
-# numbers against llama.cpp's on the same shapes (the baseline in the runtime issue). Builds the
-# two tools if needed and writes the model only when it is not there yet.
+# about 2.3 GB): st-bench with 1 and 2 threads, 128-token prompt, 64 decoded tokens; with
+# LLAMA_CPP_BUILD_DIR set, then scripts/bench_vs_llama.sh (llama.cpp on the same weights, same
+# machine, same run). Builds the two tools if needed and writes the model only when it is not
+# there yet.
 #   scripts/bench_runtime.sh [extra st-bench flags, e.g. --reps 5 or --kv_f16=false]
 #   ST_BENCH_DIR=/data/bench scripts/bench_runtime.sh   model directory (default runs/bench)
 #   ST_BUILD_DIR=build-notorch scripts/bench_runtime.sh build directory (default build)
@@ -28,26 +29,14 @@ fi
 "$build/infer/tools/st-bench" --model "$model" --threads 1,2 --prompt_tokens 128 --gen_tokens 64 \
   --json "$@" > "$dir/bench.jsonl"
 
-# llama.cpp on these shapes (Q4_0, same machine class): decode tok/s with 1 and 2 threads,
-# prefill of 128 tokens with 2 threads. Floors: decode >= 1.3x, prefill >= 1.2x.
-json_num() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<< "$1"; }
-ratio() {  # ours baseline floor
-  awk -v o="$1" -v b="$2" -v f="$3" 'BEGIN {
-    r = o / b; printf "%6.1f  %8.1f  %5.2fx  (floor %.1fx: %s)", o, b, r, f, (r >= f ? "met" : "BELOW") }'
-}
-echo
-echo "== against llama.cpp (baseline from the runtime issue)"
-while IFS= read -r line; do
-  t=$(json_num "$line" threads)
-  decode=$(json_num "$line" decode_tok_s_median)
-  prefill=$(json_num "$line" prefill_tok_s_median)
-  case $t in
-    1) echo "threads 1  decode  $(ratio "$decode" 20 1.3)"
-       printf 'threads 1  prefill %6.1f  (no llama.cpp baseline)\n' "$prefill" ;;
-    2) echo "threads 2  decode  $(ratio "$decode" 35 1.3)"
-       echo "threads 2  prefill $(ratio "$prefill" 85 1.2)" ;;
-    *) printf 'threads %s  decode %.1f, prefill %.1f tok/s (no llama.cpp baseline)\n' \
-         "$t" "$decode" "$prefill" ;;
-  esac
-done < "$dir/bench.jsonl"
-echo "(columns: ours tok/s, llama.cpp tok/s, ratio; machines are shared: compare within one run)"
+# Against llama.cpp: only on this machine, in this run, on the same weights (a baseline copied
+# from another CPU means nothing): scripts/bench_vs_llama.sh does that when LLAMA_CPP_BUILD_DIR
+# names a llama.cpp build.
+if [[ -n ${LLAMA_CPP_BUILD_DIR:-} ]]; then
+  echo
+  bash scripts/bench_vs_llama.sh "$LLAMA_CPP_BUILD_DIR"
+else
+  echo
+  echo "(for ratios against llama.cpp measured here and now: LLAMA_CPP_BUILD_DIR=DIR $0, or"
+  echo " scripts/bench_vs_llama.sh DIR; building llama.cpp: ../shared/reference/benchmark-anchor.md)"
+fi
