@@ -7,6 +7,7 @@
 #include "infer/format/model_file.h"
 #include "infer/quant/types.h"
 #include "infer/tools/cli.h"
+#include "infer/tools/engine_flags.h"
 
 DEFINE_bool(verify, false, "verify the CRC32C of every tensor (reads the whole file)");
 DEFINE_bool(tensors, true, "list the tensor directory");
@@ -28,7 +29,11 @@ int main(int argc, char** argv) {
   st::ModelFile::Options opt;
   opt.verify_checksums = FLAGS_verify;
   auto f = st::ModelFile::Open(path, opt);
-  if (!f.ok()) return st::cli::Fail(f.status());
+  if (!f.ok()) {
+    // A GGUF, Hugging Face directory, safetensors or HDF5 file: say what it is and what to run.
+    const std::string what = st::ExplainNotAModelFile(path);
+    return st::cli::Fail(what.empty() ? std::string(f.status().message()) : what);
+  }
   const st::ModelFile& m = **f;
   std::printf("file %s: %llu bytes, format version %u, header checksum %08x\n", path.c_str(),
               (unsigned long long)m.file_size(), m.version(), m.header_checksum());
