@@ -200,6 +200,41 @@ TEST(SchedulerTest, CancellationFreesTheSlotAndPrefixesAreReused) {
   EXPECT_EQ((*sched)->Stats().busy, 0);
 }
 
+// A long prompt arriving while another conversation generates goes in a chunk per step: the
+// other keeps receiving tokens meanwhile (1000 prompt tokens at 64 a step: about 16 steps,
+// each with a token for the first conversation, before the long prompt's first token).
+TEST(SchedulerTest, LongPromptsDoNotStallOtherConversations) {
+  auto engine = TinyEngine(/*max_position=*/4096);
+  ByteTokenizer tok;
+  SchedulerOptions so;
+  so.parallel = 2;
+  so.prefill_budget = 64;
+  auto sched = Scheduler::Create(engine.get(), &tok, {}, so);
+  ASSERT_TRUE(sched.ok());
+  auto talking = NewJob("keeps talking", 2000);
+  ASSERT_TRUE((*sched)->Submit(talking).ok());
+  std::vector<GenerationEvent> before;
+  talking->Wait(10000, &before);  // it is generating
+  ASSERT_FALSE(before.empty());
+  auto long_prompt = std::make_shared<Job>();
+  long_prompt->prompt.assign(1000, 'a');
+  long_prompt->params.max_tokens = 1;
+  ASSERT_TRUE((*sched)->Submit(long_prompt).ok());
+  std::vector<GenerationEvent> first;
+  while (first.empty() && long_prompt->Wait(10000, &first)) {
+  }
+  std::vector<GenerationEvent> during;
+  talking->Wait(0, &during);
+  size_t tokens_during = 0;
+  for (const GenerationEvent& e : during) tokens_during += e.logprobs.size();
+  EXPECT_GE(tokens_during, 14u) << "tokens the first conversation got while 1000 tokens went in";
+  talking->Cancel();
+  Drain(*talking);
+  Drain(*long_prompt);
+  EXPECT_TRUE(long_prompt->error().ok()) << long_prompt->error();
+  EXPECT_EQ(long_prompt->completion_tokens(), 1);
+}
+
 // Seeded sampling repeats; stop strings end the text before them.
 TEST(SchedulerTest, SeedsRepeatAndStopStringsCut) {
   auto engine = TinyEngine();

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -55,7 +57,8 @@ struct Scheduler::Slot {
   std::vector<int32_t> touched;  // ids with counts > 0
   std::chrono::steady_clock::time_point start;
   bool first = true;
-  bool sampled = false;  // `next` was sampled at admission and still goes into the batch
+  bool prefilling = false;  // the prompt is not all in the KV cache yet (tokens: what is)
+  bool sampled = false;     // `next` was sampled after the prefill and still goes into the batch
   int32_t next = 0;
 };
 
@@ -172,16 +175,27 @@ void Scheduler::Admit(Slot& slot, std::shared_ptr<Job> job) {
   slot.decoder.emplace(tok_);
   for (int32_t id : slot.touched) slot.counts[id] = 0;
   slot.touched.clear();
-  const absl::Span<const int32_t> rest = absl::MakeConstSpan(j.prompt).subspan(kept);
-  auto logits = engine_->Prefill(slot.seq.get(), rest);
+  slot.prefilling = true;  // the rest of the prompt goes in by PrefillSome, chunk by chunk
+}
+
+bool Scheduler::PrefillSome(Slot& slot, int max_tokens) {
+  Job& j = *slot.job;
+  const size_t done = slot.tokens.size();
+  const size_t n = std::min(j.prompt.size() - done, static_cast<size_t>(max_tokens));
+  const absl::Span<const int32_t> part = absl::MakeConstSpan(j.prompt).subspan(done, n);
+  auto logits = engine_->Prefill(slot.seq.get(), part);
   if (!logits.ok()) {
     engine_->Truncate(slot.seq.get(), 0);
     slot.tokens.clear();
+    slot.prefilling = false;
     Release(slot, "", logits.status());
-    return;
+    return false;
   }
-  slot.tokens = j.prompt;
+  slot.tokens.insert(slot.tokens.end(), part.begin(), part.end());
+  if (slot.tokens.size() < j.prompt.size()) return false;
+  slot.prefilling = false;
   slot.logits = *std::move(logits);
+  return true;
 }
 
 namespace {
@@ -267,6 +281,8 @@ bool Scheduler::SampleNext(Slot& slot, int32_t* token) {
 void Scheduler::Release(Slot& slot, const std::string& reason, absl::Status error) {
   std::shared_ptr<Job> job = std::move(slot.job);
   slot.job = nullptr;
+  slot.prefilling = false;
+  slot.sampled = false;
   {
     std::lock_guard<std::mutex> lock(mu_);  // counted before the reader hears of the end
     --busy_;
@@ -302,11 +318,24 @@ void Scheduler::Loop() {
         admitted.emplace_back(slot, std::move(job));
       }
     }
-    // Each admitted prompt's first token goes out as soon as its prefill is done, not after
-    // every prompt admitted with it.
-    for (auto& [slot, job] : admitted) {
-      Admit(*slot, std::move(job));
-      slot->sampled = slot->job != nullptr && SampleNext(*slot, &slot->next);
+    for (auto& [slot, job] : admitted) Admit(*slot, std::move(job));
+    // Prompts go in first come, first served, at most prefill_budget tokens a step so that the
+    // conversations already generating keep going; a prompt's first token goes out as soon as
+    // its own prefill is done.
+    int budget = opt_.prefill_budget > 0 ? opt_.prefill_budget : std::numeric_limits<int>::max();
+    while (budget > 0) {
+      Slot* next = nullptr;
+      for (auto& s : slots_) {
+        if (s->job && s->prefilling && !s->job->cancelled() &&
+            (next == nullptr || s->last_used < next->last_used)) {
+          next = s.get();
+        }
+      }
+      if (next == nullptr) break;
+      const int before = static_cast<int>(next->tokens.size());
+      const bool done = PrefillSome(*next, budget);
+      budget -= std::max(1, static_cast<int>(next->tokens.size()) - before);
+      if (done) next->sampled = SampleNext(*next, &next->next);
     }
     // Sample every other active slot's next token; those still generating form the batch.
     batch.clear();
@@ -319,6 +348,7 @@ void Scheduler::Loop() {
         Release(slot, "", absl::CancelledError("the client went away"));
         continue;
       }
+      if (slot.prefilling) continue;
       if (!slot.sampled && !SampleNext(slot, &slot.next)) continue;
       slot.sampled = false;
       active.push_back(&slot);

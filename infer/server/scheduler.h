@@ -4,10 +4,10 @@
 // KV of a shared prompt prefix kept across requests.
 //
 // One step of the loop: admit queued jobs into idle slots (each keeps the prefix its last
-// conversation shares with the new prompt and prefills the rest), sample one token for every
-// active slot from its logits and hand the text to its job, then one Engine::DecodeBatch for
-// the slots still generating: each weight row is read once for all of them, and slots routed to
-// the same expert share its read.
+// conversation shares with the new prompt), prefill up to prefill_budget prompt tokens (first
+// come, first served), sample one token for every generating slot from its logits and hand the
+// text to its job, then one Engine::DecodeBatch for the slots still generating: each weight row
+// is read once for all of them, and slots routed to the same expert share its read.
 //
 // Threads: the scheduler's own thread owns the engine and every slot. Submit, Cancel (through
 // Job::Cancel), Stats and Stop may be called from any thread; a Job's channel (Wait) from the
@@ -101,6 +101,9 @@ class Job {
 struct SchedulerOptions {
   int parallel = 4;  // slots: conversations decoded together (<= engine max_batch())
   int queue = 64;    // jobs waiting for a slot beyond which Submit refuses
+  // Prompt tokens prefilled per step while other conversations decode (prompts in arrival
+  // order); 0 = every admitted prompt whole before the next decode step.
+  int prefill_budget = 256;
 };
 
 struct SchedulerStats {
@@ -131,6 +134,9 @@ class Scheduler {
             const SchedulerOptions& options);
   void Loop();
   void Admit(Slot& slot, std::shared_ptr<Job> job);
+  // Prefills up to max_tokens more of the slot's prompt; true when the prompt is all in (its
+  // logits then in the slot). On an engine error the job ends with it.
+  bool PrefillSome(Slot& slot, int max_tokens);
   // Samples the slot's next token from its logits and hands the text on; true while the slot
   // keeps generating (the token then goes into the next batch).
   bool SampleNext(Slot& slot, int32_t* token);

@@ -35,6 +35,9 @@ DEFINE_int32(port, 8080, "TCP port; 0 = any free port (the one chosen is printed
 DEFINE_int32(parallel, 4,
              "conversations decoded together, each with its own KV cache of --ctx tokens");
 DEFINE_int32(queue, 64, "requests that may wait for a slot; beyond them the answer is 503");
+DEFINE_int32(prefill_budget, 256,
+             "prompt tokens read per step while other conversations generate (prompts first "
+             "come, first served); 0 = each prompt whole at once");
 DEFINE_int32(ctx, 0,
              "context of each conversation in tokens (prompt + reply); 0 = the model's, or 4096 "
              "under --memory_budget");
@@ -432,6 +435,10 @@ int Main() {
     return UsageError(absl::StrCat("--queue must be in [0, 4096], got ", FLAGS_queue));
   }
   if (FLAGS_ctx < 0) return UsageError(absl::StrCat("--ctx must be >= 0, got ", FLAGS_ctx));
+  if (FLAGS_prefill_budget < 0) {
+    return UsageError(
+        absl::StrCat("--prefill_budget must be >= 0 (0 = no limit), got ", FLAGS_prefill_budget));
+  }
   if (FLAGS_timeout < 1) {
     return UsageError(absl::StrCat("--timeout must be >= 1 second, got ", FLAGS_timeout));
   }
@@ -484,6 +491,7 @@ int Main() {
   SchedulerOptions so;
   so.parallel = FLAGS_parallel;
   so.queue = FLAGS_queue;
+  so.prefill_budget = FLAGS_prefill_budget;
   if (absl::Status st = server.Start(so); !st.ok()) return Fail(st.message());
 
   httplib::Server svr;
