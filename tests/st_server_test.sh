@@ -63,7 +63,14 @@ start_server() {
 
 start_server byte "$dir/tiny.stmf" --parallel 4 --ctx $ctx --api_key $key
 byte_pid=$server_pid byte_port=$server_port
-start_server qwen "$dir/tiny-qwen.stmf" --parallel 4 --ctx $ctx --api_key $key
+# The Qwen model's server renders chats with the real Qwen3 chat template (its
+# tokenizer_config.json), so the requests below go through a template users bring.
+qwen_config="$bin/tokenizers/qwen3/tokenizer_config.json"
+node -e 'const fs = require("fs");
+  fs.writeFileSync(process.argv[2], JSON.parse(fs.readFileSync(process.argv[1], "utf8")).chat_template);' \
+  "$qwen_config" "$dir/qwen3.jinja"
+start_server qwen "$dir/tiny-qwen.stmf" --parallel 4 --ctx $ctx --api_key $key \
+  --chat_template_file "$dir/qwen3.jinja"
 qwen_pid=$server_pid qwen_port=$server_port
 start_server queue "$dir/tiny.stmf" --parallel 1 --queue 1 --ctx $ctx --api_key $key
 queue_pid=$server_pid queue_port=$server_port
@@ -89,6 +96,8 @@ run_node client_byte "$ref/server_client_test.mjs" --base "http://127.0.0.1:$byt
   --api_key $key --ctx $ctx --parallel 4 --queue_base "http://127.0.0.1:$queue_port"
 run_node client_qwen "$ref/server_client_test.mjs" --base "http://127.0.0.1:$qwen_port" --model tiny-qwen.stmf \
   --api_key $key --ctx $ctx --parallel 4
+run_node template_qwen "$ref/server_template_test.mjs" --base "http://127.0.0.1:$qwen_port" \
+  --api_key $key --config "$qwen_config"
 run_node load_byte "$ref/server_load_test.mjs" --base "http://127.0.0.1:$byte_port" --model tiny.stmf \
   --api_key $key --pid "$byte_pid" --parallel 4 --requests 64 --concurrency 16 --max_tokens 20
 run_node load_qwen "$ref/server_load_test.mjs" --base "http://127.0.0.1:$qwen_port" --model tiny-qwen.stmf \

@@ -140,7 +140,8 @@ class Server {
         e.code = "not_found";
         e.message = absl::StrCat("no endpoint ", req.method, " ", req.path,
                                  " (POST /v1/chat/completions, POST /v1/completions, GET "
-                                 "/v1/models, GET /health, POST /tokenize, POST /detokenize)");
+                                 "/v1/models, GET /health, POST /tokenize, POST /detokenize, "
+                                 "POST /apply-template)");
       } else if (res.status == 413) {
         e.message = "the request body is too large (16 MiB at most)";
       } else {
@@ -188,6 +189,8 @@ class Server {
              [this](const httplib::Request& q, httplib::Response& r) { Tokenize(q, r); });
     svr.Post("/detokenize",
              [this](const httplib::Request& q, httplib::Response& r) { Detokenize(q, r); });
+    svr.Post("/apply-template",
+             [this](const httplib::Request& q, httplib::Response& r) { ApplyTemplate(q, r); });
   }
 
   Scheduler& scheduler() { return *sched_; }
@@ -202,13 +205,9 @@ class Server {
     return absl::StrCat(prefix, RandomHex(rng_, 24));
   }
 
-  // The prompt's tokens: the chat rendered with the model's template (as apply_chat_template
-  // with add_generation_prompt), or the completion prompt encoded with the tokenizer policy.
-  bool PromptTokens(const openai::Request& r, std::vector<int32_t>* out, ApiError* err) {
-    if (!r.chat) {
-      *out = r.prompt_ids.empty() ? m_.policy.Encode(*m_.tokenizer, r.prompt) : r.prompt_ids;
-      return true;
-    }
+  // The chat rendered with the model's template, as apply_chat_template renders it with
+  // add_generation_prompt.
+  bool RenderChat(const openai::Request& r, std::string* text, ApiError* err) {
     ChatRenderInput in;
     in.messages = r.messages;
     in.tools = r.tools;
@@ -216,15 +215,38 @@ class Server {
     in.bos_token = m_.policy.bos_token;
     in.eos_token = m_.policy.eos_token;
     in.kwargs = r.template_kwargs;
-    auto text = RenderChatTemplate(template_, in);
-    if (!text.ok()) {
+    auto rendered = RenderChatTemplate(template_, in);
+    if (!rendered.ok()) {
       *err = openai::BadRequest(
-          absl::StrCat("the chat template refused the messages: ", text.status().message()),
+          absl::StrCat("the chat template refused the messages: ", rendered.status().message()),
           "messages");
       return false;
     }
-    *out = m_.tokenizer->Encode(*text);  // a template writes its own special tokens
+    *text = *std::move(rendered);
     return true;
+  }
+
+  // The prompt's tokens: the rendered chat (a template writes its own special tokens), or the
+  // completion prompt encoded with the tokenizer policy.
+  bool PromptTokens(const openai::Request& r, std::vector<int32_t>* out, ApiError* err) {
+    if (!r.chat) {
+      *out = r.prompt_ids.empty() ? m_.policy.Encode(*m_.tokenizer, r.prompt) : r.prompt_ids;
+      return true;
+    }
+    std::string text;
+    if (!RenderChat(r, &text, err)) return false;
+    *out = m_.tokenizer->Encode(text);
+    return true;
+  }
+
+  // POST /apply-template (as llama-server): the chat request's prompt text, not generated from.
+  void ApplyTemplate(const httplib::Request& req, httplib::Response& res) {
+    ApiError err;
+    auto r = openai::ParseRequest(req.body, true, model_ids_, m_.engine->config().vocab_size,
+                                  defaults_, &err);
+    std::string text;
+    if (!r || !RenderChat(*r, &text, &err)) return SendError(res, err);
+    SendJson(res, 200, Json{{"prompt", text}});
   }
 
   void Complete(const httplib::Request& req, httplib::Response& res, bool chat) {
