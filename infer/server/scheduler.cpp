@@ -55,6 +55,7 @@ struct Scheduler::Slot {
   std::vector<float> logits;     // [V] predicting the next token
   std::vector<int32_t> counts;   // [V] times each token was generated (penalties); sparse reset
   std::vector<int32_t> touched;  // ids with counts > 0
+  std::vector<float> penalised;  // [V] the logits with OpenAI's penalties, for sampling
   std::chrono::steady_clock::time_point start;
   bool first = true;
   bool prefilling = false;  // the prompt is not all in the KV cache yet (tokens: what is)
@@ -232,7 +233,8 @@ bool Scheduler::SampleNext(Slot& slot, int32_t* token) {
   // Log-probabilities of the model's distribution, before penalties and filters.
   const bool want_lp = p.top_logprobs >= 0;
   if (p.presence_penalty != 0 || p.frequency_penalty != 0) {
-    std::vector<float> penalised = logits;
+    std::vector<float>& penalised = slot.penalised;  // reused: no allocation per token
+    penalised.assign(logits.begin(), logits.end());
     for (int32_t id : slot.touched) {
       penalised[id] -=
           static_cast<float>(p.presence_penalty + p.frequency_penalty * slot.counts[id]);
