@@ -108,9 +108,10 @@ void BM_GemvStream(benchmark::State& state, DType t) { GemvOver(state, t, 65536)
 // Over 512 rows (~440 KB at Q4_0) that stay in L2: the kernel's compute roof.
 void BM_GemvCached(benchmark::State& state, DType t) { GemvOver(state, t, 512); }
 
-// Sparse ReGLU down projection: AXPY of half the rows of 4 experts' down_t, scattered.
-void BM_AxpyScattered(benchmark::State& state) {
-  static Matrix m = MakeMatrix(DType::kQ4_0, 32 * 768);
+// Sparse ReGLU down projection: AXPY of 1536 rows (half the rows of 4 experts' down_t) drawn
+// from `matrix_rows` rows: 32 * 768 (out of cache, scattered) or 512 (in L2: the compute roof).
+void AxpyOver(benchmark::State& state, int64_t matrix_rows) {
+  const Matrix m = MakeMatrix(DType::kQ4_0, matrix_rows);
   const Kernels& k = Table(state.range(0));
   std::vector<int64_t> rows;
   std::mt19937 rng(3);
@@ -126,6 +127,8 @@ void BM_AxpyScattered(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * rows.size() * m.row_bytes);
   state.SetLabel(k.name);
 }
+void BM_AxpyScattered(benchmark::State& state) { AxpyOver(state, 32 * 768); }
+void BM_AxpyCached(benchmark::State& state) { AxpyOver(state, 512); }
 
 // Sparse ReGLU up projection: dots of half the rows of 4 experts' up, scattered.
 void BM_GemvRowsScattered(benchmark::State& state) {
@@ -172,6 +175,7 @@ BENCHMARK_CAPTURE(BM_GemvStream, q8_0, DType::kQ8_0)->Arg(1)->Unit(benchmark::kM
 BENCHMARK_CAPTURE(BM_GemvCached, q4_0, DType::kQ4_0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_GemvRowsScattered)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AxpyScattered)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AxpyCached)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_RowDots16)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
