@@ -244,6 +244,55 @@ TEST(Kernels, AttentionHelpersMatchScalarMath) {
   }
 }
 
+// Grouped-query attention kernels against double-precision sums: R heads sharing one f16 KV
+// head, keys strided as in the cache (other KV heads between rows), D with and without the
+// 16-element chunks, head counts across the SIMD tables' 6- and 8-head tiles.
+TEST(Kernels, GroupedAttentionMatchesPerHeadMath) {
+  for (const Kernels* k : Tables()) {
+    for (int D : {8, 24, 128, 12}) {
+      for (int R : {1, 3, 6, 7, 13}) {
+        for (int64_t n : {0, 1, 5, 64, 131}) {
+          const int64_t stride = 3 * D + 5;  // elements between consecutive keys
+          const std::vector<float> q = RandomNormals(static_cast<int64_t>(R) * D, 11 + R);
+          const std::vector<float> kf = RandomNormals(std::max<int64_t>(1, n * stride), 12 + D);
+          const std::vector<float> vf = RandomNormals(std::max<int64_t>(1, n * stride), 13 + D);
+          std::vector<uint16_t> K(kf.size()), V(vf.size());
+          for (size_t i = 0; i < kf.size(); ++i) K[i] = F32ToF16(kf[i]), V[i] = F32ToF16(vf[i]);
+          const int64_t ss = n + 3;
+          std::vector<float> s(static_cast<size_t>(R) * ss, -9.f);
+          k->attn_scores_f16(q.data(), R, D, K.data(), stride, n, 0.25f, s.data(), ss);
+          std::vector<float> w(static_cast<size_t>(R) * ss);
+          for (size_t i = 0; i < w.size(); ++i) w[i] = 0.01f * static_cast<float>(i % 17);
+          std::vector<float> out = RandomNormals(static_cast<int64_t>(R) * D, 5);
+          const std::vector<float> out0 = out;
+          k->attn_values_f16(w.data(), R, ss, V.data(), stride, n, D, out.data());
+          for (int h = 0; h < R; ++h) {
+            for (int64_t j = 0; j < n; ++j) {
+              double dot = 0, abs = 0;
+              for (int d = 0; d < D; ++d) {
+                const double t = static_cast<double>(q[h * D + d]) * F16ToF32(K[j * stride + d]);
+                dot += t, abs += std::abs(t);
+              }
+              ASSERT_NEAR(s[h * ss + j], 0.25 * dot, 0.25 * (1e-5 * abs + 1e-6))
+                  << k->name << " D " << D << " R " << R << " n " << n << " h " << h << " j " << j;
+            }
+            for (int64_t j = n; j < ss; ++j) ASSERT_EQ(s[h * ss + j], -9.f) << "wrote past n";
+            for (int d = 0; d < D; ++d) {
+              double want = out0[h * D + d], abs = std::abs(want);
+              for (int64_t j = 0; j < n; ++j) {
+                const double t = static_cast<double>(w[h * ss + j]) * F16ToF32(V[j * stride + d]);
+                want += t, abs += std::abs(t);
+              }
+              ASSERT_NEAR(out[h * D + d], want, 1e-5 * abs + 1e-6)
+                  << k->name << " D " << D << " R " << R << " n " << n << " h " << h << " d " << d;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, EveryTaskRunsExactlyOnceAcrossManyJobs) {
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);

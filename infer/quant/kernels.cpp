@@ -126,6 +126,20 @@ void ScalarF32ToF16(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+void ScalarAttnScoresF16(const float* q, int R, int D, const uint16_t* K, int64_t ks, int64_t n,
+                         float scale, float* s, int64_t ss) {
+  for (int h = 0; h < R; ++h) {
+    for (int64_t j = 0; j < n; ++j)
+      s[h * ss + j] = scale * ScalarDotF32F16(q + h * D, K + j * ks, D);
+  }
+}
+void ScalarAttnValuesF16(const float* w, int R, int64_t ws, const uint16_t* V, int64_t vs,
+                         int64_t n, int D, float* out) {
+  for (int h = 0; h < R; ++h) {
+    for (int64_t j = 0; j < n; ++j) ScalarAxpyF16(w[h * ws + j], V + j * vs, out + h * D, D);
+  }
+}
+
 // clang-format off
 const Kernels kScalar = {
     "scalar",
@@ -142,6 +156,8 @@ const Kernels kScalar = {
     ScalarAxpyF32,
     ScalarAxpyF16,
     ScalarF32ToF16,
+    ScalarAttnScoresF16,
+    ScalarAttnValuesF16,
 };
 // clang-format on
 

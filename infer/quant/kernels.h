@@ -94,6 +94,18 @@ struct Kernels {
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);     // y += a x
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);  // y += a f32(x)
   void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);         // round to nearest even
+
+  // Grouped-query attention over an f16 KV cache: the R query heads that share one KV head
+  // take each key and value once, converted once for all of them.
+  //   attn_scores_f16: s[h * s_stride + j] = scale * (q_h . K_j), q_h = q + h * D,
+  //                    K_j = K + j * k_stride (elements), h in [0, R), j in [0, n).
+  //   attn_values_f16: out[h * D + d] += sum_j w[h * w_stride + j] * V_j[d], V_j = V + j *
+  //   v_stride.
+  // Any R >= 1, D >= 1 and n >= 0; SIMD tables take D % 8 == 0 in vector registers.
+  void (*attn_scores_f16)(const float* q, int R, int D, const uint16_t* K, int64_t k_stride,
+                          int64_t n, float scale, float* s, int64_t s_stride);
+  void (*attn_values_f16)(const float* w, int R, int64_t w_stride, const uint16_t* V,
+                          int64_t v_stride, int64_t n, int D, float* out);
 };
 
 const Kernels& ScalarKernels();

@@ -592,6 +592,112 @@ void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+// ---- Grouped-query attention over the f16 KV cache ----
+// Scores: per key, its eight-element chunks are converted once and multiplied into HP <= 8
+// query heads' accumulators (the queries stay in L1); one horizontal sum per head and key.
+template <int HP>
+void AttnScoresHeads(const float* q, int D, const uint16_t* K, int64_t ks, int64_t n, float scale,
+                     float* s, int64_t ss) {
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* kj = K + j * ks;
+    if (j + 4 < n) {  // keys are rows ks apart (the other KV heads between): prefetch 4 ahead
+      for (int c = 0; c < D; c += 32)
+        _mm_prefetch(reinterpret_cast<const char*>(kj + 4 * ks + c), _MM_HINT_T0);
+    }
+    __m256 acc[HP];
+    for (int h = 0; h < HP; ++h) acc[h] = _mm256_setzero_ps();
+    for (int c = 0; c < D; c += 8) {
+      const __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kj + c)));
+      for (int h = 0; h < HP; ++h)
+        acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * D + c), kv, acc[h]);
+    }
+    for (int h = 0; h < HP; ++h) s[h * ss + j] = scale * Hsum(acc[h]);
+  }
+}
+
+// The tile for 1..8 heads.
+using ScoresHeadsFn = void (*)(const float*, int, const uint16_t*, int64_t, int64_t, float, float*,
+                               int64_t);
+constexpr ScoresHeadsFn kScoresHeads[8] = {
+    AttnScoresHeads<1>, AttnScoresHeads<2>, AttnScoresHeads<3>, AttnScoresHeads<4>,
+    AttnScoresHeads<5>, AttnScoresHeads<6>, AttnScoresHeads<7>, AttnScoresHeads<8>};
+
+void AttnScoresF16(const float* q, int R, int D, const uint16_t* K, int64_t ks, int64_t n,
+                   float scale, float* s, int64_t ss) {
+  if (D % 8 != 0) {
+    for (int h = 0; h < R; ++h) {
+      for (int64_t j = 0; j < n; ++j) s[h * ss + j] = scale * DotF32F16(q + h * D, K + j * ks, D);
+    }
+    return;
+  }
+  for (int h0 = 0; h0 < R; h0 += 8) {
+    const float* qh = q + static_cast<int64_t>(h0) * D;
+    float* sh = s + h0 * ss;
+    kScoresHeads[(R - h0 < 8 ? R - h0 : 8) - 1](qh, D, K, ks, n, scale, sh, ss);
+  }
+}
+
+// Values: NC eight-element chunks of HP heads' outputs stay in registers while a block of
+// keys goes by; each chunk of a value is converted once for the HP heads. Keys go in blocks of
+// kValueBlock so the block's values stay in L1 across the D / (8 NC) chunk passes; the next
+// block's lines are prefetched during the passes.
+constexpr int64_t kValueBlock = 64;
+template <int HP, int NC>
+void AttnValuesHeads(const float* w, int64_t ws, const uint16_t* V, int64_t vs, int64_t n, int D,
+                     float* out) {
+  for (int64_t j0 = 0; j0 < n; j0 += kValueBlock) {
+    const int64_t j1 = j0 + kValueBlock < n ? j0 + kValueBlock : n;
+    const int64_t pf_end = j1 + kValueBlock < n ? j1 + kValueBlock : n;
+    for (int c = 0; c < D; c += 8 * NC) {
+      __m256 acc[HP][NC];
+      for (int h = 0; h < HP; ++h) {
+        for (int u = 0; u < NC; ++u) acc[h][u] = _mm256_loadu_ps(out + h * D + c + 8 * u);
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        if (j - j0 + j1 < pf_end && (c % 32) == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(V + (j - j0 + j1) * vs + c), _MM_HINT_T0);
+        }
+        __m256 v[NC];
+        for (int u = 0; u < NC; ++u) {
+          v[u] = _mm256_cvtph_ps(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(V + j * vs + c + 8 * u)));
+        }
+        for (int h = 0; h < HP; ++h) {
+          const __m256 a = _mm256_broadcast_ss(w + h * ws + j);
+          for (int u = 0; u < NC; ++u) acc[h][u] = _mm256_fmadd_ps(a, v[u], acc[h][u]);
+        }
+      }
+      for (int h = 0; h < HP; ++h) {
+        for (int u = 0; u < NC; ++u) _mm256_storeu_ps(out + h * D + c + 8 * u, acc[h][u]);
+      }
+    }
+  }
+}
+
+// The tile for 1..6 heads, 1 or 2 chunks.
+using ValuesHeadsFn = void (*)(const float*, int64_t, const uint16_t*, int64_t, int64_t, int,
+                               float*);
+constexpr ValuesHeadsFn kValuesHeads[2][6] = {
+    {AttnValuesHeads<1, 1>, AttnValuesHeads<2, 1>, AttnValuesHeads<3, 1>, AttnValuesHeads<4, 1>,
+     AttnValuesHeads<5, 1>, AttnValuesHeads<6, 1>},
+    {AttnValuesHeads<1, 2>, AttnValuesHeads<2, 2>, AttnValuesHeads<3, 2>, AttnValuesHeads<4, 2>,
+     AttnValuesHeads<5, 2>, AttnValuesHeads<6, 2>}};
+
+void AttnValuesF16(const float* w, int R, int64_t ws, const uint16_t* V, int64_t vs, int64_t n,
+                   int D, float* out) {
+  if (D % 8 != 0) {
+    for (int h = 0; h < R; ++h) {
+      for (int64_t j = 0; j < n; ++j) AxpyF16(w[h * ws + j], V + j * vs, out + h * D, D);
+    }
+    return;
+  }
+  for (int h0 = 0; h0 < R; h0 += 6) {  // 6 heads x 2 chunks: 12 accumulators, 2 values, 1 weight
+    const int hp = R - h0 < 6 ? R - h0 : 6;
+    kValuesHeads[D % 16 == 0 ? 1 : 0][hp - 1](w + h0 * ws, ws, V, vs, n, D,
+                                              out + static_cast<int64_t>(h0) * D);
+  }
+}
+
 // clang-format off
 const Kernels kAvx2 = {
     "avx2+fma+f16c",
@@ -608,6 +714,8 @@ const Kernels kAvx2 = {
     AxpyF32,
     AxpyF16,
     F32ToF16Row,
+    AttnScoresF16,
+    AttnValuesF16,
 };
 // clang-format on
 

@@ -545,31 +545,78 @@ void WeightedValues(const Kernels& k, const KvCache& kv, const float* scores_P, 
   }
 }
 
+// The keys [first, p] of a cache as at most two runs of consecutive slots (a sliding-window
+// ring wraps once): run r covers keys [key0[r], key0[r] + len[r]) from slot slot0[r].
+struct KeyRuns {
+  int n = 0;
+  int64_t slot0[2], key0[2], len[2];
+};
+KeyRuns RunsOf(const KvCache& kv, int64_t first, int64_t p) {
+  KeyRuns r;
+  const int64_t s0 = kv.Slot(first), total = p - first + 1;
+  const int64_t head = kv.window > 0 ? std::min(total, kv.slots - s0) : total;
+  r.slot0[0] = s0, r.key0[0] = 0, r.len[0] = head, r.n = 1;
+  if (head < total) r.slot0[1] = 0, r.key0[1] = head, r.len[1] = total - head, r.n = 2;
+  return r;
+}
+
 // att_TND = softmax(q k^T / sqrt(D) + mask) v over the cached keys of each token's sequence
-// (layer l), one task per (token, q head); q head n reads kv head n / (N / G). The mask:
+// (layer l). q head n reads kv head n / rep. With an f16 cache one task takes the q heads of one
+// (token, kv head) pair (split in `parts` when there are fewer pairs than threads), so each key
+// and value is converted once for all of them (attn_scores_f16 / attn_values_f16). The mask:
 // position p sees keys [first, p], first = p - window + 1 on sliding-window layers (the ring
 // still holds them), 0 on global ones.
 void Attend(Engine::Impl& m, int l, const ModelConfig& c) {
   ForwardState& s = m.fs;
   const Kernels& k = *m.kern;
-  const int D = c.head_dim, N = c.num_attention_heads, rep = N / c.num_key_value_heads;
+  const int D = c.head_dim, N = c.num_attention_heads, G = c.num_key_value_heads, rep = N / G;
   const int64_t Q = c.q_width();
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t max_keys = s.max_keys;
   s.att_TND.Resize(s.T);
   float* att = s.att_TND.Write();
-  m.pool->Run(static_cast<int64_t>(s.T) * N, [&](int64_t task, int thread) {
-    const int t = static_cast<int>(task / N), n = static_cast<int>(task % N), g = n / rep;
+  const int64_t pairs = static_cast<int64_t>(s.T) * G;
+  const int parts =
+      static_cast<int>(std::min<int64_t>(rep, (m.pool->size() + pairs - 1) / pairs));  // >= 1
+  const int per = (rep + parts - 1) / parts;
+  m.pool->Run(pairs * parts, [&](int64_t task, int thread) {
+    const int64_t pair = task / parts;
+    const int t = static_cast<int>(pair / G), g = static_cast<int>(pair % G);
+    const int h0 = g * rep + static_cast<int>(task % parts) * per;
+    const int R = std::min(per, g * rep + rep - h0);
+    if (R <= 0) return;
     const KvCache& kv = (*s.kv_T[t])[l];
     const int64_t p = s.pos_T[t];
     const int64_t first = kv.window > 0 ? std::max<int64_t>(0, p - kv.window + 1) : 0;
+    const int64_t P = p - first + 1;
     std::vector<float>& sc = s.scratch_Th[thread].scores_P;
-    if (sc.size() < static_cast<size_t>(max_keys)) sc.resize(static_cast<size_t>(max_keys));
-    const float* q_D = s.q_TND.data() + static_cast<size_t>(t) * Q + static_cast<size_t>(n) * D;
-    const float mx = AttentionScores(k, kv, q_D, g, D, first, p, scale, sc.data());
-    const float inv = Softmax(sc.data(), p - first + 1, mx);
-    WeightedValues(k, kv, sc.data(), inv, g, D, first, p,
-                   att + static_cast<size_t>(t) * Q + static_cast<size_t>(n) * D);
+    if (sc.size() < static_cast<size_t>(R * max_keys)) sc.resize(static_cast<size_t>(R * max_keys));
+    const float* q_RD = s.q_TND.data() + static_cast<size_t>(t) * Q + static_cast<size_t>(h0) * D;
+    float* out_RD = att + static_cast<size_t>(t) * Q + static_cast<size_t>(h0) * D;
+    if (!kv.f16) {
+      for (int h = 0; h < R; ++h) {
+        const float mx = AttentionScores(k, kv, q_RD + h * D, g, D, first, p, scale, sc.data());
+        const float inv = Softmax(sc.data(), P, mx);
+        WeightedValues(k, kv, sc.data(), inv, g, D, first, p, out_RD + h * D);
+      }
+      return;
+    }
+    const KeyRuns runs = RunsOf(kv, first, p);
+    for (int r = 0; r < runs.n; ++r) {
+      k.attn_scores_f16(q_RD, R, D, kv.k16_SGD.data() + runs.slot0[r] * kv.width + g * D, kv.width,
+                        runs.len[r], scale, sc.data() + runs.key0[r], max_keys);
+    }
+    for (int h = 0; h < R; ++h) {
+      float* sh = sc.data() + static_cast<size_t>(h) * max_keys;
+      const float inv = Softmax(sh, P, *std::max_element(sh, sh + P));
+      for (int64_t j = 0; j < P; ++j) sh[j] *= inv;
+    }
+    std::fill(out_RD, out_RD + static_cast<size_t>(R) * D, 0.f);
+    for (int r = 0; r < runs.n; ++r) {
+      k.attn_values_f16(sc.data() + runs.key0[r], R, max_keys,
+                        kv.v16_SGD.data() + runs.slot0[r] * kv.width + g * D, kv.width, runs.len[r],
+                        D, out_RD);
+    }
   });
 }
 
