@@ -244,6 +244,43 @@ TEST(Kernels, AttentionHelpersMatchScalarMath) {
   }
 }
 
+// The small f32 product (prefill's down projection): every table gives the scalar table's bits
+// (ascending u, one FMA a step), and the scalar table is within float rounding of double sums.
+TEST(Kernels, GemmF32AccMatchesTheScalarOrder) {
+  const Kernels& ref = ScalarKernels();
+  for (const Kernels* k : Tables()) {
+    for (int M : {1, 3, 4, 7, 33}) {
+      for (int N : {5, 16, 32}) {
+        for (int U : {0, 1, 63, 64, 65, 130}) {
+          const int64_t lda = M + 2, ldb = 37, ldc = N + 3;
+          const std::vector<float> A = RandomNormals(std::max<int64_t>(1, U * lda), 21 + M);
+          const std::vector<float> B = RandomNormals(std::max<int64_t>(1, U * ldb), 22 + N);
+          const std::vector<float> C0 = RandomNormals(M * ldc, 23);
+          std::vector<float> want = C0, got = C0;
+          ref.gemm_f32_acc(A.data(), lda, M, B.data(), ldb, U, N, want.data(), ldc);
+          k->gemm_f32_acc(A.data(), lda, M, B.data(), ldb, U, N, got.data(), ldc);
+          for (int j = 0; j < M; ++j) {
+            for (int64_t c = 0; c < ldc; ++c) {
+              const int64_t i = j * ldc + c;
+              if (c >= N) {
+                ASSERT_EQ(got[i], C0[i]) << "wrote past N";
+                continue;
+              }
+              ASSERT_EQ(got[i], want[i]) << k->name << " M " << M << " N " << N << " U " << U;
+              double sum = C0[i], abs = std::abs(sum);
+              for (int u = 0; u < U; ++u) {
+                const double t = static_cast<double>(A[u * lda + j]) * B[u * ldb + c];
+                sum += t, abs += std::abs(t);
+              }
+              ASSERT_NEAR(want[i], sum, 1e-6 * abs + 1e-7) << "M " << M << " N " << N;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // Grouped-query attention kernels against double-precision sums: R heads sharing one f16 KV
 // head, keys strided as in the cache (other KV heads between rows), D with and without the
 // 16-element chunks, head counts across the SIMD tables' 6- and 8-head tiles.

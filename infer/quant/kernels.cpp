@@ -2,6 +2,7 @@
 // run-time selection between tables.
 #include "infer/quant/kernels.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "infer/quant/codec.h"
@@ -140,6 +141,17 @@ void ScalarAttnValuesF16(const float* w, int R, int64_t ws, const uint16_t* V, i
   }
 }
 
+void ScalarGemmF32Acc(const float* A, int64_t lda, int M, const float* B, int64_t ldb, int U, int N,
+                      float* C, int64_t ldc) {
+  for (int j = 0; j < M; ++j) {
+    for (int c = 0; c < N; ++c) {
+      float acc = C[j * ldc + c];
+      for (int u = 0; u < U; ++u) acc = std::fma(A[u * lda + j], B[u * ldb + c], acc);
+      C[j * ldc + c] = acc;
+    }
+  }
+}
+
 // clang-format off
 const Kernels kScalar = {
     "scalar",
@@ -156,6 +168,7 @@ const Kernels kScalar = {
     ScalarAxpyF32,
     ScalarAxpyF16,
     ScalarF32ToF16,
+    ScalarGemmF32Acc,
     ScalarAttnScoresF16,
     ScalarAttnValuesF16,
 };

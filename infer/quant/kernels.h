@@ -95,6 +95,12 @@ struct Kernels {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);  // y += a f32(x)
   void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);         // round to nearest even
 
+  // Small f32 product accumulated into C (prefill's expert down projection):
+  //   C[j * ldc + c] += sum_u A[u * lda + j] * B[u * ldb + c], j in [0, M), c in [0, N), u in
+  //   [0, U), the sum in ascending u, one fused multiply-add a step (as axpy_f32 would).
+  void (*gemm_f32_acc)(const float* A, int64_t lda, int M, const float* B, int64_t ldb, int U,
+                       int N, float* C, int64_t ldc);
+
   // Grouped-query attention over an f16 KV cache: the R query heads that share one KV head
   // take each key and value once, converted once for all of them.
   //   attn_scores_f16: s[h * s_stride + j] = scale * (q_h . K_j), q_h = q + h * D,

@@ -592,6 +592,61 @@ void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+// ---- Small f32 products (prefill's expert down projection) ----
+// Tile: R <= 4 rows of C by 16 columns in 2R accumulators; each step broadcasts R values of A
+// and loads two B vectors. Columns past the last 16: the scalar order (ascending u, one FMA a
+// step).
+template <int R>
+void GemmF32Tile(const float* A, int64_t lda, const float* B, int64_t ldb, int U, float* C,
+                 int64_t ldc) {
+  __m256 c0[R], c1[R];
+  for (int r = 0; r < R; ++r) {
+    c0[r] = _mm256_loadu_ps(C + r * ldc), c1[r] = _mm256_loadu_ps(C + r * ldc + 8);
+  }
+  for (int u = 0; u < U; ++u) {
+    const __m256 b0 = _mm256_loadu_ps(B + u * ldb), b1 = _mm256_loadu_ps(B + u * ldb + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(A + u * lda + r);
+      c0[r] = _mm256_fmadd_ps(x, b0, c0[r]), c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(C + r * ldc, c0[r]), _mm256_storeu_ps(C + r * ldc + 8, c1[r]);
+  }
+}
+using GemmTileFn = void (*)(const float*, int64_t, const float*, int64_t, int, float*, int64_t);
+constexpr GemmTileFn kGemmTiles[4] = {GemmF32Tile<1>, GemmF32Tile<2>, GemmF32Tile<3>,
+                                      GemmF32Tile<4>};
+
+void GemmF32Acc(const float* A, int64_t lda, int M, const float* B, int64_t ldb, int U, int N,
+                float* C, int64_t ldc) {
+  const int N16 = N & ~15;
+  // kSpan rows of A and B at a time (16 KiB of each at most for M, N <= 32) stay in L1 while
+  // every tile passes over them; C goes back to memory between spans, so the order of the sum
+  // is unchanged.
+  constexpr int kSpan = 64;
+  for (int u0 = 0; u0 < U; u0 += kSpan) {
+    const int us = U - u0 < kSpan ? U - u0 : kSpan;
+    for (int j = 0; j < M; j += 4) {
+      const int rows = M - j < 4 ? M - j : 4;
+      for (int c = 0; c < N16; c += 16) {
+        kGemmTiles[rows - 1](A + u0 * lda + j, lda, B + u0 * ldb + c, ldb, us, C + j * ldc + c,
+                             ldc);
+      }
+    }
+  }
+  for (int j = 0; j < M; ++j) {
+    for (int c = N16; c < N; ++c) {
+      float acc = C[j * ldc + c];
+      for (int u = 0; u < U; ++u) {
+        acc = _mm_cvtss_f32(
+            _mm_fmadd_ss(_mm_set_ss(A[u * lda + j]), _mm_set_ss(B[u * ldb + c]), _mm_set_ss(acc)));
+      }
+      C[j * ldc + c] = acc;
+    }
+  }
+}
+
 // ---- Grouped-query attention over the f16 KV cache ----
 // Scores: per key, its eight-element chunks are converted once and multiplied into HP <= 8
 // query heads' accumulators (the queries stay in L1); one horizontal sum per head and key.
@@ -714,6 +769,7 @@ const Kernels kAvx2 = {
     AxpyF32,
     AxpyF16,
     F32ToF16Row,
+    GemmF32Acc,
     AttnScoresF16,
     AttnValuesF16,
 };

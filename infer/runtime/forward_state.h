@@ -131,6 +131,9 @@ struct Scratch {
   // A small group's token: its live up rows, then their down_t rows, and the up dots.
   std::vector<const uint8_t*> rows_2F;
   std::vector<float> a_F;
+  // A large group's down projection: activations by live row (U x M), and 32 columns of the
+  // live rows' down_t dequantized.
+  std::vector<float> a_UM, w_U32;
 };
 
 // Sizes ForwardState::Allocate needs.

@@ -384,17 +384,28 @@ void Engine::RunGroups(absl::Span<const int> experts, const uint8_t* hx, size_t 
                     out + static_cast<size_t>(j) * H);
       }
     } else {
-      // Many tokens: each live row dequantized once, then one AXPY per live token.
-      s.row_H.resize(static_cast<size_t>(H));
+      // Many tokens: out_MH += a_UM^T w_UH as a small f32 product per 32 columns: the live
+      // rows' slice of down_t dequantized once (w_U32), then multiplied into every token at once
+      // (a dead token's activation is 0 and adds nothing).
+      s.a_UM.assign(static_cast<size_t>(U) * M, 0.f);
       for (int ui = 0; ui < U; ++ui) {
         const int r = s.live_U[ui];
-        k.dequant_row(X.down_t.t, X.down_t.row(r), H, s.row_H.data());
         for (int j = 0; j < M; ++j) {
           const float g = s.g_MF[static_cast<size_t>(j) * F + r];
           if (!(g > 0.f)) continue;
-          const float a = g * s.u_MU[static_cast<size_t>(j) * U + ui] * fs.group_weight_A[a0 + j];
-          k.axpy_f32(a, s.row_H.data(), out + static_cast<size_t>(j) * H, H);
+          s.a_UM[static_cast<size_t>(ui) * M + j] =
+              g * s.u_MU[static_cast<size_t>(j) * U + ui] * fs.group_weight_A[a0 + j];
         }
+      }
+      s.w_U32.resize(static_cast<size_t>(U) * 32);
+      const DType dt = X.down_t.t;
+      for (int64_t c0 = 0; c0 < H; c0 += 32) {
+        const int nc = static_cast<int>(std::min<int64_t>(32, H - c0));
+        const int64_t off = DTypeBytes(dt, c0);
+        for (int ui = 0; ui < U; ++ui) {
+          k.dequant_row(dt, X.down_t.row(s.live_U[ui]) + off, nc, s.w_U32.data() + ui * 32);
+        }
+        k.gemm_f32_acc(s.a_UM.data(), M, M, s.w_U32.data(), 32, U, nc, out + c0, H);
       }
     }
     fs.group_live_E[e] = U;
