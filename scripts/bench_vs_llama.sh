@@ -130,5 +130,22 @@ for (const [k, m] of [...ratios].sort()) {
   console.log(`${t.padStart(7)}  ${test.padEnd(12)}  ${ours.toFixed(1).padStart(10)}  ${llama.toFixed(1).padStart(15)}  ${per}`);
 }
 console.log('(medians over rounds; decode: 64 tokens after the first prompt; ratio = ours / llama.cpp)');
+// Our runs against this machine's limits measured in the same runs (st-bench's probes): prefill
+// against the int8 peak of the kernels' dot idiom, decode against the read bandwidth; and the
+// time to first token of each prompt beside llama.cpp's (prompt / its prefill rate).
+const med = (a) => a.slice().sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const ourRuns = rows.filter((r) => r.engine === 'ours' && !r.depth);
+console.log('\nthreads  prompt  int8 peak GMAC/s  prefill GMAC/s  of peak  decode GB/s  of bandwidth  TTFT ms  llama.cpp TTFT ms');
+for (const t of [...new Set(ourRuns.map((r) => r.threads))].sort((a, b) => a - b)) {
+  for (const p of [...new Set(ourRuns.map((r) => r.prompt))].sort((a, b) => a - b)) {
+    const rs = ourRuns.filter((r) => r.threads === t && r.prompt === p);
+    const lp = rows.filter((r) => r.engine === 'llama.cpp' && r.n_threads === t && r.n_prompt === p && r.n_gen === 0 && !(r.n_depth > 0));
+    const lttft = lp.length ? (1e3 * p / med(lp.map((r) => r.avg_ts))).toFixed(1) : '-';
+    const f = (k, d = 1) => med(rs.map((r) => r[k] ?? 0)).toFixed(d);
+    console.log(`${String(t).padStart(7)}  ${String(p).padStart(6)}  ${f('int8_peak_gmac_s').padStart(16)}  ${f('prefill_int8_gmac_s').padStart(14)}  ${(100 * med(rs.map((r) => r.prefill_int8_peak_fraction ?? 0))).toFixed(1).padStart(6)}%  ${f('weight_read_gb_s', 2).padStart(11)}  ${(100 * med(rs.map((r) => r.membw_fraction ?? 0))).toFixed(1).padStart(11)}%  ${f('ttft_ms_median').padStart(7)}  ${lttft.padStart(17)}`);
+  }
+}
+console.log('(int8 peak: st-bench\'s in-register probe of the kernels\' dot idiom; prefill GMAC/s counts the int8 products only;')
+console.log(' decode GB/s: weight bytes a token x decode tok/s, against the bandwidth probe of the same run)');
 JS
 echo "(every run: $out)"

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "infer/quant/codec.h"
+#include "infer/runtime/int8_peak.h"
 #include "infer/runtime/thread_pool.h"
 #include "tests/test_util.h"
 
@@ -242,6 +243,29 @@ TEST(Kernels, AttentionHelpersMatchScalarMath) {
       }
     }
   }
+}
+
+// The int8 peak probe: every table's loop does 64 products a lane group per round, in
+// proportion to the rounds, and the probe reports a rate for 1 and 2 threads (and refuses
+// nonsense).
+TEST(Kernels, Int8PeakLoopCountsItsProducts) {
+  for (const Kernels* k : Tables()) {
+    int32_t sink = 0;
+    const int64_t a = k->int8_mac_loop(10, &sink), b = k->int8_mac_loop(20, &sink);
+    EXPECT_GT(a, 0) << k->name;
+    EXPECT_EQ(a % 64, 0) << k->name;
+    EXPECT_EQ(b, 2 * a) << k->name;
+    for (int threads : {1, 2}) {
+      auto p = MeasureInt8Peak(*k, threads, 1, 0.01);
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_GT(p->gmac_per_s, 0.0);
+      EXPECT_EQ(p->threads, threads);
+      EXPECT_STREQ(p->kernel, k->name);
+    }
+  }
+  EXPECT_FALSE(MeasureInt8Peak(ScalarKernels(), 0).ok());
+  EXPECT_FALSE(MeasureInt8Peak(ScalarKernels(), 1, 0).ok());
+  EXPECT_FALSE(MeasureInt8Peak(ScalarKernels(), 1, 1, 0.0).ok());
 }
 
 // The small f32 product (prefill's down projection): every table gives the scalar table's bits

@@ -141,6 +141,22 @@ void ScalarAttnValuesF16(const float* w, int R, int64_t ws, const uint16_t* V, i
   }
 }
 
+int64_t ScalarInt8MacLoop(int64_t iters, int32_t* sink) {
+  uint8_t u[64];
+  int8_t x[64];
+  for (int i = 0; i < 64; ++i)
+    u[i] = static_cast<uint8_t>(i * 7), x[i] = static_cast<int8_t>(i - 31);
+  int32_t acc[8] = {};
+  for (int64_t it = 0; it < iters; ++it) {
+    asm volatile("" : : "r"(u), "r"(x) : "memory");  // the operands change as far as it knows
+    for (int i = 0; i < 64; ++i) acc[i & 7] += u[i] * x[i];
+  }
+  int32_t s = 0;
+  for (int32_t a : acc) s += a;
+  *sink = s;
+  return iters * 64;
+}
+
 void ScalarGemmF32Acc(const float* A, int64_t lda, int M, const float* B, int64_t ldb, int U, int N,
                       float* C, int64_t ldc) {
   for (int j = 0; j < M; ++j) {
@@ -168,6 +184,7 @@ const Kernels kScalar = {
     ScalarAxpyF32,
     ScalarAxpyF16,
     ScalarF32ToF16,
+    ScalarInt8MacLoop,
     ScalarGemmF32Acc,
     ScalarAttnScoresF16,
     ScalarAttnValuesF16,

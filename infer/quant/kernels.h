@@ -95,6 +95,13 @@ struct Kernels {
   void (*axpy_f16)(float a, const uint16_t* x, float* y, int64_t n);  // y += a f32(x)
   void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);         // round to nearest even
 
+  // The int8 peak of this table's dot-product idiom, for the compute probe (st-bench): `iters`
+  // rounds of independent in-register multiply-adds of unsigned by signed bytes, as the Q4_0 x
+  // Q8_0 kernels issue them (AVX2: two vpmaddubsw, vpaddw, vpmaddwd, vpaddd per 64 products;
+  // AVX-512: vpdpbusd; scalar: plain C). Returns the multiply-adds done; *sink defeats
+  // dead-code elimination.
+  int64_t (*int8_mac_loop)(int64_t iters, int32_t* sink);
+
   // Small f32 product accumulated into C (prefill's expert down projection):
   //   C[j * ldc + c] += sum_u A[u * lda + j] * B[u * ldb + c], j in [0, M), c in [0, N), u in
   //   [0, U), the sum in ascending u, one fused multiply-add a step (as axpy_f32 would).

@@ -592,6 +592,31 @@ void F32ToF16Row(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+// ---- The int8 peak probe ----
+// Four independent accumulators, each taking 64 products a round as GroupDot does (two
+// vpmaddubsw summed in 16 bits, vpmaddwd to 32, one add); the eight weight operands are made
+// opaque every round (no instruction) so nothing is hoisted or shared between the chains.
+int64_t Int8MacLoop(int64_t iters, int32_t* sink) {
+  __m256i u[8];
+  for (int k = 0; k < 8; ++k) u[k] = _mm256_set1_epi8(static_cast<char>(3 + k));
+  const __m256i x0 = _mm256_set1_epi8(-5), x1 = _mm256_set1_epi8(7);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[4];
+  for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_si256();
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < 8; ++k) asm volatile("" : "+x"(u[k]));
+    for (int k = 0; k < 4; ++k) {
+      const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(u[2 * k], x0),
+                                         _mm256_maddubs_epi16(u[2 * k + 1], x1));
+      acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));
+    }
+  }
+  const __m256i a =
+      _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
+  *sink = _mm256_extract_epi32(a, 0);
+  return iters * 4 * 64;
+}
+
 // ---- Small f32 products (prefill's expert down projection) ----
 // Tile: R <= 4 rows of C by 16 columns in 2R accumulators; each step broadcasts R values of A
 // and loads two B vectors. Columns past the last 16: the scalar order (ascending u, one FMA a
@@ -769,6 +794,7 @@ const Kernels kAvx2 = {
     AxpyF32,
     AxpyF16,
     F32ToF16Row,
+    Int8MacLoop,
     GemmF32Acc,
     AttnScoresF16,
     AttnValuesF16,

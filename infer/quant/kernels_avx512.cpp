@@ -274,6 +274,25 @@ void AxpyRows(DType wt, const uint8_t* const* rows, const float* a, int64_t m, i
   AxpyRowsQ4(rows, a, m, n / kQBlock, y);
 }
 
+// The int8 peak probe: eight independent vpdpbusd chains (64 products each a round; the
+// instruction's latency is covered), weight operands made opaque every round.
+int64_t Int8MacLoop(int64_t iters, int32_t* sink) {
+  __m512i u[8], acc[8];
+  for (int k = 0; k < 8; ++k) {
+    u[k] = _mm512_set1_epi8(static_cast<char>(3 + k));
+    acc[k] = _mm512_setzero_si512();
+  }
+  const __m512i x = _mm512_set1_epi8(-5);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < 8; ++k) asm volatile("" : "+v"(u[k]));
+    for (int k = 0; k < 8; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], u[k], x);
+  }
+  __m512i a = acc[0];
+  for (int k = 1; k < 8; ++k) a = _mm512_add_epi32(a, acc[k]);
+  *sink = _mm512_reduce_add_epi32(a);
+  return iters * 8 * 64;
+}
+
 }  // namespace
 
 namespace kernels_internal {
@@ -283,6 +302,7 @@ const Kernels* Avx512Table(const Kernels* base) {
     Kernels k = *base;
     k.name = "avx512+vnni";
     k.row_dots = RowDots;
+    k.int8_mac_loop = Int8MacLoop;
     k.gemv = Gemv;
     k.gemv_rows = GemvRows;
     k.axpy_rows = AxpyRows;

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -23,8 +24,11 @@
 #include "absl/strings/str_split.h"
 #include "gflags/gflags.h"
 #include "infer/format/model_file.h"
+#include "infer/format/tensors.h"
+#include "infer/quant/kernels.h"
 #include "infer/quant/types.h"
 #include "infer/runtime/engine.h"
+#include "infer/runtime/int8_peak.h"
 #include "infer/runtime/membw.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "infer/tools/cli.h"
@@ -42,6 +46,9 @@ DEFINE_bool(simd, true, "false forces the portable scalar kernels");
 DEFINE_bool(avx512, true, "use the AVX-512 VNNI kernels where the CPU has them (false: AVX2)");
 DEFINE_int32(membw_mib, 1024, "buffer of the memory bandwidth probe in MiB (>= 256)");
 DEFINE_int32(membw_passes, 5, "passes of the memory bandwidth probe (the fastest counts)");
+DEFINE_bool(int8_peak, true,
+            "measure the int8 multiply-add peak of the kernels' dot idiom on these threads, and "
+            "report the fraction of it prefill reaches");
 DEFINE_uint64(seed, 1, "seed of the synthetic token ids (each repetition uses its own)");
 DEFINE_string(text, "",
               "take the prompt and decode tokens from this text file (tokenized with the model "
@@ -293,9 +300,42 @@ void PrintModel(const st::Engine& eng, const std::string& path) {
   std::fprintf(o, "types       %s\n", line.c_str());
 }
 
+// Multiply-adds a prefill token in the products on Q8 activations (Q4_0 / Q8_0 weights, from
+// the file's tensor table): the attention projections, and the gate and up of the k experts it
+// is routed to (k / E of every expert's). A prefill group computes up for every row some
+// token of the group needs (with the 4B's groups of ~32 tokens, nearly all), so both count
+// dense. Down runs in f32 and is not counted; neither is the LM head (the last position only).
+double PrefillQ8Macs(const st::Engine& eng) {
+  const st::ModelConfig& c = eng.config();
+  const double share =
+      static_cast<double>(c.moe_num_active_primary_experts) / c.moe_num_primary_experts;
+  double macs = 0;
+  for (const st::TensorInfo& t : eng.file().tensors()) {
+    const std::optional<st::TensorId> id = st::ParseFileTensorName(t.name);
+    if (!id || !st::UsesQ8Activations(t.dtype)) continue;
+    switch (id->kind) {
+      case st::TensorKind::kAttnQ:
+      case st::TensorKind::kAttnK:
+      case st::TensorKind::kAttnV:
+      case st::TensorKind::kAttnOutput:
+        macs += static_cast<double>(t.num_elements());
+        break;
+      case st::TensorKind::kFfnGate:
+      case st::TensorKind::kFfnUp:
+        macs += share * static_cast<double>(t.num_elements());
+        break;
+      default:
+        break;
+    }
+  }
+  return macs;
+}
+
 struct Row {
   int threads = 0;
   st::MemBwResult membw;
+  st::Int8PeakResult peak;     // gmac_per_s 0: not measured
+  double prefill_q8_macs = 0;  // multiply-adds a prefill token in the Q8-activation products
   Summary prefill_tps, decode_tps, ttft_ms;
   st::EngineStats prefill, decode;  // summed over the timed repetitions
   double bytes_per_token = 0, dense_bytes_per_token = 0;
@@ -309,6 +349,10 @@ struct Row {
   double achieved() const { return bytes_per_token * decode_tps.median; }  // bytes/s
   double fraction() const { return bw() > 0 ? achieved() / bw() : 0.0; }   // of membw
   double bound_tps() const { return bytes_per_token > 0 ? bw() / bytes_per_token : 0.0; }
+  double prefill_gmac_s() const { return prefill_q8_macs * prefill_tps.median / 1e9; }
+  double peak_fraction() const {
+    return peak.gmac_per_s > 0 ? prefill_gmac_s() / peak.gmac_per_s : 0.0;
+  }
   double dense_bound_tps() const {
     return dense_bytes_per_token > 0 ? bw() / dense_bytes_per_token : 0.0;
   }
@@ -321,8 +365,7 @@ void PrintRow(const Row& r) {
     std::fprintf(o, "memory read bandwidth    not measured (the probe does not fit the budget)\n");
   } else {
     std::fprintf(o, "memory read bandwidth    %.1f GB/s (%s buffer, best of %d passes, %s loads)\n",
-                 r.membw.gb_per_s, Mib(r.membw.bytes).c_str(), FLAGS_membw_passes,
-                 r.membw.kernel);
+                 r.membw.gb_per_s, Mib(r.membw.bytes).c_str(), FLAGS_membw_passes, r.membw.kernel);
   }
   std::fprintf(o, "prefill                  %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
                r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max, r.prefill_tps.stddev);
@@ -330,6 +373,15 @@ void PrintRow(const Row& r) {
                "time to first token      %.1f ms median (min %.1f, max %.1f): prefill start to "
                "the first generated token's logits\n",
                r.ttft_ms.median, r.ttft_ms.min, r.ttft_ms.max);
+  if (r.peak.gmac_per_s > 0) {
+    std::fprintf(o,
+                 "int8 peak                %.1f GMAC/s (%s dot idiom in registers, %d "
+                 "thread%s); "
+                 "prefill's int8 products (%.0f M multiply-adds a token: attention projections, "
+                 "expert gate and up) run at %.1f GMAC/s = %.1f%% of it\n",
+                 r.peak.gmac_per_s, r.peak.kernel, r.peak.threads, r.peak.threads == 1 ? "" : "s",
+                 r.prefill_q8_macs / 1e6, r.prefill_gmac_s(), 100.0 * r.peak_fraction());
+  }
   std::fprintf(o, "decode                   %.1f tok/s median (min %.1f, max %.1f, sd %.1f)\n",
                r.decode_tps.median, r.decode_tps.min, r.decode_tps.max, r.decode_tps.stddev);
   std::fprintf(o, "decode time by phase     %s\n", PhaseSplit(r.decode).c_str());
@@ -377,6 +429,10 @@ nlohmann::json RowJson(const Row& r, const st::Engine& eng) {
   j["reps"] = FLAGS_reps;
   j["membw_gb_s"] = r.membw.gb_per_s;
   j["membw_kernel"] = r.membw.kernel;
+  j["int8_peak_gmac_s"] = r.peak.gmac_per_s;
+  j["prefill_q8_macs_per_token"] = r.prefill_q8_macs;
+  j["prefill_int8_gmac_s"] = r.prefill_gmac_s();
+  j["prefill_int8_peak_fraction"] = r.peak_fraction();
   auto put = [&](const std::string& name, const Summary& s) {
     j[name + "_median"] = s.median;
     j[name + "_min"] = s.min;
@@ -511,6 +567,19 @@ int main(int argc, char** argv) {
       printed_probe_note = true;
     }
 
+    // The int8 peak of the table the engine will pick (engine.cpp's choice), before the engine
+    // exists, so that its threads do not compete.
+    st::Int8PeakResult peak;
+    if (FLAGS_int8_peak) {
+      const st::Kernels* kt = &st::SelectKernels(FLAGS_simd);
+      if (FLAGS_simd && !FLAGS_avx512 && st::Avx2Kernels() != nullptr) kt = st::Avx2Kernels();
+      auto p = st::MeasureInt8Peak(
+          *kt, threads > 0 ? threads
+                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+      if (!p.ok()) return Fail(std::string(p.status().message()));
+      peak = *p;
+    }
+
     st::EngineOptions eopt;
     eopt.threads = threads;
     eopt.simd = FLAGS_simd;
@@ -577,6 +646,8 @@ int main(int argc, char** argv) {
     Row row;
     row.threads = eng.threads();
     row.membw = *membw;
+    row.peak = peak;
+    row.prefill_q8_macs = PrefillQ8Macs(eng);
     row.kernel = eng.KernelName();
     row.budget = eng.expert_cache() != nullptr;
     row.plan = eng.memory_plan();
