@@ -2,6 +2,7 @@
 #include "model/transformer.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "model/check.h"
 
@@ -106,6 +107,46 @@ torch::Tensor GateWeights(const torch::Tensor& topk_logits_TK, bool apply_softma
   return s / s.sum(-1, /*keepdim=*/true);
 }
 
+namespace {
+
+// The step both MoE paths share: top-k routing, and the T*K (token, expert) assignments sorted
+// by expert (A = T*K), with their gate weights and each expert's count.
+struct SortedAssignments {
+  torch::Tensor topk_idx_TK, token_of_A, w_A, counts_E;
+  std::vector<int64_t> counts;  // counts_E on the host
+};
+SortedAssignments SortByExpert(const torch::Tensor& router_logits_TE, int64_t K, int64_t E,
+                               bool apply_softmax, torch::ScalarType dtype) {
+  SortedAssignments a;
+  const int64_t T = router_logits_TE.size(0);
+  torch::Tensor topk_logits_TK;
+  std::tie(topk_logits_TK, a.topk_idx_TK) = router_logits_TE.topk(K, -1);
+  torch::Tensor w_TK = GateWeights(topk_logits_TK, apply_softmax).to(dtype);
+  torch::Tensor expert_of_A = a.topk_idx_TK.reshape({-1});
+  torch::Tensor order_A =
+      std::get<1>(expert_of_A.sort(c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
+  a.token_of_A =
+      torch::arange(T, a.topk_idx_TK.options()).repeat_interleave(K).index_select(0, order_A);
+  a.w_A = w_TK.reshape({-1}).index_select(0, order_A);
+  a.counts_E = torch::bincount(expert_of_A, {}, E);
+  torch::Tensor counts_cpu = a.counts_E.to(torch::kCPU);
+  const int64_t* c = counts_cpu.data_ptr<int64_t>();
+  a.counts.assign(c, c + E);
+  return a;
+}
+
+void FillRouting(const torch::Tensor& router_logits_TE, const SortedAssignments& a,
+                 const torch::Tensor& zeros, int64_t total, LayerRouting* routing) {
+  if (routing == nullptr) return;
+  routing->router_logits_TE = router_logits_TE;
+  routing->topk_idx_TK = a.topk_idx_TK;
+  routing->expert_counts_E = a.counts_E.detach();
+  routing->reglu_zero = zeros.item<int64_t>();
+  routing->reglu_total = total;
+}
+
+}  // namespace
+
 MoEImpl::MoEImpl(const ModelConfig& cfg)
     : num_experts(cfg.moe_num_primary_experts),
       top_k(cfg.moe_num_active_primary_experts),
@@ -123,48 +164,71 @@ torch::Tensor MoEImpl::Route(const torch::Tensor& x_TH) {
 
 torch::Tensor MoEImpl::forward(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
                                LayerRouting* routing) {
-  const int64_t T = h_TH.size(0), K = top_k;
-  auto [topk_logits_TK, topk_idx_TK] = router_logits_TE.topk(K, -1);
-  torch::Tensor w_TK = GateWeights(topk_logits_TK, apply_softmax).to(h_TH.scalar_type());
+  return grouped ? ForwardGrouped(h_TH, router_logits_TE, routing)
+                 : ForwardLoop(h_TH, router_logits_TE, routing);
+}
 
-  // Group the T*K (token, expert) assignments by expert.
-  torch::Tensor expert_of_A = topk_idx_TK.reshape({-1});
-  torch::Tensor order_A =
-      std::get<1>(expert_of_A.sort(c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
-  torch::Tensor token_of_A =
-      torch::arange(T, topk_idx_TK.options()).repeat_interleave(K).index_select(0, order_A);
-  torch::Tensor w_A = w_TK.reshape({-1}).index_select(0, order_A);
-  torch::Tensor counts_E = torch::bincount(expert_of_A, {}, num_experts);
-  torch::Tensor counts_cpu = counts_E.to(torch::kCPU);
-  const int64_t* counts = counts_cpu.data_ptr<int64_t>();
+// The experts with the tokens sorted by expert once per layer: one gather of the (token,
+// expert) assignments in expert order, the sorted rows split (views) into each expert's run,
+// gate and up as one product per expert against its stacked [2F, H] weights, down as another,
+// the outputs concatenated, weighted and added to their tokens in one index_add_. LibTorch 1.13
+// has no grouped matrix product for runs of different lengths, and a zero-padded bmm costs E x
+// the largest run, which an untrained router makes close to E x T: so one product per expert
+// on its run, with the per-expert gathers and scatters of the loop gone (split's backward is
+// one concatenation). The parameters stay the experts' own, so every name is the Hugging Face
+// one.
+torch::Tensor MoEImpl::ForwardGrouped(const torch::Tensor& h_TH,
+                                      const torch::Tensor& router_logits_TE,
+                                      LayerRouting* routing) {
+  const SortedAssignments a =
+      SortByExpert(router_logits_TE, top_k, num_experts, apply_softmax, h_TH.scalar_type());
+  std::vector<torch::Tensor> x_runs = h_TH.index_select(0, a.token_of_A).split_with_sizes(a.counts);
+  std::vector<torch::Tensor> y_runs;
+  y_runs.reserve(num_experts);
+  torch::Tensor zeros = torch::zeros({}, a.topk_idx_TK.options());
+  int64_t total = 0;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    if (a.counts[e] == 0) continue;
+    auto* ex = experts[e]->as<ExpertImpl>();
+    const int64_t F = ex->gate->weight.size(0);
+    torch::Tensor gu_nF2 = torch::mm(x_runs[e], torch::cat({ex->gate->weight, ex->up->weight}).t());
+    torch::Tensor g_nF = torch::relu(gu_nF2.narrow(1, 0, F));
+    y_runs.push_back(torch::mm(g_nF * gu_nF2.narrow(1, F, F), ex->down->weight.t()));
+    torch::NoGradGuard no_grad;
+    zeros = zeros + (g_nF == 0).sum();
+    total += a.counts[e] * F;
+  }
+  torch::Tensor y_AH = torch::cat(y_runs) * a.w_A.unsqueeze(1);
+  torch::Tensor y_TH = torch::zeros_like(h_TH).index_add_(0, a.token_of_A, y_AH);
+  FillRouting(router_logits_TE, a, zeros, total, routing);
+  return y_TH;
+}
 
+// The reference: each expert run on its routed tokens in turn (index_select, three products,
+// index_add_); the grouped path must give its losses and gradients.
+torch::Tensor MoEImpl::ForwardLoop(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
+                                   LayerRouting* routing) {
+  const SortedAssignments a =
+      SortByExpert(router_logits_TE, top_k, num_experts, apply_softmax, h_TH.scalar_type());
   torch::Tensor y_TH = torch::zeros_like(h_TH);
-  torch::Tensor zeros = torch::zeros({}, topk_idx_TK.options());
+  torch::Tensor zeros = torch::zeros({}, a.topk_idx_TK.options());
   int64_t offset = 0, total = 0;
   for (int64_t e = 0; e < num_experts; ++e) {
-    const int64_t n = counts[e];
+    const int64_t n = a.counts[e];
     if (n == 0) continue;
-    torch::Tensor tok_n = token_of_A.narrow(0, offset, n);
-    torch::Tensor w_n = w_A.narrow(0, offset, n);
+    torch::Tensor tok_n = a.token_of_A.narrow(0, offset, n);
+    torch::Tensor w_n = a.w_A.narrow(0, offset, n);
     offset += n;
     auto* ex = experts[e]->as<ExpertImpl>();
     torch::Tensor x_nH = h_TH.index_select(0, tok_n);
     torch::Tensor g_nF = torch::relu(ex->gate(x_nH));
     torch::Tensor out_nH = ex->down(g_nF * ex->up(x_nH)) * w_n.unsqueeze(1);
     y_TH.index_add_(0, tok_n, out_nH);
-    {
-      torch::NoGradGuard no_grad;
-      zeros = zeros + (g_nF == 0).sum();
-      total += n * g_nF.size(1);
-    }
+    torch::NoGradGuard no_grad;
+    zeros = zeros + (g_nF == 0).sum();
+    total += n * g_nF.size(1);
   }
-  if (routing != nullptr) {
-    routing->router_logits_TE = router_logits_TE;
-    routing->topk_idx_TK = topk_idx_TK;
-    routing->expert_counts_E = counts_E.detach();
-    routing->reglu_zero = zeros.item<int64_t>();
-    routing->reglu_total = total;
-  }
+  FillRouting(router_logits_TE, a, zeros, total, routing);
   return y_TH;
 }
 
@@ -229,6 +293,12 @@ ForwardOutput SmallThinkerForCausalLMImpl::forward(const torch::Tensor& ids_BS) 
   torch::Tensor h_BSH = model(ids_BS, &out.routing);
   out.logits_BSV = lm_head ? lm_head(h_BSH) : torch::matmul(h_BSH, model->embed_tokens->weight.t());
   return out;
+}
+
+void SmallThinkerForCausalLMImpl::SetGroupedExperts(bool grouped) {
+  for (const auto& layer : *model->layers) {
+    layer->as<DecoderLayerImpl>()->block_sparse_moe->grouped = grouped;
+  }
 }
 
 void SmallThinkerForCausalLMImpl::InitWeights() {

@@ -79,13 +79,20 @@ class MoEImpl : public torch::nn::Module {
   explicit MoEImpl(const ModelConfig& cfg);
   // The pre-attention router: logits from the raw residual x (before any norm).
   torch::Tensor Route(const torch::Tensor& x_TH);
-  // Runs each expert once on the tokens routed to it; fills routing stats.
+  // Runs each expert once on the tokens routed to it; fills routing stats. Grouped (three
+  // batched products over the stacked experts) unless `grouped` is false (the per-expert loop,
+  // the reference the tests compare it with).
   torch::Tensor forward(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
                         LayerRouting* routing);
+  torch::Tensor ForwardGrouped(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
+                               LayerRouting* routing);
+  torch::Tensor ForwardLoop(const torch::Tensor& h_TH, const torch::Tensor& router_logits_TE,
+                            LayerRouting* routing);
   torch::nn::Linear primary_router{nullptr};
   torch::nn::ModuleList experts{nullptr};
   int64_t num_experts, top_k;
   bool apply_softmax;
+  bool grouped = true;
 };
 TORCH_MODULE(MoE);
 
@@ -123,6 +130,8 @@ class SmallThinkerForCausalLMImpl : public torch::nn::Module {
  public:
   explicit SmallThinkerForCausalLMImpl(const ModelConfig& cfg);
   ForwardOutput forward(const torch::Tensor& ids_BS);
+  // Every layer's MoE grouped (default) or as the per-expert loop.
+  void SetGroupedExperts(bool grouped);
   // Initialises weights: normal(0, 0.02); o_proj and expert down scaled by 1/sqrt(2L)
   // (residual-branch outputs); norms to 1. Uses the global torch generator.
   void InitWeights();

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Training throughput for the tiny and small configs: tokens/s and the achieved fraction of
-# this machine's matmul throughput (torch::mm measured in the same run), then 1 process against
+# this machine's matmul throughput (torch::mm measured in the same run) and the MoE's share of
+# a step, with the experts grouped and as the per-expert loop; then 1 process against
 # 2 data-parallel processes on the small config with the all-reduce wait. Builds if needed.
 #   scripts/bench_train.sh [extra st-train-bench flags, e.g. --threads 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x build/train/st-train-bench ]] || bash scripts/build.sh
-./build/train/st-train-bench --model_config configs/model/tiny.json --seq_len 128 --batch 16 --steps 20 "$@"
-./build/train/st-train-bench --model_config configs/model/small.json --seq_len 512 --batch 8 --steps 4 "$@"
+# Each config with the experts grouped (the default) and as the per-expert loop (the reference),
+# with the MoE's share of a step.
+for moe in grouped loop; do
+  ./build/train/st-train-bench --model_config configs/model/tiny.json --seq_len 128 --batch 16 \
+    --steps 20 --moe $moe "$@"
+  ./build/train/st-train-bench --model_config configs/model/small.json --seq_len 512 --batch 8 \
+    --steps 4 --moe $moe "$@"
+done
 
 # Data parallelism: the small config (byte vocabulary) for a few steps, 1 process x 2 threads
 # against 2 processes x 1 thread (scripts/launch_local.sh) with the same global batch (8 x 512

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "model/config.h"
@@ -255,6 +256,52 @@ TEST(ModelTest, MoEMatchesPerTokenReference) {
       }
     }
     EXPECT_EQ(r.reglu_zero, zeros);
+  }
+}
+
+// The grouped experts (three batched products over the stacked weights) against the
+// per-expert loop: the same logits, losses, routing statistics and gradient of every parameter,
+// with both gatings, including a batch where some expert gets no token.
+TEST(ModelTest, GroupedExpertsGiveTheLoopsLossesAndGradients) {
+  for (bool softmax : {false, true}) {
+    for (int64_t seq : {9, 2}) {  // 2 x 2 tokens x k 2 of 6 experts: some experts idle
+      torch::manual_seed(11);
+      ModelConfig c = SmallConfig(true, softmax);
+      SmallThinkerForCausalLM m(c);
+      torch::Tensor ids = torch::randint(0, 50, {2, seq + 1}, torch::kInt64);
+      torch::Tensor in = ids.narrow(1, 0, seq), tgt = ids.narrow(1, 1, seq);
+      LossOptions opt;  // load balance and z-loss on: their gradients count too
+      auto run = [&](bool grouped) {
+        m->SetGroupedExperts(grouped);
+        for (auto& p : m->parameters()) {
+          if (p.grad().defined()) p.grad().zero_();
+        }
+        ForwardOutput out = m->forward(in);
+        LossTerms t = ComputeLosses(out, tgt, c, opt, nullptr);
+        t.total.backward();
+        std::vector<torch::Tensor> g;
+        for (const auto& p : m->parameters()) {  // an idle expert has no gradient in the loop
+          g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+        }
+        int64_t zeros = 0, total = 0;
+        for (const LayerRouting& r : out.routing) zeros += r.reglu_zero, total += r.reglu_total;
+        return std::make_tuple(out.logits_BSV.detach(), t.total.item<double>(), g, zeros, total);
+      };
+      auto [logits_l, loss_l, grads_l, zeros_l, total_l] = run(false);
+      auto [logits_g, loss_g, grads_g, zeros_g, total_g] = run(true);
+      EXPECT_TRUE(torch::allclose(logits_g, logits_l, 1e-5, 1e-6))
+          << (logits_g - logits_l).abs().max();
+      EXPECT_NEAR(loss_g, loss_l, 1e-6 * std::abs(loss_l));
+      EXPECT_EQ(zeros_g, zeros_l);
+      EXPECT_EQ(total_g, total_l);
+      ASSERT_EQ(grads_g.size(), grads_l.size());
+      int64_t k = 0;
+      for (const auto& item : m->named_parameters()) {
+        EXPECT_TRUE(torch::allclose(grads_g[k], grads_l[k], 1e-4, 1e-7))
+            << item.key() << " max diff " << (grads_g[k] - grads_l[k]).abs().max();
+        ++k;
+      }
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // fraction of the matmul throughput (plain torch::mm) measured in the same run.
 #include <gflags/gflags.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -11,12 +12,16 @@
 #include "model/transformer.h"
 #include "train/losses.h"
 #include "train/optim.h"
+#include "train/trainer.h"
 
 DEFINE_string(model_config, "configs/model/tiny.json", "model config JSON");
 DEFINE_int32(seq_len, 128, "tokens a sequence");
 DEFINE_int32(batch, 16, "sequences a step");
 DEFINE_int32(steps, 10, "timed steps (after 2 warm-up steps)");
 DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
+DEFINE_string(moe, "grouped",
+              "expert computation: grouped (three batched products over the stacked experts) or "
+              "loop (one index_select / three products / index_add_ per expert, the reference)");
 
 namespace {
 
@@ -41,6 +46,7 @@ double MatmulGflops(int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  st::KeepFreedMemory();
   st::cli::Spec spec;
   spec.name = "st-train-bench";
   spec.usage = "st-train-bench --model_config configs/model/tiny.json [--threads N]";
@@ -53,6 +59,9 @@ int main(int argc, char** argv) {
   if (FLAGS_seq_len < 1 || FLAGS_batch < 1 || FLAGS_steps < 1 || FLAGS_mm_size < 1) {
     return st::cli::UsageError("--seq_len, --batch, --steps and --mm_size must be >= 1");
   }
+  if (FLAGS_moe != "grouped" && FLAGS_moe != "loop") {
+    return st::cli::UsageError("--moe must be grouped or loop, got '" + FLAGS_moe + "'");
+  }
   auto cfg = st::LoadModelConfig(FLAGS_model_config);
   if (!cfg.ok()) return st::cli::Fail(cfg.status());
   const int threads = st::cli::ResolvedThreads();
@@ -61,6 +70,7 @@ int main(int argc, char** argv) {
 
   torch::manual_seed(0);
   st::SmallThinkerForCausalLM model(*cfg);
+  model->SetGroupedExperts(FLAGS_moe == "grouped");
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& it : model->named_parameters()) named.emplace_back(it.key(), it.value());
   st::AdamW opt(named, st::AdamWOptions{});
@@ -93,14 +103,41 @@ int main(int argc, char** argv) {
     if (cfg->layer_uses_sliding[l] && cfg->sliding_window_size < S) keys = cfg->sliding_window_size;
     attn += 2.0 * 2.0 * keys * cfg->q_width();
   }
+  // The MoE's share of a step: one layer's MoE forward + backward on a step's worth of tokens
+  // (the hidden states and router logits of a real forward), times the layers, over the step.
+  double moe_s = 0;
+  {
+    torch::Tensor ids = torch::randint(0, cfg->vocab_size, {B, S}, torch::kInt64);
+    torch::Tensor h, logits;
+    {
+      torch::NoGradGuard ng;
+      st::ForwardOutput out = model->forward(ids);
+      logits = out.routing[0].router_logits_TE.detach();
+      h = torch::randn({static_cast<int64_t>(B) * S, cfg->hidden_size}) * 0.5;
+    }
+    auto* moe = model->model->layers[0]->as<st::DecoderLayerImpl>()->block_sparse_moe.get();
+    auto once = [&]() {
+      torch::Tensor hh = h.clone().requires_grad_(true);
+      st::LayerRouting r;
+      moe->forward(hh, logits, &r).sum().backward();
+    };
+    once();
+    const int reps = std::max(1, FLAGS_steps);
+    const auto m0 = Clock::now();
+    for (int i = 0; i < reps; ++i) once();
+    moe_s = Seconds(m0) / reps * cfg->num_hidden_layers;
+    opt.ZeroGrad();
+  }
   const double flops_per_token = 3.0 * (2.0 * weights + attn);
   const double achieved = flops_per_token * tok_s / 1e9;
-  std::printf("model %s: %.2fM params, %.2fM active | seq %d x batch %d | threads %d\n",
+  std::printf("model %s: %.2fM params, %.2fM active | seq %d x batch %d | threads %d | moe %s\n",
               FLAGS_model_config.c_str(), cfg->NumParams() / 1e6, cfg->NumActiveParams() / 1e6, S,
-              B, threads);
+              B, threads, FLAGS_moe.c_str());
   std::printf(
       "  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
       "GFLOP/s | fraction of matmul throughput: %.3f\n",
       tok_s, secs / FLAGS_steps, achieved, FLAGS_mm_size, mm_gflops, achieved / mm_gflops);
+  std::printf("  MoE (%s): %.3f s of a step's %.3f s forward + backward = %.0f%%\n",
+              FLAGS_moe.c_str(), moe_s, secs / FLAGS_steps, 100.0 * moe_s / (secs / FLAGS_steps));
   return 0;
 }

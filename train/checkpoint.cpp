@@ -1,6 +1,10 @@
 // HDF5 checkpoint save/load of the model, AdamW and run state (layout: checkpoint_layout.h).
 #include "train/checkpoint.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "data/checkpoint_layout.h"
@@ -94,6 +98,11 @@ absl::Status SaveCheckpoint(const std::string& path, SmallThinkerForCausalLM& mo
     if (s.rng_cpu.defined()) ST_RETURN_IF_ERROR(WriteTensor(f, ckpt::kRngCpu, s.rng_cpu));
     if (s.lbl_history.defined()) {
       ST_RETURN_IF_ERROR(WriteTensor(f, ckpt::kLblHistory, s.lbl_history));
+    }
+    // Test hook (tests/train_kill_test.sh): hold the finished temp file this long before the
+    // rename, so a kill can be aimed at a checkpoint write.
+    if (const char* ms = std::getenv("ST_TEST_CHECKPOINT_WRITE_DELAY_MS")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
     }
     return absl::OkStatus();
   });

@@ -1,7 +1,10 @@
 // st-train: pretrain a SmallThinker model from a JSON train config, in one process or
 // data-parallel over c10d (launch N copies: scripts/launch_local.sh, torchrun-style env, srun).
 #include <gflags/gflags.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "infer/tools/cli.h"
@@ -36,6 +39,29 @@ DEFINE_int32(bucket_mb, 8, "gradient all-reduce bucket size in MiB");
 namespace {
 
 int Fail(const absl::Status& s) { return st::cli::Fail(s); }
+
+// SIGINT / SIGTERM: the first asks the trainer to stop after the step in progress and write
+// its checkpoint; a second exits at once (status 130), leaving the last complete checkpoint as
+// it was (checkpoints are written under a temporary name and renamed).
+std::atomic<int> g_stop_signals{0};
+static_assert(std::atomic<int>::is_always_lock_free, "used from a signal handler");
+
+void OnStopSignal(int) {
+  if (g_stop_signals.fetch_add(1) > 0) _exit(130);
+  static const char kMsg[] =
+      "\nst-train: stopping after this step and writing the checkpoint (signal again to exit "
+      "at once)\n";
+  (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+}
+
+void InstallStopHandlers() {
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
 
 }  // namespace
 
@@ -102,9 +128,14 @@ int main(int argc, char** argv) {
     if (!model.ok()) return Fail(model.status());
     opts.model = *model;
   }
+  // Progress lines reach a log file as they are printed (a killed run keeps its log).
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  st::KeepFreedMemory();
+  opts.stop_signals = &g_stop_signals;
+  InstallStopHandlers();
   auto trainer = st::Trainer::Create(opts);
   if (!trainer.ok()) return Fail(trainer.status());
   absl::Status s = (*trainer)->Run();
   if (!s.ok()) return Fail(s);
-  return 0;
+  return 0;  // finished, or stopped by a signal with the checkpoint written
 }

@@ -1,6 +1,10 @@
 // The pretraining loop (see trainer.h).
 #include "train/trainer.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
@@ -8,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -36,6 +41,13 @@ absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
 }
 
 }  // namespace
+
+void KeepFreedMemory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);              // large blocks from the heap, reused
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // the heap's top kept up to 1 GiB
+#endif
+}
 
 absl::StatusOr<torch::Device> ParseDevice(const std::string& name) {
   if (name == "cpu") return torch::Device(torch::kCPU);
@@ -205,6 +217,7 @@ absl::Status Trainer::Restore(const CheckpointState& resumed) {
   }
   step_ = resumed.step;
   if (!opts_.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)step_);
+  if (dist_->rank() == 0) ST_RETURN_IF_ERROR(TidyRunDirectory());
   return absl::OkStatus();
 }
 
@@ -341,14 +354,78 @@ absl::Status Trainer::RunSteps() {
         ((c.eval_interval > 0 && step_ % c.eval_interval == 0) || step_ == c.max_steps)) {
       EvaluateAndLog();
     }
-    if (rank == 0 &&
-        ((c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == s.end)) {
+    const bool saved =
+        (c.checkpoint_interval > 0 && step_ % c.checkpoint_interval == 0) || step_ == s.end;
+    if (rank == 0 && saved) {
       ST_RETURN_IF_ERROR(SaveCheckpointNow());
       if (!opts_.quiet) {
         std::printf("saved %s (step %lld)\n", checkpoint_path().c_str(), (long long)step_);
         std::fflush(stdout);
       }
     }
+    if (step_ < s.end && StopRequested()) {
+      if (rank == 0 && !saved) ST_RETURN_IF_ERROR(SaveCheckpointNow());
+      interrupted_ = true;
+      if (rank == 0) {
+        std::printf(
+            "stopped by a signal after step %lld; checkpoint %s holds it: resume with "
+            "--resume\n",
+            (long long)step_, checkpoint_path().c_str());
+        std::fflush(stdout);
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool Trainer::StopRequested() {
+  const bool local = opts_.stop_signals != nullptr && opts_.stop_signals->load() > 0;
+  if (dist_->world() == 1) return local;
+  torch::Tensor flag = torch::full({1}, local ? 1.0f : 0.0f);
+  dist_->AllReduceSum(flag);
+  return flag.item<float>() > 0;
+}
+
+absl::Status Trainer::TidyRunDirectory() {
+  const fs::path dir(opts_.run_dir);
+  const std::string temp_prefix = fs::path(checkpoint_path()).filename().string() + ".tmp.";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(temp_prefix, 0) == 0 && entry.is_regular_file()) {
+      fs::remove(entry.path(), ec);
+      if (!opts_.quiet)
+        std::printf("removed %s (a killed run's unfinished checkpoint)\n", name.c_str());
+    }
+  }
+  const fs::path metrics = dir / "metrics.jsonl";
+  if (!fs::exists(metrics)) return absl::OkStatus();
+  std::ifstream in(metrics, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string kept;
+  size_t dropped = 0;
+  for (size_t b = 0; b < text.size();) {
+    const size_t e = text.find('\n', b);
+    if (e == std::string::npos) {  // a line the kill cut short
+      ++dropped;
+      break;
+    }
+    const std::string line = text.substr(b, e - b);
+    b = e + 1;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step") || !j["step"].is_number_integer() ||
+        j["step"].get<int64_t>() > step_) {
+      ++dropped;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (dropped == 0) return absl::OkStatus();
+  ST_RETURN_IF_ERROR(WriteFileAtomic(metrics.string(), kept));
+  if (!opts_.quiet) {
+    std::printf("metrics.jsonl: dropped %zu record(s) past step %lld (the checkpoint's)\n", dropped,
+                (long long)step_);
   }
   return absl::OkStatus();
 }
