@@ -13,7 +13,7 @@
 //   attributes on "/": format, version, step, optimizer_step, model_config (JSON),
 //   train_config (JSON), tokenizer (MakeTokenizer name), sampler_seed, sampler_epoch,
 //   sampler_cursor, sampler_rank, sampler_world (the DataLoader position; the last two are
-//   absent in checkpoints from before data parallelism)
+//   absent in checkpoints from before data parallelism), history (JSON, optional: merges)
 // <hf name> is the Hugging Face parameter name as is ("model.norm.weight"): dots, no slashes,
 // so /params is flat (a '/' in a name would make nested groups, joined back with '/').
 // Changing any of this is a new format version: existing checkpoints must keep loading.
@@ -46,6 +46,9 @@ inline constexpr char kAttrSamplerEpoch[] = "sampler_epoch";    // int64
 inline constexpr char kAttrSamplerCursor[] = "sampler_cursor";  // int64
 inline constexpr char kAttrSamplerRank[] = "sampler_rank";      // int64
 inline constexpr char kAttrSamplerWorld[] = "sampler_world";    // int64
+// JSON list of what made this checkpoint besides training (optional; absent before merges):
+// [{"event": "merge", "inputs": [{"path", "step", "weight"}...]}, ...].
+inline constexpr char kAttrHistory[] = "history";  // string
 
 // Groups and datasets.
 inline constexpr char kParamsGroup[] = "/params";

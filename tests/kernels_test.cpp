@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -301,6 +302,34 @@ TEST(Kernels, GemmF32AccMatchesTheScalarOrder) {
           }
         }
       }
+    }
+  }
+}
+
+// Softmax. Scores are multiples of 2^-10 in [-100, 0] with the maximum 0 first, so every
+// x - max is exact and exp(0) = 1: then x[i] / x[0] is exp(x[i]) with only exp's and the
+// scaling's rounding (4 ulp allowed), and the outputs sum to 1 within the float sum's n x
+// 2^-24. Every table, lengths around the 8-lane tail, weights down to underflow.
+TEST(Kernels, SoftmaxMatchesDoublePrecision) {
+  std::mt19937 rng(5);
+  for (const Kernels* k : Tables()) {
+    for (int64_t n : {1, 2, 7, 8, 9, 31, 64, 1000}) {
+      std::vector<float> x(n);
+      for (int64_t i = 1; i < n; ++i) x[i] = -static_cast<float>(rng() % 102400) / 1024.f;
+      const std::vector<float> x0 = x;
+      k->softmax_f32(x.data(), n);
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = std::exp(static_cast<double>(x0[i]));
+        if (want < 1e-37) {  // below float's normal range: any value down to 0
+          ASSERT_LE(x[i] / x[0], 1e-36) << k->name << " n " << n << " i " << i;
+        } else {
+          ASSERT_NEAR(x[i] / x[0], want, std::ldexp(want, -21))
+              << k->name << " n " << n << " i " << i << " x " << x0[i];
+        }
+        total += x[i];
+      }
+      EXPECT_NEAR(total, 1.0, std::ldexp(static_cast<double>(n), -24) + 1e-7) << k->name;
     }
   }
 }

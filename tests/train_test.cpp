@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -161,6 +162,64 @@ TEST(CheckpointTest, WrongShapeAndNonCheckpointGiveClearErrors) {
   std::ofstream(dir + "/junk.h5") << "not hdf5";
   EXPECT_FALSE(ReadCheckpointState(dir + "/junk.h5").ok());
   EXPECT_FALSE(ReadCheckpointState(dir + "/missing.h5").ok());
+}
+
+// st-ckpt-merge's core: the weighted mean of every parameter (weights normalised), the history
+// naming the inputs, a weights-only result, and clear refusals.
+TEST(CheckpointTest, MergeIsTheWeightedMeanAndRecordsItsInputs) {
+  const std::string dir = FreshDir("ckpt_merge");
+  ModelConfig c = TestModel();
+  CheckpointState s;
+  s.model_config_json = c.ToJson();
+  s.train_config_json = "{}";
+  s.tokenizer = "byte";
+  torch::manual_seed(1);
+  SmallThinkerForCausalLM a(c);
+  torch::manual_seed(2);
+  SmallThinkerForCausalLM b(c);
+  s.step = 10;
+  ASSERT_TRUE(SaveCheckpoint(dir + "/a.h5", a, nullptr, s).ok());
+  s.step = 20;
+  ASSERT_TRUE(SaveCheckpoint(dir + "/b.h5", b, nullptr, s).ok());
+  ASSERT_TRUE(MergeCheckpoints({{dir + "/a.h5", 3.0}, {dir + "/b.h5", 1.0}}, dir + "/m.h5").ok());
+  SmallThinkerForCausalLM m(c);
+  ASSERT_TRUE(LoadCheckpoint(dir + "/m.h5", m, nullptr).ok());
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  int64_t checked = 0;
+  for (const auto& item : m->named_parameters()) {
+    const torch::Tensor want = 0.75 * pa[item.key()] + 0.25 * pb[item.key()];
+    ASSERT_TRUE(torch::allclose(item.value(), want, 1e-6, 1e-7)) << item.key();
+    checked += item.value().numel();
+  }
+  EXPECT_EQ(checked, c.NumParams());
+  auto ms = ReadCheckpointState(dir + "/m.h5");
+  ASSERT_TRUE(ms.ok()) << ms.status();
+  EXPECT_NE(ms->history_json.find("\"event\":\"merge\""), std::string::npos) << ms->history_json;
+  EXPECT_NE(ms->history_json.find("\"weight\":0.75"), std::string::npos) << ms->history_json;
+  EXPECT_NE(ms->history_json.find("\"step\":20"), std::string::npos) << ms->history_json;
+  // A merge of a merge keeps the first merge in its history.
+  ASSERT_TRUE(MergeCheckpoints({{dir + "/m.h5", 1}, {dir + "/b.h5", 1}}, dir + "/m2.h5").ok());
+  auto m2 = ReadCheckpointState(dir + "/m2.h5");
+  ASSERT_TRUE(m2.ok());
+  EXPECT_NE(m2->history_json.find("m.h5"), std::string::npos);
+  EXPECT_NE(m2->history_json.find("a.h5"), std::string::npos);  // the first merge's inputs
+  // Weights only: it cannot resume training.
+  AdamW opt({}, AdamWOptions{});
+  EXPECT_FALSE(LoadCheckpoint(dir + "/m.h5", m, &opt).ok());
+  // Refusals.
+  ModelConfig other = c;
+  other.moe_ffn_hidden_size = 64;
+  SmallThinkerForCausalLM o(other);
+  s.model_config_json = other.ToJson();
+  ASSERT_TRUE(SaveCheckpoint(dir + "/o.h5", o, nullptr, s).ok());
+  absl::Status st = MergeCheckpoints({{dir + "/a.h5", 1}, {dir + "/o.h5", 1}}, dir + "/x.h5");
+  EXPECT_NE(st.message().find("another model config"), std::string::npos) << st;
+  st = MergeCheckpoints({{dir + "/a.h5", 1}, {dir + "/b.h5", -1}}, dir + "/x.h5");
+  EXPECT_NE(st.message().find("sum to 0"), std::string::npos) << st;
+  st = MergeCheckpoints({{dir + "/a.h5", 1}, {dir + "/b.h5", 1}}, dir + "/a.h5");
+  EXPECT_NE(st.message().find("also an input"), std::string::npos) << st;
+  EXPECT_FALSE(MergeCheckpoints({{dir + "/a.h5", 1}}, dir + "/x.h5").ok());
+  EXPECT_FALSE(fs::exists(dir + "/x.h5"));
 }
 
 TEST(TrainerTest, InterruptedAndResumedRunMatchesUninterruptedRun) {

@@ -2,6 +2,7 @@
 #include "train/checkpoint.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
@@ -10,6 +11,7 @@
 #include "data/checkpoint_layout.h"
 #include "data/hdf5.h"
 #include "model/check.h"
+#include "nlohmann/json.hpp"
 
 namespace st {
 namespace {
@@ -95,6 +97,9 @@ absl::Status SaveCheckpoint(const std::string& path, SmallThinkerForCausalLM& mo
         ST_RETURN_IF_ERROR(WriteTensor(f, ckpt::ExpAvgSqPath(p.name), p.exp_avg_sq));
       }
     }
+    if (!s.history_json.empty()) {
+      ST_RETURN_IF_ERROR(f.WriteAttr(ckpt::kRoot, ckpt::kAttrHistory, s.history_json));
+    }
     if (s.rng_cpu.defined()) ST_RETURN_IF_ERROR(WriteTensor(f, ckpt::kRngCpu, s.rng_cpu));
     if (s.lbl_history.defined()) {
       ST_RETURN_IF_ERROR(WriteTensor(f, ckpt::kLblHistory, s.lbl_history));
@@ -129,6 +134,9 @@ absl::StatusOr<CheckpointState> ReadCheckpointState(const std::string& path) {
     s.sampler.world = static_cast<int>(world);
   }
   ST_ASSIGN_OR_RETURN(s.tokenizer_json, ckpt::ReadTokenizerJson(*f, s.tokenizer, "used"));
+  if (f->HasAttr(ckpt::kRoot, ckpt::kAttrHistory)) {
+    ST_ASSIGN_OR_RETURN(s.history_json, f->ReadStringAttr(ckpt::kRoot, ckpt::kAttrHistory));
+  }
   if (f->Exists(ckpt::kRngCpu)) {
     ST_ASSIGN_OR_RETURN(s.rng_cpu, ReadWhole(*f, ckpt::kRngCpu, ckpt::kRngType, torch::kUInt8));
   }
@@ -158,6 +166,78 @@ absl::Status LoadCheckpoint(const std::string& path, SmallThinkerForCausalLM& mo
     opt->set_step(opt_step);
   }
   return absl::OkStatus();
+}
+
+absl::Status MergeCheckpoints(const std::vector<MergeInput>& inputs, const std::string& output) {
+  if (inputs.size() < 2) {
+    return absl::InvalidArgumentError("a merge takes at least two checkpoints");
+  }
+  double sum = 0;
+  for (const MergeInput& in : inputs) {
+    if (!std::isfinite(in.weight)) {
+      return absl::InvalidArgumentError(absl::StrCat("the weight of ", in.path, " is not finite"));
+    }
+    if (in.path == output) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the output ", output, " is also an input; write the merge to another file"));
+    }
+    sum += in.weight;
+  }
+  if (!(std::abs(sum) > 1e-12)) {
+    return absl::InvalidArgumentError(
+        "the merge weights sum to 0; they are normalised by their sum");
+  }
+  CheckpointState first;
+  SmallThinkerForCausalLM merged{nullptr};
+  std::vector<torch::Tensor> acc;  // float64 sums, in named_parameters order
+  nlohmann::json event = {{"event", "merge"}, {"inputs", nlohmann::json::array()}};
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const MergeInput& in = inputs[i];
+    ST_ASSIGN_OR_RETURN(CheckpointState s, ReadCheckpointState(in.path));
+    ST_ASSIGN_OR_RETURN(ModelConfig cfg, ParseModelConfig(s.model_config_json));
+    if (i == 0) {
+      first = s;
+      merged = SmallThinkerForCausalLM(cfg);
+    } else {
+      ST_ASSIGN_OR_RETURN(ModelConfig cfg0, ParseModelConfig(first.model_config_json));
+      if (cfg.ToJson() != cfg0.ToJson()) {
+        return absl::InvalidArgumentError(absl::StrCat(in.path, " has another model config than ",
+                                                       inputs[0].path, "; only one model merges"));
+      }
+      if (s.tokenizer != first.tokenizer || s.tokenizer_json != first.tokenizer_json) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(in.path, " has another tokenizer than ", inputs[0].path));
+      }
+    }
+    SmallThinkerForCausalLM m(cfg);
+    ST_RETURN_IF_ERROR(LoadCheckpoint(in.path, m, nullptr));
+    const double w = in.weight / sum;
+    torch::NoGradGuard no_grad;
+    size_t k = 0;
+    for (const auto& item : m->named_parameters()) {
+      torch::Tensor t = item.value().to(torch::kFloat64) * w;
+      if (i == 0) {
+        acc.push_back(t);
+      } else {
+        acc[k].add_(t);
+      }
+      ++k;
+    }
+    event["inputs"].push_back({{"path", in.path}, {"step", s.step}, {"weight", w}});
+  }
+  {
+    torch::NoGradGuard no_grad;
+    size_t k = 0;
+    for (auto& item : merged->named_parameters()) item.value().copy_(acc[k++]);
+  }
+  nlohmann::json history = nlohmann::json::array();
+  if (!first.history_json.empty()) {
+    history = nlohmann::json::parse(first.history_json, nullptr, /*allow_exceptions=*/false);
+    if (!history.is_array()) history = nlohmann::json::array();
+  }
+  history.push_back(event);
+  first.history_json = history.dump();
+  return SaveCheckpoint(output, merged, nullptr, first);
 }
 
 }  // namespace st

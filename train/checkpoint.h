@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +26,7 @@ struct CheckpointState {
   std::string train_config_json;
   std::string tokenizer;       // MakeTokenizer name
   std::string tokenizer_json;  // MakeTokenizer json ("" for "byte")
+  std::string history_json;    // ckpt::kAttrHistory ("" = none)
 };
 
 // `opt` may be null (weights only).
@@ -37,5 +39,18 @@ absl::StatusOr<CheckpointState> ReadCheckpointState(const std::string& path);
 // Loads parameters (and optimizer state when `opt` is given) into an already built model.
 // Every parameter must be present with the right shape; errors name the tensor.
 absl::Status LoadCheckpoint(const std::string& path, SmallThinkerForCausalLM& model, AdamW* opt);
+
+// Linear merge (the paper averages its SFT checkpoints this way): output = sum_i w_i * input_i
+// over every parameter, with the weights normalised to sum to 1 (the sum computed in float64).
+// The inputs must share one model config and tokenizer (errors name the first that differs).
+// The output is weights only (no optimizer state: it cannot --resume, it exports and
+// fine-tunes), takes the first input's other state, and its history gains a "merge" event
+// naming the inputs, their steps and normalised weights. Written atomically; `output` must
+// not be one of the inputs.
+struct MergeInput {
+  std::string path;
+  double weight = 1.0;
+};
+absl::Status MergeCheckpoints(const std::vector<MergeInput>& inputs, const std::string& output);
 
 }  // namespace st

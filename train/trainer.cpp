@@ -216,6 +216,7 @@ absl::Status Trainer::Restore(const CheckpointState& resumed) {
     gen.set_state(resumed.rng_cpu);
   }
   step_ = resumed.step;
+  ckpt_history_ = resumed.history_json;
   if (!opts_.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)step_);
   if (dist_->rank() == 0) ST_RETURN_IF_ERROR(TidyRunDirectory());
   return absl::OkStatus();
@@ -251,6 +252,7 @@ absl::Status Trainer::SaveCheckpointNow() {
   s.train_config_json = opts_.train.ToJson();
   s.tokenizer = tokenizer_->name();
   s.tokenizer_json = tokenizer_->ToJson();
+  s.history_json = ckpt_history_;
   absl::Status st = SaveCheckpoint(checkpoint_path(), model_, optimizer_.get(), s);
   if (!st.ok()) {
     return absl::Status(st.code(), absl::StrCat("saving the checkpoint failed (the previous one is "

@@ -125,6 +125,7 @@ class Trainer {
   std::unique_ptr<Tokenizer> tokenizer_;  // the dataset's (stored in checkpoints)
   int64_t step_ = 0;
   bool interrupted_ = false;
+  std::string ckpt_history_;  // the resumed checkpoint's history (merges), carried on
   std::vector<StepRecord> history_;
 };
 

@@ -2,6 +2,7 @@
 // run-time selection between tables.
 #include "infer/quant/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -127,6 +128,15 @@ void ScalarF32ToF16(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = F32ToF16(x[i]);
 }
 
+void ScalarSoftmaxF32(float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
 void ScalarAttnScoresF16(const float* q, int R, int D, const uint16_t* K, int64_t ks, int64_t n,
                          float scale, float* s, int64_t ss) {
   for (int h = 0; h < R; ++h) {
@@ -186,6 +196,7 @@ const Kernels kScalar = {
     ScalarF32ToF16,
     ScalarInt8MacLoop,
     ScalarGemmF32Acc,
+    ScalarSoftmaxF32,
     ScalarAttnScoresF16,
     ScalarAttnValuesF16,
 };

@@ -108,6 +108,10 @@ struct Kernels {
   void (*gemm_f32_acc)(const float* A, int64_t lda, int M, const float* B, int64_t ldb, int U,
                        int N, float* C, int64_t ldc);
 
+  // Softmax in place over n >= 1 floats: x[i] = exp(x[i] - max) / sum. The scalar table uses
+  // std::exp; the SIMD ones a degree-6 polynomial exp (within 2 ulp of it), the sum in float.
+  void (*softmax_f32)(float* x, int64_t n);
+
   // Grouped-query attention over an f16 KV cache: the R query heads that share one KV head
   // take each key and value once, converted once for all of them.
   //   attn_scores_f16: s[h * s_stride + j] = scale * (q_h . K_j), q_h = q + h * D,

@@ -672,17 +672,72 @@ void GemmF32Acc(const float* A, int64_t lda, int M, const float* B, int64_t ldb,
   }
 }
 
+// ---- Softmax ----
+// exp(x) for x <= 0 (softmax's shifted scores): x = k ln2 + r with |r| <= ln2 / 2 (ln2 split in
+// two parts so r is exact), exp(r) by the degree-6 minimax polynomial of the Cephes library's
+// expf, times 2^k built in the exponent bits. Below -87.3 the result flushes to 2^-126 x exp(r)
+// (a weight of ~1e-38 next to the maximum's 1).
+inline __m256 ExpNonPositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 k = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+void SoftmaxF32(float* x, int64_t n) {
+  const int64_t n8 = n & ~int64_t{7};
+  __m256 vmx = _mm256_set1_ps(x[0]);
+  for (int64_t i = 0; i < n8; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float mx = _mm_cvtss_f32(m4);
+  for (int64_t i = n8; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 vsum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 e = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = Hsum(vsum);
+  if (n8 < n) {  // the tail through the same polynomial, in a padded vector
+    float t[8];
+    for (int i = 0; i < 8; ++i) t[i] = n8 + i < n ? x[n8 + i] - mx : -100.f;
+    _mm256_storeu_ps(t, ExpNonPositive(_mm256_loadu_ps(t)));
+    for (int64_t i = n8; i < n; ++i) sum += (x[i] = t[i - n8]);
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (int64_t i = 0; i < n8; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (int64_t i = n8; i < n; ++i) x[i] *= 1.0f / sum;
+}
+
 // ---- Grouped-query attention over the f16 KV cache ----
 // Scores: per key, its eight-element chunks are converted once and multiplied into HP <= 8
 // query heads' accumulators (the queries stay in L1); one horizontal sum per head and key.
+// Keys prefetched this many ahead: one key's dots take ~50 cycles for 6 heads, so 16 keys
+// (~250 ns) cover a DRAM miss (4 ahead left decode at depth 4096 latency-bound).
+constexpr int64_t kKeysAhead = 16;
 template <int HP>
 void AttnScoresHeads(const float* q, int D, const uint16_t* K, int64_t ks, int64_t n, float scale,
                      float* s, int64_t ss) {
   for (int64_t j = 0; j < n; ++j) {
     const uint16_t* kj = K + j * ks;
-    if (j + 4 < n) {  // keys are rows ks apart (the other KV heads between): prefetch 4 ahead
+    if (j + kKeysAhead < n) {  // keys are rows ks apart (other KV heads between them)
       for (int c = 0; c < D; c += 32)
-        _mm_prefetch(reinterpret_cast<const char*>(kj + 4 * ks + c), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(kj + kKeysAhead * ks + c), _MM_HINT_T0);
     }
     __m256 acc[HP];
     for (int h = 0; h < HP; ++h) acc[h] = _mm256_setzero_ps();
@@ -796,6 +851,7 @@ const Kernels kAvx2 = {
     F32ToF16Row,
     Int8MacLoop,
     GemmF32Acc,
+    SoftmaxF32,
     AttnScoresF16,
     AttnValuesF16,
 };

@@ -606,11 +606,7 @@ void Attend(Engine::Impl& m, int l, const ModelConfig& c) {
       k.attn_scores_f16(q_RD, R, D, kv.k16_SGD.data() + runs.slot0[r] * kv.width + g * D, kv.width,
                         runs.len[r], scale, sc.data() + runs.key0[r], max_keys);
     }
-    for (int h = 0; h < R; ++h) {
-      float* sh = sc.data() + static_cast<size_t>(h) * max_keys;
-      const float inv = Softmax(sh, P, *std::max_element(sh, sh + P));
-      for (int64_t j = 0; j < P; ++j) sh[j] *= inv;
-    }
+    for (int h = 0; h < R; ++h) k.softmax_f32(sc.data() + static_cast<size_t>(h) * max_keys, P);
     std::fill(out_RD, out_RD + static_cast<size_t>(R) * D, 0.f);
     for (int r = 0; r < runs.n; ++r) {
       k.attn_values_f16(sc.data() + runs.key0[r], R, max_keys,

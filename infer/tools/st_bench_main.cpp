@@ -442,6 +442,16 @@ nlohmann::json RowJson(const Row& r, const st::Engine& eng) {
   put("prefill_tok_s", r.prefill_tps);
   put("decode_tok_s", r.decode_tps);
   put("ttft_ms", r.ttft_ms);
+  // Milliseconds a token by phase (decode and prefill), as the report's phase split.
+  for (const auto& [name, st] :
+       {std::pair<const char*, const st::EngineStats*>{"decode", &r.decode},
+        {"prefill", &r.prefill}}) {
+    const double per = st->tokens > 0 ? 1e3 / static_cast<double>(st->tokens) : 0.0;
+    j[std::string(name) + "_ms_route"] = st->seconds_route * per;
+    j[std::string(name) + "_ms_attention"] = st->seconds_attention * per;
+    j[std::string(name) + "_ms_moe"] = st->seconds_moe * per;
+    j[std::string(name) + "_ms_head"] = st->seconds_head * per;
+  }
   j["sparsity_decode"] = r.decode.sparsity();
   j["sparsity_prefill"] = r.prefill.sparsity();
   j["weight_bytes_per_token"] = r.bytes_per_token;
