@@ -15,6 +15,13 @@
 DEFINE_string(config, "", "train config JSON (configs/train/*.json)");
 DEFINE_string(run_dir, "", "directory for checkpoint.h5 and metrics.jsonl");
 DEFINE_bool(resume, false, "continue the run in --run_dir from its checkpoint");
+DEFINE_string(stage, "",
+              "with --resume: start a new stage with this train config (its data, seq_len, "
+              "schedule; max_steps counts the stage's steps) from the checkpoint's weights, "
+              "optimizer state and step");
+DEFINE_double(rope_theta, 0, "with --stage: the model's RoPE base from this stage on");
+DEFINE_int32(max_position_embeddings, 0,
+             "with --stage: the model's context length from this stage on");
 DEFINE_string(device, "cpu", "cpu, cuda or cuda:N");
 DEFINE_string(model_config, "", "override the train config's model_config path");
 DEFINE_string(data, "", "override the train config's token file");
@@ -70,7 +77,8 @@ int main(int argc, char** argv) {
   spec.name = "st-train";
   spec.usage =
       "st-train --config configs/train/tiny.json --run_dir runs/tiny\n"
-      "st-train --run_dir runs/tiny --resume            # continue an interrupted run";
+      "st-train --run_dir runs/tiny --resume            # continue an interrupted run\n"
+      "st-train --run_dir runs/tiny --resume --stage configs/train/long.json --rope_theta 1e6";
   spec.about =
       "Pretrains a SmallThinker model from a JSON train config, in one process or data-parallel "
       "over c10d (launch N copies: scripts/launch_local.sh, torchrun-style env, srun). --threads "
@@ -105,7 +113,24 @@ int main(int argc, char** argv) {
     if (!s.ok()) return Fail(s);
     if (FLAGS_bucket_mb < 1) return st::cli::UsageError("--bucket_mb must be >= 1");
   }
-  if (FLAGS_resume) {
+  if (!FLAGS_stage.empty() && !FLAGS_resume) {
+    return st::cli::UsageError("--stage starts a new stage of an existing run: add --resume");
+  }
+  if (FLAGS_stage.empty() && (FLAGS_rope_theta != 0 || FLAGS_max_position_embeddings != 0)) {
+    return st::cli::UsageError(
+        "--rope_theta and --max_position_embeddings change the model only at a new --stage");
+  }
+  if (FLAGS_rope_theta < 0 || FLAGS_max_position_embeddings < 0) {
+    return st::cli::UsageError("--rope_theta and --max_position_embeddings must be positive");
+  }
+  if (!FLAGS_stage.empty()) {
+    auto train = st::LoadTrainConfig(FLAGS_stage);
+    if (!train.ok()) return Fail(train.status());
+    opts.train = *train;
+    opts.new_stage = true;
+    opts.stage_rope_theta = FLAGS_rope_theta;
+    opts.stage_max_position_embeddings = FLAGS_max_position_embeddings;
+  } else if (FLAGS_resume) {
     // The run's own configs come from its checkpoint, so the resumed run is the same run.
     auto state = st::ReadCheckpointState(FLAGS_run_dir + "/checkpoint.h5");
     if (!state.ok()) return Fail(state.status());

@@ -112,6 +112,12 @@ absl::StatusOr<CheckpointState> Trainer::OpenRunDirectory() {
     }
     ST_ASSIGN_OR_RETURN(resumed, ReadCheckpointState(ckpt));
     ST_ASSIGN_OR_RETURN(o.model, ParseModelConfig(resumed.model_config_json));
+    if (o.new_stage) {
+      if (o.stage_rope_theta > 0) o.model.rope_theta = o.stage_rope_theta;
+      if (o.stage_max_position_embeddings > 0) {
+        o.model.max_position_embeddings = o.stage_max_position_embeddings;
+      }
+    }
   } else if (fs::exists(ckpt)) {
     return absl::AlreadyExistsError(
         absl::StrCat(o.run_dir, " already holds a checkpoint (", ckpt,
@@ -119,9 +125,10 @@ absl::StatusOr<CheckpointState> Trainer::OpenRunDirectory() {
   }
   ST_RETURN_IF_ERROR(ValidateModelConfig(o.model));
   if (o.train.seq_len > o.model.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("train config seq_len ", o.train.seq_len,
-                                                   " exceeds the model's max_position_embeddings ",
-                                                   o.model.max_position_embeddings));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train config seq_len ", o.train.seq_len, " exceeds the model's max_position_embeddings ",
+        o.model.max_position_embeddings,
+        o.new_stage ? "; raise it for the stage with --max_position_embeddings" : ""));
   }
   return resumed;
 }
@@ -209,7 +216,8 @@ void Trainer::BuildModel() {
 absl::Status Trainer::Restore(const CheckpointState& resumed) {
   const std::string ckpt = checkpoint_path();
   ST_RETURN_IF_ERROR(LoadCheckpoint(ckpt, model_, optimizer_.get()));
-  ST_RETURN_IF_ERROR(sampler_->Restore(resumed.sampler));
+  // A new stage reads its own data from the start; otherwise the data position carries on.
+  if (!opts_.new_stage) ST_RETURN_IF_ERROR(sampler_->Restore(resumed.sampler));
   if (resumed.lbl_history.defined()) lbl_pool_->Restore(resumed.lbl_history);
   if (resumed.rng_cpu.defined()) {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
@@ -217,6 +225,30 @@ absl::Status Trainer::Restore(const CheckpointState& resumed) {
   }
   step_ = resumed.step;
   ckpt_history_ = resumed.history_json;
+  nlohmann::json history = nlohmann::json::array();
+  if (!ckpt_history_.empty()) {
+    history = nlohmann::json::parse(ckpt_history_, nullptr, /*allow_exceptions=*/false);
+    if (!history.is_array()) history = nlohmann::json::array();
+  }
+  for (const nlohmann::json& e : history) {  // the current stage: the last one begun
+    if (e.is_object() && e.value("event", "") == "stage")
+      stage_start_ = e.value("step", int64_t{0});
+  }
+  if (opts_.new_stage) {
+    stage_start_ = step_;
+    nlohmann::json stage = {{"event", "stage"},
+                            {"step", step_},
+                            {"train_config", nlohmann::json::parse(opts_.train.ToJson())},
+                            {"rope_theta", opts_.model.rope_theta},
+                            {"max_position_embeddings", opts_.model.max_position_embeddings}};
+    history.push_back(stage);
+    ckpt_history_ = history.dump();
+    if (!opts_.quiet) {
+      std::printf("new stage from step %lld: data %s, seq_len %d, %lld steps, rope_theta %g\n",
+                  (long long)step_, opts_.train.data.c_str(), opts_.train.seq_len,
+                  (long long)opts_.train.max_steps, opts_.model.rope_theta);
+    }
+  }
   if (!opts_.quiet) std::printf("resumed %s at step %lld\n", ckpt.c_str(), (long long)step_);
   if (dist_->rank() == 0) ST_RETURN_IF_ERROR(TidyRunDirectory());
   return absl::OkStatus();
@@ -336,7 +368,7 @@ absl::Status Trainer::RunSteps() {
   LoopState s = StartLoop();
   model_->train();
   while (step_ < s.end) {
-    const double lr = schedule_.At(step_);
+    const double lr = schedule_.At(step_ - stage_start_);
     ST_ASSIGN_OR_RETURN(const StepLosses m, AccumulateGradients(s));
     const double max_norm = c.grad_clip > 0 ? c.grad_clip : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(s.params, max_norm);
@@ -352,8 +384,8 @@ absl::Status Trainer::RunSteps() {
     history_.push_back({step_, m.loss, m.ce, m.lbl, lr, grad_norm});
     if (step_ % c.log_interval == 0 || step_ == s.end) LogInterval(s, m, lr, grad_norm);
     const int rank = dist_->rank();
-    if (rank == 0 &&
-        ((c.eval_interval > 0 && step_ % c.eval_interval == 0) || step_ == c.max_steps)) {
+    if (rank == 0 && ((c.eval_interval > 0 && step_ % c.eval_interval == 0) ||
+                      step_ == stage_start_ + c.max_steps)) {
       EvaluateAndLog();
     }
     const bool saved =
@@ -436,7 +468,8 @@ Trainer::LoopState Trainer::StartLoop() {
   const TrainConfig& c = opts_.train;
   const int S = c.seq_len, B = c.micro_batch_size;
   LoopState s(opts_.model.num_hidden_layers, opts_.model.moe_num_primary_experts);
-  s.end = opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, c.max_steps) : c.max_steps;
+  const int64_t last = stage_start_ + c.max_steps;  // max_steps counts the stage's steps
+  s.end = opts_.stop_at_step > 0 ? std::min(opts_.stop_at_step, last) : last;
   s.first_step = step_;
   s.tokens_per_step = static_cast<int64_t>(c.grad_accum_steps) * B * S * dist_->world();
   s.params = model_->parameters();

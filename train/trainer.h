@@ -34,8 +34,16 @@ struct TrainerOptions {
   std::string run_dir;
   std::string device = "cpu";  // "cpu", "cuda", "cuda:1"
   bool resume = false;         // continue from run_dir/checkpoint.h5
-  int64_t stop_at_step = -1;   // stop (and checkpoint) here, as if interrupted; -1 = off
-  bool quiet = false;          // no console progress
+  // With resume: start a new stage from the checkpoint, as the paper's long-context stage.
+  // `train` is the stage's config (its data, seq_len, schedule; max_steps counts the stage's
+  // steps); the weights, optimizer state and step carry on, the data order starts afresh, and
+  // the model config is the checkpoint's with the overrides below (0 = keep). The checkpoint's
+  // history gains a "stage" event; a later plain --resume stays in the stage.
+  bool new_stage = false;
+  double stage_rope_theta = 0;
+  int stage_max_position_embeddings = 0;
+  int64_t stop_at_step = -1;  // stop (and checkpoint) here, as if interrupted; -1 = off
+  bool quiet = false;         // no console progress
   // SIGINT / SIGTERM count from st-train's handler (null: none). Once it is above zero the run
   // stops after the step in progress, writes its checkpoint and returns OK with interrupted()
   // true; with data parallelism the ranks agree on the step (a one-number all-reduce a step).
@@ -125,7 +133,8 @@ class Trainer {
   std::unique_ptr<Tokenizer> tokenizer_;  // the dataset's (stored in checkpoints)
   int64_t step_ = 0;
   bool interrupted_ = false;
-  std::string ckpt_history_;  // the resumed checkpoint's history (merges), carried on
+  std::string ckpt_history_;  // the resumed checkpoint's history (merges, stages), carried on
+  int64_t stage_start_ = 0;   // the step the current stage began at (its schedule's step 0)
   std::vector<StepRecord> history_;
 };
 
