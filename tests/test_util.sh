@@ -21,3 +21,14 @@ die() {
   echo "${prog:-$(basename "$0" .sh)}: $*" >&2
   exit 1
 }
+
+# kjv_dataset BUILD_DIR WORK BYTES VOCAB: WORK/data, a dataset of the first BYTES of the KJV
+# (the kjv fixture's BUILD_DIR/corpus/kjv.txt) with a BPE tokenizer of VOCAB ids trained on it
+# (WORK/tok.json) and 5% held out for validation.
+kjv_dataset() {
+  head -c "$3" "$1/corpus/kjv.txt" > "$2/kjv.txt"
+  "$1/data/st-data" train-tokenizer --input "$2/kjv.txt" --vocab_size "$4" \
+    --output "$2/tok.json" > /dev/null
+  "$1/data/st-data" prepare --tokenizer "$2/tok.json" --input "$2/kjv.txt" \
+    --output "$2/data" --val_fraction 0.05 > /dev/null
+}

@@ -15,11 +15,7 @@ work="$build/test_tmp/train_stage"
 fresh_dir "$work"
 train="$build/train/st-train"
 
-head -c 200000 "$build/corpus/kjv.txt" > "$work/kjv.txt"
-"$build/data/st-data" train-tokenizer --input "$work/kjv.txt" --vocab_size 500 \
-  --output "$work/tok.json" > /dev/null
-"$build/data/st-data" prepare --tokenizer "$work/tok.json" --input "$work/kjv.txt" \
-  --output "$work/data" --val_fraction 0.05 > /dev/null
+kjv_dataset "$build" "$work" 200000 500
 config() {  # name seq_len max_steps lr
   cat > "$work/$1.json" << JSON
 {"model_config": "$src/configs/model/tiny.json", "data": "$work/data", "seq_len": $2,
