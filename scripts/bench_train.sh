@@ -15,6 +15,9 @@ for moe in grouped loop; do
   ./build/train/st-train-bench --model_config configs/model/small.json --seq_len 512 --batch 8 \
     --steps 4 --moe $moe "$@"
 done
+# Mixed precision (bf16 autocast) on tiny: pays only with bf16 arithmetic in hardware.
+./build/train/st-train-bench --model_config configs/model/tiny.json --seq_len 128 --batch 16 \
+  --steps 3 --precision bf16 "$@"
 
 # Data parallelism: the small config (byte vocabulary) for a few steps, 1 process x 2 threads
 # against 2 processes x 1 thread (scripts/launch_local.sh) with the same global batch (8 x 512

@@ -266,6 +266,48 @@ TEST(TrainerTest, InterruptedAndResumedRunMatchesUninterruptedRun) {
   for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], full_params[i]));
 }
 
+// Mixed precision: 200 steps of the test model in bf16 (autocast) against fp32 from the same
+// initial weights and data. The bf16 run must learn (its last 50 losses well below its first)
+// and stay within the noise of the fp32 curve: the mean of its last 50 losses within 2 standard
+// deviations of the fp32 run's last 50 (their step-to-step spread). A bf16 path that broke the
+// products (or dropped gradients) fails one or the other.
+TEST(TrainerTest, Bf16LossCurveIsWithinTheNoiseOfFp32) {
+  const std::string dir = FreshDir("bf16");
+  const std::string data = SyntheticTokenFile(dir);
+  std::vector<double> loss[2];
+  for (int bf16 = 0; bf16 < 2; ++bf16) {
+    TrainerOptions o = BaseOptions(data, dir + (bf16 ? "/bf16" : "/fp32"));
+    o.train.seq_len = 16;
+    o.train.micro_batch_size = 2;
+    o.train.grad_accum_steps = 1;
+    o.train.max_steps = 200;
+    o.train.warmup_steps = 10;
+    o.train.eval_interval = 0;
+    o.train.log_interval = 50;
+    o.train.precision = bf16 ? "bf16" : "fp32";
+    auto t = Trainer::Create(o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Run().ok());
+    for (const StepRecord& r : (*t)->history()) loss[bf16].push_back(r.loss);
+  }
+  ASSERT_EQ(loss[0].size(), 200u);
+  ASSERT_EQ(loss[1].size(), 200u);
+  auto mean = [](const std::vector<double>& v, size_t b, size_t e) {
+    double s = 0;
+    for (size_t i = b; i < e; ++i) s += v[i];
+    return s / static_cast<double>(e - b);
+  };
+  const double fp32_tail = mean(loss[0], 150, 200), bf16_tail = mean(loss[1], 150, 200);
+  double var = 0;
+  for (size_t i = 150; i < 200; ++i) var += (loss[0][i] - fp32_tail) * (loss[0][i] - fp32_tail);
+  const double sd = std::sqrt(var / 49.0);
+  std::printf("fp32 last 50: %.4f (sd %.4f), bf16 last 50: %.4f, bf16 first 10: %.4f\n", fp32_tail,
+              sd, bf16_tail, mean(loss[1], 0, 10));
+  EXPECT_LT(bf16_tail, mean(loss[1], 0, 10) - 1.0) << "bf16 did not learn";
+  EXPECT_LT(std::abs(bf16_tail - fp32_tail), 2.0 * sd);
+  EXPECT_NE(loss[0][199], loss[1][199]);  // bf16 really ran in another precision
+}
+
 TEST(TrainerTest, RefusesToOverwriteAndExplainsResume) {
   const std::string dir = FreshDir("overwrite");
   const std::string data = SyntheticTokenFile(dir);

@@ -19,6 +19,7 @@ DEFINE_int32(seq_len, 128, "tokens a sequence");
 DEFINE_int32(batch, 16, "sequences a step");
 DEFINE_int32(steps, 10, "timed steps (after 2 warm-up steps)");
 DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
+DEFINE_string(precision, "fp32", "fp32, or bf16 (matrix products in bfloat16 through autocast)");
 DEFINE_string(moe, "grouped",
               "expert computation: grouped (three batched products over the stacked experts) or "
               "loop (one index_select / three products / index_add_ per expert, the reference)");
@@ -59,6 +60,9 @@ int main(int argc, char** argv) {
   if (FLAGS_seq_len < 1 || FLAGS_batch < 1 || FLAGS_steps < 1 || FLAGS_mm_size < 1) {
     return st::cli::UsageError("--seq_len, --batch, --steps and --mm_size must be >= 1");
   }
+  if (FLAGS_precision != "fp32" && FLAGS_precision != "bf16") {
+    return st::cli::UsageError("--precision must be fp32 or bf16, got '" + FLAGS_precision + "'");
+  }
   if (FLAGS_moe != "grouped" && FLAGS_moe != "loop") {
     return st::cli::UsageError("--moe must be grouped or loop, got '" + FLAGS_moe + "'");
   }
@@ -79,9 +83,13 @@ int main(int argc, char** argv) {
   auto step = [&]() {
     torch::Tensor batch = torch::randint(0, cfg->vocab_size, {B, S + 1}, torch::kInt64);
     opt.ZeroGrad();
-    st::ForwardOutput out = model->forward(batch.narrow(1, 0, S));
-    st::LossTerms t = st::ComputeLosses(out, batch.narrow(1, 1, S), *cfg, st::LossOptions{}, &pool);
-    t.total.backward();
+    torch::Tensor loss;
+    {
+      st::AutocastGuard amp(FLAGS_precision, torch::kCPU);
+      st::ForwardOutput out = model->forward(batch.narrow(1, 0, S));
+      loss = st::ComputeLosses(out, batch.narrow(1, 1, S), *cfg, st::LossOptions{}, &pool).total;
+    }
+    loss.backward();
     opt.Step(1e-4);
   };
   for (int i = 0; i < 2; ++i) step();
@@ -133,6 +141,7 @@ int main(int argc, char** argv) {
   std::printf("model %s: %.2fM params, %.2fM active | seq %d x batch %d | threads %d | moe %s\n",
               FLAGS_model_config.c_str(), cfg->NumParams() / 1e6, cfg->NumActiveParams() / 1e6, S,
               B, threads, FLAGS_moe.c_str());
+  std::printf("  precision %s\n", FLAGS_precision.c_str());
   std::printf(
       "  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
       "GFLOP/s | fraction of matmul throughput: %.3f\n",

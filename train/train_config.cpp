@@ -43,6 +43,7 @@ void ForEachField(TrainConfig& c, Fn&& f) {
   f("checkpoint_interval", c.checkpoint_interval);
   f("seed", c.seed);
   f("threads", c.threads);
+  f("precision", c.precision);
 }
 
 template <typename T>
@@ -179,6 +180,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
   if (c.eval_batches < 1) return bad("eval_batches", "must be >= 1");
   if (c.checkpoint_interval < 0) return bad("checkpoint_interval", "must be >= 0");
   if (c.threads < 0) return bad("threads", "must be >= 0 (0 = all cores)");
+  if (c.precision != "fp32" && c.precision != "bf16") {
+    return bad("precision", absl::StrCat("must be fp32 or bf16, got '", c.precision, "'"));
+  }
   return absl::OkStatus();
 }
 

@@ -40,6 +40,10 @@ struct TrainConfig {
   int64_t checkpoint_interval = 100;  // steps between checkpoints (0 = only at the end)
   uint64_t seed = 1234;               // model init and data order
   int threads = 0;                    // intra-op threads; 0 = all cores
+  // "fp32", or "bf16": forward and losses under autocast to bfloat16 (fp32 master weights,
+  // gradients, optimizer state and reductions). Pays only where the hardware has bf16
+  // arithmetic (AVX512-BF16 / AMX, recent GPUs); emulated elsewhere and much slower.
+  std::string precision = "fp32";
 
   std::string ToJson() const;
 };

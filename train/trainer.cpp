@@ -6,6 +6,7 @@
 #endif
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <chrono>
 #include <cmath>
@@ -41,6 +42,28 @@ absl::Status WriteTextFile(const fs::path& path, const std::string& text) {
 }
 
 }  // namespace
+
+AutocastGuard::AutocastGuard(const std::string& precision, const torch::Device& device)
+    : on_(precision == "bf16"), cuda_(device.is_cuda()) {
+  if (!on_) return;
+  if (cuda_) {
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!on_) return;
+  if (cuda_) {
+    at::autocast::set_enabled(false);
+  } else {
+    at::autocast::set_cpu_enabled(false);
+  }
+  at::autocast::clear_cache();
+}
 
 void KeepFreedMemory() {
 #if defined(__GLIBC__)
@@ -498,8 +521,13 @@ absl::StatusOr<Trainer::StepLosses> Trainer::AccumulateGradients(LoopState& s) {
     torch::Tensor batch =
         torch::from_blob(s.batch.data(), {B, S + 1}, torch::kInt32).to(device_, torch::kInt64);
     torch::Tensor targets = batch.narrow(1, 1, S);
-    ForwardOutput out = model_->forward(batch.narrow(1, 0, S));
-    LossTerms terms = ComputeLosses(out, targets, opts_.model, loss_opt, lbl_pool_.get());
+    ForwardOutput out{};
+    LossTerms terms;
+    {
+      AutocastGuard amp(c.precision, device_);
+      out = model_->forward(batch.narrow(1, 0, S));
+      terms = ComputeLosses(out, targets, opts_.model, loss_opt, lbl_pool_.get());
+    }
     (terms.total / c.grad_accum_steps).backward();
     sum.loss += terms.total.item<double>();
     sum.ce += terms.ce.item<double>();

@@ -145,6 +145,21 @@ class Trainer {
 // faults). Call once at the start of a training process.
 void KeepFreedMemory();
 
+// Mixed precision for the forward pass and losses of one micro-batch: with precision "bf16"
+// the matrix products in scope run in bfloat16 through LibTorch's autocast (CPU, or CUDA for
+// a CUDA device); parameters, gradients, optimizer state and the losses' reductions stay fp32.
+// "fp32" does nothing. Backward runs after the guard is gone (autograd keeps the casts).
+class AutocastGuard {
+ public:
+  AutocastGuard(const std::string& precision, const torch::Device& device);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool on_ = false, cuda_ = false;
+};
+
 // Parses "cpu" / "cuda" / "cuda:N" and checks that the device is usable.
 absl::StatusOr<torch::Device> ParseDevice(const std::string& name);
 
