@@ -253,6 +253,58 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x_BSH, const RopeTa
   return x + block_sparse_moe(h2_TH, router_logits_TE, routing).view({B, S, H});
 }
 
+namespace {
+
+// Gradient checkpointing of one decoder layer: the forward pass keeps only the layer's input
+// (no activations inside the layer); backward runs the layer again with gradients on and
+// back-propagates through that copy, accumulating into the layer's parameters and returning
+// the input's gradient. Outputs: the layer's output and its router logits (the router losses
+// need them). The recomputation makes the same routing (the inputs are the same), so the
+// gradients are those of the plain layer.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                torch::Tensor x_BSH, torch::Tensor cos_SD,
+                                                torch::Tensor sin_SD, torch::Tensor mask_SS,
+                                                int64_t layer_ptr, int64_t routing_ptr) {
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(layer_ptr);
+    auto* routing = reinterpret_cast<LayerRouting*>(routing_ptr);
+    ctx->save_for_backward({x_BSH, cos_SD, sin_SD, mask_SS});
+    ctx->saved_data["layer"] = layer_ptr;
+    LayerRouting r;
+    torch::Tensor y;
+    {
+      torch::NoGradGuard no_grad;
+      y = layer->forward(x_BSH, RopeTables{cos_SD, sin_SD}, mask_SS, &r);
+    }
+    if (routing != nullptr) *routing = r;
+    return {y, r.router_logits_TE};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    torch::Tensor x = saved[0].detach().requires_grad_(true);
+    LayerRouting r;
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad_on(true);
+      y = layer->forward(x, RopeTables{saved[1], saved[2]}, saved[3], &r);
+    }
+    std::vector<torch::Tensor> outs{y},
+        out_grads{grads[0].defined() ? grads[0] : torch::zeros_like(y)};
+    if (grads[1].defined()) {
+      outs.push_back(r.router_logits_TE);
+      out_grads.push_back(grads[1]);
+    }
+    torch::autograd::backward(outs, out_grads);
+    return {x.grad(),        torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 SmallThinkerModelImpl::SmallThinkerModelImpl(const ModelConfig& cfg_in) : cfg(cfg_in) {
   ST_CHECK(static_cast<int>(cfg.layer_uses_rope.size()) == cfg.num_hidden_layers)
       << "ModelConfig not validated";
@@ -272,10 +324,20 @@ torch::Tensor SmallThinkerModelImpl::forward(const torch::Tensor& ids_BS,
   const torch::Tensor window_mask = AttentionMask(S, cfg.sliding_window_size, dev);
   if (routing != nullptr) routing->assign(cfg.num_hidden_layers, LayerRouting{});
   torch::Tensor x_BSH = embed_tokens(ids_BS);
+  const bool recompute = checkpoint_layers && is_training() && torch::GradMode::is_enabled();
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     const torch::Tensor& mask = cfg.layer_uses_sliding[l] ? window_mask : global_mask;
-    x_BSH = layers[l]->as<DecoderLayerImpl>()->forward(
-        x_BSH, rope, mask, routing != nullptr ? &(*routing)[l] : nullptr);
+    auto* layer = layers[l]->as<DecoderLayerImpl>();
+    LayerRouting* r = routing != nullptr ? &(*routing)[l] : nullptr;
+    if (!recompute) {
+      x_BSH = layer->forward(x_BSH, rope, mask, r);
+      continue;
+    }
+    torch::autograd::variable_list out =
+        CheckpointedLayer::apply(x_BSH, rope.cos_SD, rope.sin_SD, mask,
+                                 reinterpret_cast<int64_t>(layer), reinterpret_cast<int64_t>(r));
+    x_BSH = out[0];
+    if (r != nullptr) r->router_logits_TE = out[1];  // connected to the graph
   }
   return norm(x_BSH);
 }

@@ -118,6 +118,9 @@ class SmallThinkerModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
   ModelConfig cfg;
+  // Gradient checkpointing: in training with gradients on, each layer keeps only its input and
+  // is run again in backward (activation memory of one layer instead of all; one more forward).
+  bool checkpoint_layers = false;
 };
 TORCH_MODULE(SmallThinkerModel);
 

@@ -15,6 +15,11 @@ for moe in grouped loop; do
   ./build/train/st-train-bench --model_config configs/model/small.json --seq_len 512 --batch 8 \
     --steps 4 --moe $moe "$@"
 done
+# Gradient checkpointing on small at seq 2048: peak memory and tokens/s with and without.
+for gc in false true; do
+  ./build/train/st-train-bench --model_config configs/model/small.json --seq_len 2048 --batch 1 \
+    --steps 1 --grad_checkpoint=$gc "$@"
+done
 # Mixed precision (bf16 autocast) on tiny: pays only with bf16 arithmetic in hardware.
 ./build/train/st-train-bench --model_config configs/model/tiny.json --seq_len 128 --batch 16 \
   --steps 3 --precision bf16 "$@"

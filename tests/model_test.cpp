@@ -305,6 +305,43 @@ TEST(ModelTest, GroupedExpertsGiveTheLoopsLossesAndGradients) {
   }
 }
 
+// Gradient checkpointing: each layer run again in backward gives the plain model's losses and
+// the gradient of every parameter (router included, through the load-balance and z-losses).
+TEST(ModelTest, CheckpointedLayersGiveThePlainGradients) {
+  torch::manual_seed(12);
+  ModelConfig c = SmallConfig();
+  SmallThinkerForCausalLM m(c);
+  m->train();
+  torch::Tensor ids = torch::randint(0, 50, {2, 10}, torch::kInt64);
+  torch::Tensor in = ids.narrow(1, 0, 9), tgt = ids.narrow(1, 1, 9);
+  LossOptions opt;
+  opt.z_loss_coef = 1e-3;
+  auto run = [&](bool checkpoint) {
+    m->model->checkpoint_layers = checkpoint;
+    for (auto& p : m->parameters()) {
+      if (p.grad().defined()) p.grad().zero_();
+    }
+    LossTerms t = ComputeLosses(m->forward(in), tgt, c, opt, nullptr);
+    t.total.backward();
+    std::vector<torch::Tensor> g;
+    for (const auto& p : m->parameters()) {
+      g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    }
+    return std::make_pair(t.total.item<double>(), g);
+  };
+  auto [loss_plain, g_plain] = run(false);
+  auto [loss_ckpt, g_ckpt] = run(true);
+  EXPECT_NEAR(loss_ckpt, loss_plain, 1e-6 * std::abs(loss_plain));
+  int64_t k = 0, nonzero = 0;
+  for (const auto& item : m->named_parameters()) {
+    EXPECT_TRUE(torch::allclose(g_ckpt[k], g_plain[k], 1e-4, 1e-7))
+        << item.key() << " max diff " << (g_ckpt[k] - g_plain[k]).abs().max();
+    nonzero += g_ckpt[k].abs().sum().item<double>() > 0;
+    ++k;
+  }
+  EXPECT_GT(nonzero, k / 2);  // the gradients really flowed through the recomputation
+}
+
 TEST(ModelTest, RouterReadsTheRawResidualBeforeAttention) {
   torch::manual_seed(5);
   ModelConfig c = SmallConfig();

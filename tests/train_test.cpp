@@ -368,6 +368,18 @@ TEST(TrainerTest, BadInputsGiveClearErrors) {
   auto tc3 = ParseTrainConfig(R"({"schedule": "linear"})");
   ASSERT_FALSE(tc3.ok());
   EXPECT_NE(tc3.status().message().find("schedule"), std::string::npos) << tc3.status();
+  auto tc4 = ParseTrainConfig(R"({"precision": "fp16"})");
+  ASSERT_FALSE(tc4.ok());
+  EXPECT_NE(tc4.status().message().find("must be fp32 or bf16"), std::string::npos) << tc4.status();
+  auto tc5 = ParseTrainConfig(R"({"grad_checkpoint": 1})");
+  ASSERT_FALSE(tc5.ok());
+  EXPECT_NE(tc5.status().message().find("must be true or false"), std::string::npos)
+      << tc5.status();
+  auto tc6 = ParseTrainConfig(R"({"grad_checkpoint": true, "precision": "bf16"})");
+  ASSERT_TRUE(tc6.ok()) << tc6.status();
+  EXPECT_TRUE(tc6->grad_checkpoint);
+  EXPECT_EQ(tc6->precision, "bf16");
+  EXPECT_TRUE(ParseTrainConfig(tc6->ToJson()).ok());  // written back as it reads
   for (const char* name : {"tiny", "small"}) {
     auto shipped = LoadTrainConfig(std::string(ST_SOURCE_DIR) + "/configs/train/" + name + ".json");
     EXPECT_TRUE(shipped.ok()) << shipped.status();

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "infer/tools/cli.h"
@@ -19,6 +22,8 @@ DEFINE_int32(seq_len, 128, "tokens a sequence");
 DEFINE_int32(batch, 16, "sequences a step");
 DEFINE_int32(steps, 10, "timed steps (after 2 warm-up steps)");
 DEFINE_int32(mm_size, 1024, "square matmul size for the reference throughput");
+DEFINE_bool(grad_checkpoint, false,
+            "gradient checkpointing: each layer keeps only its input and runs again in backward");
 DEFINE_string(precision, "fp32", "fp32, or bf16 (matrix products in bfloat16 through autocast)");
 DEFINE_string(moe, "grouped",
               "expert computation: grouped (three batched products over the stacked experts) or "
@@ -42,6 +47,16 @@ double MatmulGflops(int64_t n) {
     ++iters;
   }
   return 2.0 * n * n * n * iters / Seconds(t0) / 1e9;
+}
+
+// The process's peak resident set (VmHWM) in MiB, 0 when /proc does not say.
+double PeakRssMib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -75,6 +90,8 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   st::SmallThinkerForCausalLM model(*cfg);
   model->SetGroupedExperts(FLAGS_moe == "grouped");
+  model->model->checkpoint_layers = FLAGS_grad_checkpoint;
+  model->train();
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& it : model->named_parameters()) named.emplace_back(it.key(), it.value());
   st::AdamW opt(named, st::AdamWOptions{});
@@ -146,6 +163,8 @@ int main(int argc, char** argv) {
       "  train: %.0f tokens/s (%.3f s/step) | %.2f GFLOP/s model | torch::mm %d^2: %.1f "
       "GFLOP/s | fraction of matmul throughput: %.3f\n",
       tok_s, secs / FLAGS_steps, achieved, FLAGS_mm_size, mm_gflops, achieved / mm_gflops);
+  std::printf("  peak RSS %.0f MiB (VmHWM: the model, optimizer and a step's activations)%s\n",
+              PeakRssMib(), FLAGS_grad_checkpoint ? ", layers checkpointed" : "");
   std::printf("  MoE (%s): %.3f s of a step's %.3f s forward + backward = %.0f%%\n",
               FLAGS_moe.c_str(), moe_s, secs / FLAGS_steps, 100.0 * moe_s / (secs / FLAGS_steps));
   return 0;

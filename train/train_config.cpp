@@ -44,6 +44,7 @@ void ForEachField(TrainConfig& c, Fn&& f) {
   f("seed", c.seed);
   f("threads", c.threads);
   f("precision", c.precision);
+  f("grad_checkpoint", c.grad_checkpoint);
 }
 
 template <typename T>
@@ -53,6 +54,11 @@ absl::Status Read(const json& v, const std::string& key, T& out) {
       return absl::InvalidArgumentError(
           absl::StrCat("train config key '", key, "' must be a string, got ", v.dump()));
     out = v.get<std::string>();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean())
+      return absl::InvalidArgumentError(
+          absl::StrCat("train config key '", key, "' must be true or false, got ", v.dump()));
+    out = v.get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer())
       return absl::InvalidArgumentError(

@@ -44,6 +44,9 @@ struct TrainConfig {
   // gradients, optimizer state and reductions). Pays only where the hardware has bf16
   // arithmetic (AVX512-BF16 / AMX, recent GPUs); emulated elsewhere and much slower.
   std::string precision = "fp32";
+  // Gradient checkpointing: every decoder layer keeps only its input in the forward pass and
+  // runs again in backward (less activation memory, one more forward's time).
+  bool grad_checkpoint = false;
 
   std::string ToJson() const;
 };

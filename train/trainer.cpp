@@ -207,6 +207,7 @@ void Trainer::BuildModel() {
   const TrainerOptions& o = opts_;
   torch::manual_seed(o.train.seed);
   model_ = SmallThinkerForCausalLM(o.model);
+  model_->model->checkpoint_layers = o.train.grad_checkpoint;
   model_->to(device_);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : model_->named_parameters()) named.emplace_back(item.key(), item.value());
