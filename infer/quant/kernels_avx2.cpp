@@ -192,7 +192,7 @@ void GemvQ4Grouped(const uint8_t* W, size_t rb, int64_t rows, const uint8_t* x, 
     const char* pf = reinterpret_cast<const char*>(p0 + 4 * rb);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     for (int64_t g = 0; g < ng; ++g) {
-      for (int64_t o = 0; o < step + 64; o += 64) _mm_prefetch(pf + g * step + o, _MM_HINT_T0);
+      for (int64_t o = 0; o < step; o += 64) _mm_prefetch(pf + g * step + o, _MM_HINT_T0);
       const uint8_t* xgg = xg + g * kQ8GroupBytes;
       a0 = GroupDot(LoadGroupQ4(p0 + g * kGroupBytes), xgg, a0);
       a1 = GroupDot(LoadGroupQ4(p1 + g * kGroupBytes), xgg, a1);

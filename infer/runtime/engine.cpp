@@ -508,40 +508,23 @@ void WriteKvCache(const Kernels& k, const ForwardState& s, int l) {
   }
 }
 
-// scores_P[j - first] = (q_D . key j of kv head g) * scale for the positions [first, p];
-// returns their maximum.
-float AttentionScores(const Kernels& k, const KvCache& kv, const float* q_D, int g, int D,
-                      int64_t first, int64_t p, float scale, float* scores_P) {
-  float mx = -INFINITY;
+// The f32 KV cache (--kv_f16=false), one query head at a time: scores_P[j - first] =
+// (q_D . key j of kv head g) * scale for the positions [first, p].
+void AttentionScoresF32(const Kernels& k, const KvCache& kv, const float* q_D, int g, int D,
+                        int64_t first, int64_t p, float scale, float* scores_P) {
   for (int64_t j = first; j <= p; ++j) {
     const size_t o = static_cast<size_t>(kv.Slot(j) * kv.width + g * D);
-    const float s = (kv.f16 ? k.dot_f32_f16(q_D, kv.k16_SGD.data() + o, D)
-                            : k.dot_f32(q_D, kv.k32_SGD.data() + o, D)) *
-                    scale;
-    scores_P[j - first] = s;
-    mx = std::max(mx, s);
+    scores_P[j - first] = k.dot_f32(q_D, kv.k32_SGD.data() + o, D) * scale;
   }
-  return mx;
 }
 
-// Softmax numerators in place (exp(score - max)); returns 1 / their sum.
-float Softmax(float* scores_P, int64_t P, float mx) {
-  float sum = 0.f;
-  for (int64_t j = 0; j < P; ++j) sum += (scores_P[j] = std::exp(scores_P[j] - mx));
-  return 1.0f / sum;
-}
-
-// out_D = sum over [first, p] of weight_j * value j of kv head g, weight_j = scores_P * inv.
-void WeightedValues(const Kernels& k, const KvCache& kv, const float* scores_P, float inv, int g,
-                    int D, int64_t first, int64_t p, float* out_D) {
+// out_D = sum over [first, p] of weights_P[j - first] * value j of kv head g (f32 cache).
+void WeightedValuesF32(const Kernels& k, const KvCache& kv, const float* weights_P, int g, int D,
+                       int64_t first, int64_t p, float* out_D) {
   std::fill(out_D, out_D + D, 0.f);
   for (int64_t j = first; j <= p; ++j) {
     const size_t o = static_cast<size_t>(kv.Slot(j) * kv.width + g * D);
-    if (kv.f16) {
-      k.axpy_f16(scores_P[j - first] * inv, kv.v16_SGD.data() + o, out_D, D);
-    } else {
-      k.axpy_f32(scores_P[j - first] * inv, kv.v32_SGD.data() + o, out_D, D);
-    }
+    k.axpy_f32(weights_P[j - first], kv.v32_SGD.data() + o, out_D, D);
   }
 }
 
@@ -595,9 +578,9 @@ void Attend(Engine::Impl& m, int l, const ModelConfig& c) {
     float* out_RD = att + static_cast<size_t>(t) * Q + static_cast<size_t>(h0) * D;
     if (!kv.f16) {
       for (int h = 0; h < R; ++h) {
-        const float mx = AttentionScores(k, kv, q_RD + h * D, g, D, first, p, scale, sc.data());
-        const float inv = Softmax(sc.data(), P, mx);
-        WeightedValues(k, kv, sc.data(), inv, g, D, first, p, out_RD + h * D);
+        AttentionScoresF32(k, kv, q_RD + h * D, g, D, first, p, scale, sc.data());
+        k.softmax_f32(sc.data(), P);
+        WeightedValuesF32(k, kv, sc.data(), g, D, first, p, out_RD + h * D);
       }
       return;
     }
